@@ -1,0 +1,150 @@
+"""The `factrecall` command line: a thin layer over the package's functions."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from factrecall.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Study how language models learn to recall facts (arXiv 2505.16178).")
+data_app = typer.Typer(no_args_is_help=True, help="Synthetic people: BIO and QA data.")
+app.add_typer(data_app, name="data")
+
+_DEBUG = {"on": bool(os.environ.get("FACTRECALL_DEBUG"))}
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option(help="Show tracebacks instead of one-line errors.")] = False):
+    _DEBUG["on"] = _DEBUG["on"] or debug
+
+
+@data_app.command("generate")
+def data_generate(
+    out: Annotated[Path, typer.Option(help="Dataset directory to write.")],
+    preset: Annotated[str, typer.Option(help="Settings to start from.")] = "default",
+    people: Annotated[Optional[int], typer.Option(help="Number of people.")] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    qa_train_fraction: Annotated[Optional[float], typer.Option(help="Fraction of people whose QA is trained (ID).")] = None,
+    bios_per_person: Annotated[Optional[int], typer.Option()] = None,
+    permute: Annotated[Optional[bool], typer.Option("--permute/--no-permute", help="Shuffle sentence order.")] = None,
+    fullname: Annotated[Optional[bool], typer.Option("--fullname/--no-fullname", help="Full name in every sentence.")] = None,
+    templates_per_attribute: Annotated[Optional[int], typer.Option(help="Use the first N templates; 0 = all.")] = None,
+    question_paraphrases: Annotated[Optional[bool], typer.Option("--question-paraphrases/--no-question-paraphrases")] = None,
+    pools: Annotated[Optional[Path], typer.Option(help="Directory of your own pools and templates.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing directory.")] = False,
+):
+    """Generate a population (SPEC §1): people.jsonl, bio.jsonl, qa.jsonl, meta.json."""
+    from factrecall.data.generate import generate_dataset
+    from factrecall.presets import data_config
+
+    cfg = data_config(preset, people=people, seed=seed, qa_train_fraction=qa_train_fraction,
+                      bios_per_person=bios_per_person, permute=permute, fullname=fullname,
+                      templates_per_attribute=templates_per_attribute,
+                      question_paraphrases=question_paraphrases, pools=str(pools) if pools else None)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserError(f"--out {out} is not empty; choose another directory or pass --force to replace it")
+    meta = generate_dataset(cfg, out)
+    typer.echo(f"wrote {out}: {json.dumps(meta['counts'])} hash {meta['content_hash'][:12]}")
+
+
+@app.command("train")
+def train_command(
+    data: Annotated[Path, typer.Option(help="Dataset directory.")],
+    out: Annotated[Path, typer.Option(help="Run directory to write.")],
+    strategy: Annotated[str, typer.Option(help="stage or mix.")],
+    preset: Annotated[str, typer.Option(help="Settings to start from.")] = "default",
+    model: Annotated[Optional[str], typer.Option(help="Preset (tiny-llama, tiny-neox, tiny-gpt2) or model directory.")] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Passes over BIO and over QA (both).")] = None,
+    bio_epochs: Annotated[Optional[int], typer.Option()] = None,
+    qa_epochs: Annotated[Optional[int], typer.Option()] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Cap on optimizer steps per phase.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Bios per micro-batch.")] = None,
+    qa_batch_size: Annotated[Optional[int], typer.Option(help="Questions per micro-batch.")] = None,
+    grad_accum: Annotated[Optional[int], typer.Option(help="Micro-batches per optimizer step.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
+    qa_phase_lr: Annotated[Optional[float], typer.Option(help="Stage's QA-phase peak learning rate.")] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help="Steps between periodic evaluations.")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(help="Steps between checkpoints.")] = None,
+    trace: Annotated[bool, typer.Option("--trace/--no-trace", help="Record the cross-task gradient trace.")] = True,
+    trace_mode: Annotated[Optional[str], typer.Option(help="signed or abs.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace a run in --out.")] = False,
+):
+    """Train with the Stage or Mix strategy (SPEC §3), recording the trace (SPEC §4)."""
+    from factrecall.presets import train_config
+    from factrecall.training.loop import train
+
+    cfg = train_config(preset, strategy=strategy, model=model, seed=seed,
+                       bio_epochs=bio_epochs or epochs, qa_epochs=qa_epochs or epochs, max_steps=max_steps,
+                       bio_batch_size=batch_size, qa_batch_size=qa_batch_size, grad_accum=grad_accum, lr=lr,
+                       qa_phase_lr=qa_phase_lr, eval_every=eval_every, checkpoint_every=checkpoint_every,
+                       trace=trace, trace_mode=trace_mode)
+    result = train(cfg, data, out, resume=resume, force=force)
+    typer.echo(_accuracy_line(result))
+    typer.echo(f"run written to {out}")
+
+
+@app.command("eval")
+def eval_command(
+    model: Annotated[Path, typer.Option(help="Model directory (e.g. RUN/model).")],
+    data: Annotated[Path, typer.Option(help="Dataset directory.")],
+    out: Annotated[Optional[Path], typer.Option(help="JSON file to write.")] = None,
+    batch_size: Annotated[int, typer.Option()] = 256,
+):
+    """Greedy exact match on QA-ID, QA-OOD and BIO, in batches."""
+    from factrecall.artifacts import dumps_json, write_json
+    from factrecall.data.dataset import load_dataset
+    from factrecall.encode import pad_id
+    from factrecall.evaluation.exact_match import eval_sets, evaluate
+    from factrecall.models.loading import load_model
+
+    if out is not None and out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name")
+    dataset = load_dataset(data)
+    lm, tokenizer = load_model(model)
+    result = evaluate(lm, eval_sets(tokenizer, dataset), pad_id(tokenizer), batch_size)
+    if out is not None:
+        write_json(out, result)
+    typer.echo(dumps_json(result) if out is None else _accuracy_line(result))
+
+
+@app.command("study")
+def study_command(
+    out: Annotated[Path, typer.Option(help="Study directory.")] = Path("studies/default"),
+    preset: Annotated[str, typer.Option(help="default or smoke.")] = "default",
+    force: Annotated[bool, typer.Option(help="Start over in --out.")] = False,
+):
+    """Run the comparison for both strategies and write summary.json (re-running resumes)."""
+    from factrecall.study import run_study
+
+    summary = run_study(out, preset, force=force, log=typer.echo)
+    for claim in summary["claims"]:
+        typer.echo(f"{claim['id']} {'holds' if claim['holds'] else 'does not hold'}: {claim['evidence']}")
+    typer.echo(f"summary written to {out / 'summary.json'}")
+
+
+def _accuracy_line(result: dict) -> str:
+    return "  ".join(f"{name} {result[name]['accuracy']:.3f}" for name in ("qa_id", "qa_ood", "bio"))
+
+
+def main() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own bars say what is happening; HF's per-file bars are noise
+    try:
+        app()
+    except UserError as e:
+        if _DEBUG["on"]:
+            raise
+        typer.echo(f"factrecall: error: {e}", err=True)
+        sys.exit(2)

@@ -1,0 +1,1 @@
+"""Synthetic bioS-style people: pools, rendering, dataset directories (SPEC §1)."""

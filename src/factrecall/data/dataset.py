@@ -1,0 +1,74 @@
+"""Load and validate a dataset directory written by `generate_dataset`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from factrecall.artifacts import read_json, read_jsonl
+from factrecall.data.generate import DATA_FILES
+from factrecall.data.pools import ATTRIBUTES
+from factrecall.errors import UserError
+
+_REQUIRED = {
+    "people.jsonl": ("person_id", "name", "split", *ATTRIBUTES),
+    "bio.jsonl": ("person_id", "split", "text", "spans"),
+    "qa.jsonl": ("person_id", "attribute", "split", "prompt", "answer", "text", "answer_start"),
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    path: Path
+    meta: dict
+    people: list[dict]
+    bios: list[dict]
+    qa: list[dict]
+
+    @property
+    def content_hash(self) -> str:
+        return self.meta["content_hash"]
+
+    def qa_split(self, split: str) -> list[dict]:
+        return [q for q in self.qa if q["split"] == split]
+
+    def vocabulary_fragments(self) -> list[str]:
+        return (self.path / "vocabulary.txt").read_text(encoding="utf-8").splitlines()
+
+
+def _check_rows(path: Path, rows: list[dict], keys: tuple[str, ...]) -> None:
+    for number, row in enumerate(rows, start=1):
+        missing = [k for k in keys if k not in row]
+        if missing:
+            raise UserError(f"{path}:{number}: missing key(s) {', '.join(missing)}; regenerate the dataset")
+        if row["split"] not in ("id", "ood"):
+            raise UserError(f"{path}:{number}: split must be 'id' or 'ood', got {row['split']!r}")
+
+
+def load_dataset(path: Path) -> Dataset:
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"data directory {path} does not exist; create one with 'factrecall data generate --out {path}'")
+    missing = [f for f in (*DATA_FILES, "meta.json") if not (path / f).is_file()]
+    if missing:
+        raise UserError(f"{path} is not a factrecall dataset (missing {', '.join(missing)}); "
+                        f"create one with 'factrecall data generate'")
+    meta = read_json(path / "meta.json", "dataset meta")
+    if not isinstance(meta, dict) or "content_hash" not in meta:
+        raise UserError(f"{path / 'meta.json'} has no content_hash; regenerate the dataset")
+    tables = {}
+    for name, keys in _REQUIRED.items():
+        rows = read_jsonl(path / name)
+        _check_rows(path / name, rows, keys)
+        tables[name] = rows
+    people = tables["people.jsonl"]
+    if not people:
+        raise UserError(f"{path / 'people.jsonl'} holds no people; regenerate the dataset")
+    split_of = {p["person_id"]: p["split"] for p in people}
+    for name in ("bio.jsonl", "qa.jsonl"):
+        for number, row in enumerate(tables[name], start=1):
+            if split_of.get(row["person_id"]) != row["split"]:
+                raise UserError(f"{path / name}:{number}: person {row['person_id']} is "
+                                f"{split_of.get(row['person_id'], 'unknown')!r} in people.jsonl but "
+                                f"{row['split']!r} here; a person belongs to one split")
+    return Dataset(path, meta, people, tables["bio.jsonl"], tables["qa.jsonl"])

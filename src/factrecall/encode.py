@@ -1,0 +1,84 @@
+"""Texts to token ids, with the spans that are trained and scored.
+
+A QA example is `prompt + " " + answer` followed by EOS; its loss and its score cover the answer
+tokens and the EOS (a greedy answer is exact when every one of them is the argmax). A BIO example
+is the biography followed by EOS; its loss covers every token and it is scored once per attribute
+on the value's tokens. Spans come from the tokenizer's character offsets, and each span is checked
+to cover exactly its value, so a tokenizer that merges a value with its neighbours is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from factrecall.data.pools import ATTRIBUTES
+from factrecall.errors import UserError
+
+IGNORE = -100  # label of a position that is not trained
+
+
+@dataclass(frozen=True)
+class Encoded:
+    input_ids: tuple[int, ...]
+    spans: tuple[tuple[int, int], ...]  # token ranges [start, end) scored; QA: (answer+EOS,), BIO: one per attribute
+    loss_from: int  # first token index whose prediction is trained
+
+
+def _token_spans(tokenizer, text: str, char_ranges: list[tuple[int, int]], where: str
+                 ) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids of `text` (with the tokenizer's special tokens) and the token range of each char range."""
+    enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    spans = []
+    for char_start, char_end in char_ranges:
+        value = text[char_start:char_end]
+        inside = [i for i, (s, e) in enumerate(offsets) if e > s and e > char_start and s < char_end]
+        if not inside:
+            raise UserError(f"{where}: the tokenizer produced no token for {value!r}")
+        first, last = inside[0], inside[-1]
+        covered = text[offsets[first][0]:offsets[last][1]].strip()
+        if covered != value or inside != list(range(first, last + 1)):
+            raise UserError(f"{where}: the tokenizer merges {value!r} with its neighbours "
+                            f"(tokens cover {covered!r}); use a tokenizer that splits at spaces")
+        spans.append((first, last + 1))
+    return ids, spans
+
+
+def _eos(tokenizer) -> int:
+    if tokenizer.eos_token_id is None:
+        raise UserError("the tokenizer has no EOS token; set eos_token in its tokenizer_config.json")
+    return tokenizer.eos_token_id
+
+
+def encode_qa(tokenizer, row: dict) -> Encoded:
+    start = row["answer_start"]
+    ids, [(first, end)] = _token_spans(tokenizer, row["text"], [(start, start + len(row["answer"]))],
+                                       f"question of person {row['person_id']} ({row['attribute']})")
+    ids = ids[:end] + [_eos(tokenizer)]
+    return Encoded(tuple(ids), ((first, end + 1),), loss_from=first)
+
+
+def encode_bio(tokenizer, row: dict) -> Encoded:
+    ranges = [tuple(row["spans"][a]) for a in ATTRIBUTES]
+    ids, spans = _token_spans(tokenizer, row["text"], ranges, f"bio of person {row['person_id']}")
+    return Encoded(tuple(ids) + (_eos(tokenizer),), tuple(spans), loss_from=1)
+
+
+def collate(examples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch: input_ids, attention_mask, labels (IGNORE outside the trained part), each [B, T]."""
+    width = max(len(e.input_ids) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for b, e in enumerate(examples):
+        n = len(e.input_ids)
+        input_ids[b, :n] = torch.tensor(e.input_ids)
+        attention_mask[b, :n] = 1
+        labels[b, e.loss_from:n] = input_ids[b, e.loss_from:n]
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _eos(tokenizer)

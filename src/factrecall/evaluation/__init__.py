@@ -1,0 +1,1 @@
+"""Greedy exact-match evaluation of QA and BIO recall."""

@@ -1,0 +1,95 @@
+"""Exact match of the greedy answer, one teacher-forced forward pass per batch.
+
+Under greedy decoding the model produces the gold answer exactly when, with the gold tokens fed in,
+every gold answer token and the end-of-answer token are the argmax at their positions. So instead
+of generating token by token we run one forward pass over `prompt + answer + EOS` and compare the
+argmax with the gold tokens inside each scored span. For a BIO text each attribute's value is a
+span, completed from the bio's own prefix (no EOS after a value).
+
+Result per set (`qa_id`, `qa_ood`, `bio`): `accuracy`, `first_token_accuracy`, `n`, and
+`per_attribute` with the same two accuracies.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+
+from factrecall.data.dataset import Dataset
+from factrecall.data.pools import ATTRIBUTES
+from factrecall.encode import Encoded, collate, encode_bio, encode_qa
+
+
+@torch.no_grad()
+def span_hits(model, examples: list[Encoded], pad: int, batch_size: int = 256) -> list[list[tuple[bool, bool]]]:
+    """For each example and each of its spans: (all tokens argmax, first token argmax)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))  # less padding
+    by_index = {}
+    for start in range(0, len(order), batch_size):
+        chunk = [examples[i] for i in order[start:start + batch_size]]
+        batch = collate(chunk, pad)
+        logits = model(input_ids=batch["input_ids"].to(device),
+                       attention_mask=batch["attention_mask"].to(device)).logits  # [B, T, V]
+        predicted = logits.argmax(-1).cpu()  # [B, T]: predicted[b, t] is the guess for token t+1
+        for b, example in enumerate(chunk):
+            ids = batch["input_ids"][b]
+            result = []
+            for s, e in example.spans:
+                correct = predicted[b, s - 1:e - 1] == ids[s:e]
+                result.append((bool(correct.all()), bool(correct[0])))
+            by_index[order[start + b]] = result
+    hits = [by_index[i] for i in range(len(examples))]
+    model.train(was_training)
+    return hits
+
+
+def _summary(pairs: list[tuple[str, tuple[bool, bool]]]) -> dict:
+    by_attribute: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
+    for attribute, hit in pairs:
+        by_attribute[attribute].append(hit)
+
+    def rates(hs: list[tuple[bool, bool]]) -> dict:
+        n = max(len(hs), 1)
+        return {"accuracy": sum(h[0] for h in hs) / n, "first_token_accuracy": sum(h[1] for h in hs) / n,
+                "n": len(hs)}
+
+    summary = rates([h for _, h in pairs])
+    summary["per_attribute"] = {a: rates(by_attribute[a]) for a in ATTRIBUTES if a in by_attribute}
+    return summary
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Encoded examples of one evaluation set and the attribute each scored span belongs to."""
+    examples: list[Encoded]
+    attributes: list[tuple[str, ...]]  # per example, the attribute of each span
+
+
+def eval_sets(tokenizer, dataset: Dataset, max_people: int = 0) -> dict[str, EvalSet]:
+    """`qa_id`, `qa_ood` and `bio`; `max_people` > 0 keeps only the first people of each split."""
+    keep = None
+    if max_people:
+        keep = set()
+        for split in ("id", "ood"):
+            keep.update([p["person_id"] for p in dataset.people if p["split"] == split][:max_people])
+    sets = {}
+    for split in ("id", "ood"):
+        rows = [q for q in dataset.qa_split(split) if keep is None or q["person_id"] in keep]
+        sets[f"qa_{split}"] = EvalSet([encode_qa(tokenizer, q) for q in rows], [(q["attribute"],) for q in rows])
+    bios = [b for b in dataset.bios if keep is None or b["person_id"] in keep]
+    sets["bio"] = EvalSet([encode_bio(tokenizer, b) for b in bios], [ATTRIBUTES] * len(bios))
+    return sets
+
+
+def evaluate(model, sets: dict[str, EvalSet], pad: int, batch_size: int = 256) -> dict:
+    """Accuracy summary of each evaluation set."""
+    result = {}
+    for name, s in sets.items():
+        hits = span_hits(model, s.examples, pad, batch_size)
+        result[name] = _summary([(a, h) for attrs, hs in zip(s.attributes, hits) for a, h in zip(attrs, hs)])
+    return result

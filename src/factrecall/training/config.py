@@ -1,0 +1,54 @@
+"""Resolved training configuration: every knob of a run, saved in the run's config.json."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from factrecall.errors import UserError
+
+STRATEGIES = ("stage", "mix")
+TRACE_MODES = ("signed", "abs")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    strategy: str = "mix"
+    model: str = "tiny-llama"  # preset name or local HF model directory (θ_pre)
+    seed: int = 0
+    bio_epochs: int = 20  # example-passes over all bios, the same in both strategies
+    qa_epochs: int = 20  # example-passes over the ID questions, the same in both strategies
+    max_steps: int = 0  # cap on optimizer steps per phase; 0 = no cap
+    bio_batch_size: int = 32  # bios per micro-batch
+    qa_batch_size: int = 64  # questions per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step (a step may mix tasks under Mix)
+    lr: float = 2e-3  # peak learning rate
+    qa_phase_lr: float = 0.0  # Stage's QA-phase peak learning rate; 0 = lr
+    warmup: float = 0.05  # fraction of a phase's steps with linear warmup
+    min_lr_ratio: float = 0.1  # cosine decay ends at lr × this
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.98
+    clip: float = 1.0  # max gradient norm; 0 = off
+    eval_every: int = 0  # optimizer steps between evaluations on a subset; 0 = at phase ends only
+    eval_people: int = 100  # people per split in periodic evaluations (the final one uses all)
+    checkpoint_every: int = 200  # optimizer steps between checkpoints; 0 = only at phase ends
+    trace: bool = True
+    trace_mode: str = "signed"  # "signed": Σ lr·g; "abs": Σ lr·|g|
+    trace_include: tuple[str, ...] = field(default=())  # extra tensors: biases, norms, embeddings, unembedding
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.trace_mode not in TRACE_MODES:
+            raise UserError(f"unknown trace mode {self.trace_mode!r}; choose one of {', '.join(TRACE_MODES)}")
+        for name in ("bio_epochs", "qa_epochs", "bio_batch_size", "qa_batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1 (got {getattr(self, name)})")
+        for name in ("max_steps", "eval_every", "checkpoint_every", "eval_people", "clip", "qa_phase_lr",
+                     "weight_decay"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must not be negative (got {getattr(self, name)})")
+        if not self.lr > 0:
+            raise UserError(f"lr must be positive (got {self.lr})")
+        if not 0 <= self.warmup < 1 or not 0 <= self.min_lr_ratio <= 1:
+            raise UserError("warmup must lie in [0, 1) and min_lr_ratio in [0, 1]")

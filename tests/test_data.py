@@ -1,0 +1,137 @@
+import json
+import re
+
+import pytest
+
+from factrecall.artifacts import read_jsonl
+from factrecall.data.dataset import load_dataset
+from factrecall.data.generate import DataConfig, generate_dataset, render_bio, vocabulary_fragments
+from factrecall.data.pools import ATTRIBUTES, load_pools
+from factrecall.errors import UserError
+from factrecall.models.tokenizer import first_uncovered_word, word_tokenizer
+
+
+def _files(d):
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def test_pools_meet_spec_sizes():
+    pools = load_pools()
+    assert len(pools.first_names) >= 400 and len(pools.middle_names) >= 400 and len(pools.last_names) >= 1000
+    assert len(pools.cities) >= 200 and len(pools.universities) >= 300 and len(pools.majors) >= 100
+    assert len(pools.companies) >= 250
+    assert all(len(pools.templates[a]) >= 20 for a in ATTRIBUTES)
+    cities = set(pools.cities)
+    assert all(city in cities for _, city in pools.companies)
+
+
+def test_same_config_gives_byte_identical_files(tmp_path):
+    cfg = DataConfig(people=60, seed=3, bios_per_person=2, permute=True)
+    generate_dataset(cfg, tmp_path / "a")
+    generate_dataset(cfg, tmp_path / "b")
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    generate_dataset(DataConfig(people=60, seed=4, bios_per_person=2, permute=True), tmp_path / "c")
+    assert _files(tmp_path / "a")["people.jsonl"] != _files(tmp_path / "c")["people.jsonl"]
+
+
+def test_people_unique_split_disjoint_and_sized(small_data):
+    ds = load_dataset(small_data)
+    names = [p["name"] for p in ds.people]
+    assert len(set(names)) == len(names) == 40
+    splits = {p["person_id"]: p["split"] for p in ds.people}
+    assert sum(s == "id" for s in splits.values()) == 20
+    for row in ds.bios + ds.qa:
+        assert row["split"] == splits[row["person_id"]]
+    assert len(ds.qa) == 6 * 40 and len(ds.bios) == 2 * 40
+    meta = json.loads((small_data / "meta.json").read_text())
+    assert meta["counts"]["people"] == 40 and len(meta["content_hash"]) == 64
+
+
+def test_spans_and_answers_are_exact(small_data):
+    ds = load_dataset(small_data)
+    people = {p["person_id"]: p for p in ds.people}
+    for bio in ds.bios:
+        person = people[bio["person_id"]]
+        assert person["name"] in bio["text"]
+        for a in ATTRIBUTES:
+            s, e = bio["spans"][a]
+            assert bio["text"][s:e] == person[a]
+    for q in ds.qa:
+        assert q["text"][q["answer_start"]:] == q["answer"] == people[q["person_id"]][q["attribute"]]
+        assert q["text"][:q["answer_start"]] == q["prompt"] + " "
+        assert people[q["person_id"]]["name"] in q["prompt"]
+
+
+def test_every_template_renders_its_attribute():
+    pools = load_pools()
+    person = {"person_id": 0, "name": "Alexandra Briar Leblanc", "gender": "F", "birth_date": "April 11, 1982",
+              "birth_city": "Boston", "university": "Andrew Jackson University", "major": "Computer Science",
+              "employer": "Meta Platforms", "employer_city": "Menlo Park"}
+    for a in ATTRIBUTES:
+        for template in pools.templates[a]:
+            one = type(pools)(**{**pools.__dict__, "templates": {**pools.templates, a: (template,)}})
+            import random
+            text, spans = render_bio(person, one, DataConfig(), random.Random(0))
+            s, e = spans[a]
+            assert text[s:e] == person[a]
+            assert "{" not in text and "}" not in text
+            # a pronoun at the start of a sentence is capitalised
+            assert not re.search(r"(^|[.] )(he|she) ", text)
+
+
+def test_pronoun_after_first_sentence_and_fullname_option(tmp_path):
+    generate_dataset(DataConfig(people=10, seed=1), tmp_path / "p")
+    generate_dataset(DataConfig(people=10, seed=1, fullname=True), tmp_path / "f")
+    people = {p["person_id"]: p["name"] for p in read_jsonl(tmp_path / "p" / "people.jsonl")}
+    for bio in read_jsonl(tmp_path / "p" / "bio.jsonl"):
+        assert bio["text"].count(people[bio["person_id"]]) == 1
+    for bio in read_jsonl(tmp_path / "f" / "bio.jsonl"):
+        assert bio["text"].count(people[bio["person_id"]]) == 6
+
+
+def test_word_tokenizer_covers_every_fragment_and_text(small_data):
+    ds = load_dataset(small_data)
+    tokenizer = word_tokenizer(ds.vocabulary_fragments())
+    assert first_uncovered_word(tokenizer, vocabulary_fragments(load_pools(), DataConfig())) is None
+    assert first_uncovered_word(tokenizer, [r["text"] for r in ds.bios + ds.qa]) is None
+    assert first_uncovered_word(tokenizer, ["Zzyzx was born"]) == "Zzyzx"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"people": 1}, "at least 2"),
+    ({"qa_train_fraction": 1.0}, "strictly between 0 and 1"),
+    ({"qa_train_fraction": 0.0}, "strictly between 0 and 1"),
+    ({"bios_per_person": 0}, "at least 1"),
+])
+def test_bad_generator_config(tmp_path, kwargs, message):
+    with pytest.raises(UserError, match=message):
+        generate_dataset(DataConfig(**kwargs), tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+
+
+def test_loader_names_file_and_line_of_malformed_jsonl(tmp_path):
+    generate_dataset(DataConfig(people=4), tmp_path / "d")
+    qa = tmp_path / "d" / "qa.jsonl"
+    lines = qa.read_text().splitlines()
+    lines[2] = lines[2][:20]
+    qa.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=r"qa\.jsonl:3: malformed JSON line"):
+        load_dataset(tmp_path / "d")
+
+
+def test_loader_refuses_person_in_both_splits(tmp_path):
+    generate_dataset(DataConfig(people=4), tmp_path / "d")
+    qa = tmp_path / "d" / "qa.jsonl"
+    rows = read_jsonl(qa)
+    rows[0]["split"] = "ood" if rows[0]["split"] == "id" else "id"
+    qa.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(UserError, match="belongs to one split"):
+        load_dataset(tmp_path / "d")
+
+
+def test_loader_refuses_non_dataset(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_dataset(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="not a factrecall dataset"):
+        load_dataset(tmp_path / "empty")
