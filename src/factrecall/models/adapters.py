@@ -3,16 +3,24 @@
 An `Adapter` names where a family keeps its layers, attention projections, MLP projections,
 final norm and (un)embedding, and how the attention weights lay out their heads:
 
-* `separate`     — q/k/v/o are separate `nn.Linear`s (Llama, Mistral, Qwen2; K/V may be grouped).
-* `interleaved`  — one fused `query_key_value` whose output rows are per head `[q k v]` blocks of
-                   `3·head_dim` rows (GPT-NeoX/Pythia). A split into contiguous thirds is wrong.
-* `thirds`       — one fused `Conv1D` `c_attn` stored `[in, out]` (transposed), q, k, v as three
-                   contiguous blocks of the output axis (GPT-2).
+* Llama, Mistral, Qwen2: separate `q`, `k`, `v` and `out` `nn.Linear`s; K/V may be grouped
+  (query heads g·j … g·j+g−1 share K/V group j).
+* GPT-NeoX/Pythia: one fused `query_key_value` (`qkv_interleaved`) whose output rows are per head
+  `[q k v]` blocks of `3·head_dim` rows. A split into contiguous thirds is wrong.
+* GPT-2: one fused `Conv1D` `c_attn` (`qkv_thirds`) stored `[in, out]` (transposed), q, k, v as
+  three contiguous blocks of the output axis.
+
+Head h owns its query features, its K/V features (shared by its group), and the input features
+`h·head_dim … (h+1)·head_dim − 1` of the output projection: a head's output is isolated only at
+the output projection's *input*. MLP neuron j owns feature j of every input projection (up, gate)
+and input feature j of the output projection (down).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch
 
 from factrecall.errors import UserError
 
@@ -21,22 +29,25 @@ from factrecall.errors import UserError
 class Adapter:
     family: str
     layers: str  # module path of the block list
-    attention: tuple[str, ...]  # weight-bearing attention modules, relative to a block
-    mlp: tuple[str, ...]  # MLP modules, relative to a block: inputs first, output last
-    attn_out: str  # output projection; its *input* features are the heads
-    qkv_layout: str  # "separate" | "interleaved" | "thirds"
+    attention: dict[str, str]  # module (relative to a block) -> role: q, k, v, qkv_interleaved, qkv_thirds, out
+    mlp: dict[str, str]  # module (relative to a block) -> role: in (up/gate), out (down)
     transposed: bool  # Conv1D weights stored [in, out]
     norms: tuple[str, ...]  # norms inside a block
     final_norm: str
     embeddings: tuple[str, ...]  # input embeddings (token, position)
     unembedding: str
 
+    @property
+    def attn_out(self) -> str:
+        """The output projection; its *input* features, in `head_dim` chunks, are the heads."""
+        return next(m for m, role in self.attention.items() if role == "out")
+
 
 _LLAMA = Adapter(
     family="llama", layers="model.layers",
-    attention=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"),
-    mlp=("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"), attn_out="self_attn.o_proj",
-    qkv_layout="separate", transposed=False, norms=("input_layernorm", "post_attention_layernorm"),
+    attention={"self_attn.q_proj": "q", "self_attn.k_proj": "k", "self_attn.v_proj": "v", "self_attn.o_proj": "out"},
+    mlp={"mlp.gate_proj": "in", "mlp.up_proj": "in", "mlp.down_proj": "out"},
+    transposed=False, norms=("input_layernorm", "post_attention_layernorm"),
     final_norm="model.norm", embeddings=("model.embed_tokens",), unembedding="lm_head",
 )
 
@@ -46,18 +57,91 @@ ADAPTERS: dict[str, Adapter] = {
     "qwen2": _LLAMA,
     "gpt_neox": Adapter(
         family="gpt_neox", layers="gpt_neox.layers",
-        attention=("attention.query_key_value", "attention.dense"),
-        mlp=("mlp.dense_h_to_4h", "mlp.dense_4h_to_h"), attn_out="attention.dense",
-        qkv_layout="interleaved", transposed=False, norms=("input_layernorm", "post_attention_layernorm"),
+        attention={"attention.query_key_value": "qkv_interleaved", "attention.dense": "out"},
+        mlp={"mlp.dense_h_to_4h": "in", "mlp.dense_4h_to_h": "out"},
+        transposed=False, norms=("input_layernorm", "post_attention_layernorm"),
         final_norm="gpt_neox.final_layer_norm", embeddings=("gpt_neox.embed_in",), unembedding="embed_out",
     ),
     "gpt2": Adapter(
         family="gpt2", layers="transformer.h",
-        attention=("attn.c_attn", "attn.c_proj"), mlp=("mlp.c_fc", "mlp.c_proj"), attn_out="attn.c_proj",
-        qkv_layout="thirds", transposed=True, norms=("ln_1", "ln_2"),
+        attention={"attn.c_attn": "qkv_thirds", "attn.c_proj": "out"},
+        mlp={"mlp.c_fc": "in", "mlp.c_proj": "out"},
+        transposed=True, norms=("ln_1", "ln_2"),
         final_norm="transformer.ln_f", embeddings=("transformer.wte", "transformer.wpe"), unembedding="lm_head",
     ),
 }
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Head layout numbers of a config, whatever the family calls them."""
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    hidden: int
+
+    @property
+    def group_size(self) -> int:
+        """Query heads per K/V group."""
+        return self.n_heads // self.n_kv_heads
+
+
+def geometry(config) -> Geometry:
+    n_heads = config.num_attention_heads
+    hidden = config.hidden_size
+    return Geometry(n_layers=config.num_hidden_layers, n_heads=n_heads,
+                    n_kv_heads=getattr(config, "num_key_value_heads", None) or n_heads,
+                    head_dim=getattr(config, "head_dim", None) or hidden // n_heads, hidden=hidden)
+
+
+@dataclass(frozen=True)
+class TensorUnits:
+    """How the entries of one tracked tensor belong to units (heads or MLP neurons) of one layer.
+
+    Along `axis`, feature f belongs to unit `feature_unit[f]`. For heads, a unit index is a K/V
+    group when `group_size` > 1 (grouped K/V): the feature then counts 1/group_size towards each
+    of the query heads `unit·group_size … unit·group_size + group_size − 1`.
+    """
+    kind: str  # "head" | "neuron"
+    layer: int
+    module: str
+    axis: int
+    feature_unit: torch.Tensor  # [n_features] long
+    group_size: int = 1
+
+
+def tensor_units(config, name: str) -> TensorUnits | None:
+    """Unit layout of the tracked parameter `name`; None for tensors outside heads and neurons."""
+    a = adapter_for(config)
+    g = geometry(config)
+    prefix = a.layers + "."
+    if not name.startswith(prefix):
+        return None
+    layer_str, rest = name[len(prefix):].split(".", 1)
+    module, param = rest.rsplit(".", 1)
+    role = a.attention.get(module) or a.mlp.get(module)
+    if role is None or (param == "bias" and role == "out"):
+        return None  # norms; an output projection's bias belongs to no unit
+    layer = int(layer_str)
+    out_axis, in_axis = (1, 0) if a.transposed else (0, 1)
+    if param == "bias":
+        out_axis = 0
+    d, n_q = g.head_dim, g.n_heads * g.head_dim
+    if module in a.mlp:
+        n = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * g.hidden
+        return TensorUnits("neuron", layer, module, out_axis if role == "in" else in_axis, torch.arange(n))
+    if role == "out":
+        return TensorUnits("head", layer, module, in_axis, torch.arange(n_q) // d)
+    if role == "q":
+        return TensorUnits("head", layer, module, out_axis, torch.arange(n_q) // d)
+    if role in ("k", "v"):
+        return TensorUnits("head", layer, module, out_axis, torch.arange(g.n_kv_heads * d) // d, g.group_size)
+    if role == "qkv_interleaved":  # rows [head0: q k v | head1: q k v | ...]
+        return TensorUnits("head", layer, module, out_axis, torch.arange(3 * n_q) // (3 * d))
+    if role == "qkv_thirds":  # [q | k | v], each n_q wide
+        return TensorUnits("head", layer, module, out_axis, (torch.arange(3 * n_q) % n_q) // d)
+    raise AssertionError(f"unknown role {role}")
 
 
 def adapter_for(config) -> Adapter:
@@ -82,7 +166,7 @@ def tracked_parameter_names(model, include: tuple[str, ...] = ()) -> list[str]:
     wanted = set()
     for layer in range(n_layers):
         block = f"{a.layers}.{layer}"
-        for module in a.attention + a.mlp:
+        for module in (*a.attention, *a.mlp):
             wanted.add(f"{block}.{module}.weight")
             if "biases" in include:
                 wanted.add(f"{block}.{module}.bias")
