@@ -90,8 +90,9 @@ def train_command(
                        qa_phase_lr=qa_phase_lr, eval_every=eval_every, checkpoint_every=checkpoint_every,
                        trace=trace, trace_mode=trace_mode)
     result = train(cfg, data, out, resume=resume, force=force)
-    typer.echo(_accuracy_line(result))
-    typer.echo(f"run written to {out}")
+    if int(os.environ.get("RANK", "0")) == 0:  # one report under torchrun / accelerate launch
+        typer.echo(_accuracy_line(result))
+        typer.echo(f"run written to {out}")
 
 
 @app.command("eval")
@@ -116,6 +117,27 @@ def eval_command(
     if out is not None:
         write_json(out, result)
     typer.echo(dumps_json(result) if out is None else _accuracy_line(result))
+
+
+@app.command("shared")
+def shared_command(
+    run: Annotated[Path, typer.Option(help="Run directory (from 'factrecall train').")],
+    k: Annotated[float, typer.Option(help="Top k percent per task.")] = 1.0,
+    sweep: Annotated[str, typer.Option(help="Comma-separated k values for the sweep.")] = "0.1,0.5,1,2,5,10",
+):
+    """Shared parameters (Definition 3.1): sizes, enrichment, Jaccard, heads, neurons, concentration."""
+    from factrecall.analysis.shared import analyze_run
+
+    try:
+        ks = tuple(float(x) for x in sweep.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"--sweep {sweep!r} must be comma-separated numbers, e.g. 0.1,1,5") from None
+    r = analyze_run(run, k, ks)
+    for mode, s in (("global", r), ("per_tensor", r["per_tensor"])):
+        typer.echo(f"{mode:<10} k={k}%: |Top_BIO| {s['top_bio']}  |Top_QA| {s['top_qa']}  |Shared| {s['shared']} "
+                   f"(chance {s['chance']:.1f}, enrichment {s['enrichment']:.1f}, Jaccard {s['jaccard']:.3f})  "
+                   f"Gini heads {s['gini']['heads']:.2f} neurons {s['gini']['neurons']:.2f}")
+    typer.echo(f"written to {run / 'shared'}")
 
 
 @app.command("study")

@@ -25,6 +25,11 @@ class Encoded:
     spans: tuple[tuple[int, int], ...]  # token ranges [start, end) scored; QA: (answer+EOS,), BIO: one per attribute
     loss_from: int  # first token index whose prediction is trained
 
+    @property
+    def n_trained(self) -> int:
+        """Tokens whose prediction the loss covers."""
+        return len(self.input_ids) - self.loss_from
+
 
 def _token_spans(tokenizer, text: str, char_ranges: list[tuple[int, int]], where: str
                  ) -> tuple[list[int], list[tuple[int, int]]]:

@@ -1,7 +1,8 @@
 """`factrecall study`: the paper's comparison in one command (SPEC §0, §11).
 
 Steps, each skipped when its output already exists for the same config (re-running resumes):
-data → Stage run → Mix run → `summary.json` (accuracies and the claims checked so far).
+data → Stage run → Mix run (each with its trace) → shared parameters of each → `summary.json`
+(accuracies, shared-parameter headline numbers, and the claims checked so far).
 """
 
 from __future__ import annotations
@@ -10,29 +11,14 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from factrecall.analysis.shared import analyze_run
 from factrecall.artifacts import read_json, write_json
+from factrecall.claims import c1_accuracy, c2_shared_size, c3_concentration
 from factrecall.data.generate import generate_dataset
 from factrecall.errors import UserError
 from factrecall.presets import data_config, train_config
 from factrecall.training.config import STRATEGIES
 from factrecall.training.loop import train
-
-CLAIM_C1 = "Mix OOD-QA accuracy is far above Stage's; both fit ID-QA and BIO"
-FIT = 0.9  # "fits" ID-QA and BIO: accuracy at least this
-FAR_ABOVE = 0.3  # "far above": OOD-QA gap at least this
-
-
-def claim_c1(accuracy: dict) -> dict:
-    mix, stage = accuracy["mix"], accuracy["stage"]
-    gap = mix["qa_ood"] - stage["qa_ood"]
-    fits = {s: accuracy[s]["qa_id"] >= FIT and accuracy[s]["bio_after_bio_training"] >= FIT for s in STRATEGIES}
-    evidence = (f"OOD-QA Mix {mix['qa_ood']:.3f} vs Stage {stage['qa_ood']:.3f} (gap {gap:+.3f}, needs ≥ {FAR_ABOVE}); "
-                f"ID-QA Mix {mix['qa_id']:.3f}, Stage {stage['qa_id']:.3f}; BIO after BIO training "
-                f"Mix {mix['bio_after_bio_training']:.3f}, Stage {stage['bio_after_bio_training']:.3f} "
-                f"(fit needs ≥ {FIT}); Stage's final BIO {stage['bio']:.3f}")
-    return {"id": "C1", "statement": CLAIM_C1, "holds": bool(gap >= FAR_ABOVE and all(fits.values())),
-            "evidence": evidence}
-
 
 def run_study(out: Path, preset: str = "default", force: bool = False, log=print) -> dict:
     out = Path(out)
@@ -62,6 +48,20 @@ def run_study(out: Path, preset: str = "default", force: bool = False, log=print
         a = accuracy[strategy]
         log(f"{strategy:<9} {time.perf_counter() - t0:6.1f}s  ID-QA {a['qa_id']:.3f}  OOD-QA {a['qa_ood']:.3f}  "
             f"BIO {a['bio']:.3f}")
-    summary = {"preset": preset, "accuracy": accuracy, "claims": [claim_c1(accuracy)]}
+    shared = {}
+    for strategy in STRATEGIES:
+        t0 = time.perf_counter()
+        run = out / "runs" / strategy
+        shared[strategy] = analyze_run(run)  # cheap (seconds); recomputed so it always matches the trace
+        s = shared[strategy]
+        log(f"shared    {time.perf_counter() - t0:6.1f}s  {strategy}: |Shared| {s['shared']} at k={s['k']:g}% "
+            f"(enrichment {s['enrichment']:.1f}), Gini heads {s['gini']['heads']:.2f}")
+    summary = {
+        "preset": preset,
+        "accuracy": accuracy,
+        "shared": {st: {key: shared[st][key] for key in ("k", "top_bio", "top_qa", "shared", "chance", "enrichment",
+                                                         "jaccard", "gini", "top_unit_share")} for st in STRATEGIES},
+        "claims": [c1_accuracy(accuracy), c2_shared_size(shared), c3_concentration(shared)],
+    }
     write_json(out / "summary.json", summary)
     return summary

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from factrecall.artifacts import append_jsonl, atomic_directory, read_json, save_tensors, write_json
 from factrecall.data.dataset import Dataset, load_dataset
-from factrecall.encode import collate, encode_bio, encode_qa, pad_id
+from factrecall.encode import Encoded, collate, encode_bio, encode_qa, pad_id
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
 from factrecall.models.adapters import tracked_parameter_names
@@ -79,6 +79,23 @@ def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
+def _micro_batch_loss(model, examples: list[Encoded], rows: tuple[int, ...], pad: int, accelerator) -> torch.Tensor:
+    """This rank's share of a micro-batch's mean token loss.
+
+    Rank r takes rows r, r+W, … of the micro-batch and divides its summed token loss by the
+    micro-batch's total trained tokens / W; DDP's gradient average over W ranks then equals the
+    single-process gradient of the whole micro-batch exactly (and so does the trace).
+    """
+    world, rank = accelerator.num_processes, accelerator.process_index
+    mine = rows[rank::world]
+    weight = 1.0
+    if not mine:  # a short last batch: this rank joins the backward with a zero-weighted row
+        mine, weight = rows[:1], 0.0
+    n_items = sum(examples[r].n_trained for r in rows) / world
+    batch = {k: v.to(accelerator.device) for k, v in collate([examples[r] for r in mine], pad).items()}
+    return model(**batch, num_items_in_batch=n_items).loss * weight
+
+
 def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, force: bool = False) -> dict:
     """Train one strategy; writes the run directory and returns the final evaluation."""
     cfg.validate()
@@ -92,7 +109,8 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
         write_base(cfg.model, dataset, cfg.seed, out / "base")
         write_json(out / "config.json", record)
 
-    accelerator = Accelerator()
+    # cpu=True where no accelerator exists lets Accelerate run several CPU processes (gloo) under torchrun
+    accelerator = Accelerator(cpu=torch.accelerator.current_accelerator() is None)
     model, tokenizer = load_model(out / "base")
     model.to(accelerator.device)
     pad = pad_id(tokenizer)
@@ -147,13 +165,11 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
             losses: dict[str, list[float]] = {}
             micro_batches = phase.steps[step]
             for i, mb in enumerate(micro_batches):
-                batch = collate([examples[mb.task][r] for r in mb.rows], pad)
-                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                 last = i == len(micro_batches) - 1
                 sync = contextlib.nullcontext() if last else accelerator.no_sync(prepared_model)
                 attribute = trace.attribute(mb.task, lr) if trace else contextlib.nullcontext()
-                with sync:
-                    loss = prepared_model(**batch).loss
+                with sync:  # DDP all-reduces only on a step's last micro-batch
+                    loss = _micro_batch_loss(prepared_model, examples[mb.task], mb.rows, pad, accelerator)
                     with attribute:
                         accelerator.backward(loss / len(micro_batches))
                 losses.setdefault(mb.task, []).append(loss.item())
@@ -184,23 +200,22 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
             if phase_index + 1 < len(phases):
                 checkpoint(phase_index + 1, 0, optimizer)
 
-    trace_state = trace.reduced(accelerator) if trace else None
-    result = dict(phase_evals[phases[-1].name])
-    result["phases"] = phase_evals
+    trace_state = trace.reduced(accelerator) if trace else None  # a collective: every rank takes part
+    if trace:
+        trace.close()
     if accelerator.is_main_process:
         if trace_state is not None:
             save_tensors(out / "trace.safetensors", trace_state, metadata={
                 "model": cfg.model, "strategy": cfg.strategy, "mode": cfg.trace_mode,
                 "dataset_hash": dataset.content_hash,
-                "steps": str({p.name: len(p.steps) for p in phases})})
+                "steps": json.dumps({p.name: len(p.steps) for p in phases})})
         with atomic_directory(out / "model") as tmp:
             accelerator.unwrap_model(model).save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-        write_json(out / "eval.json", result)
+        write_json(out / "eval.json", {**phase_evals[phases[-1].name], "phases": phase_evals})
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    if trace:
-        trace.close()
-    return result
+    accelerator.wait_for_everyone()
+    return read_json(out / "eval.json", "final evaluation")
 
 
 def _accuracies(evaluation: dict) -> dict:

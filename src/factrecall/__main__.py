@@ -1,0 +1,3 @@
+from factrecall.cli import main
+
+main()

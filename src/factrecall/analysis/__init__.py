@@ -1,0 +1,1 @@
+"""Analyses of a trained run: shared parameters, and (later) ablation, grafting, circuits."""

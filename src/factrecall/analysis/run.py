@@ -1,0 +1,56 @@
+"""Reading a trained run directory for analysis, with checks that its parts belong together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from transformers import AutoConfig
+
+from factrecall.artifacts import load_tensors
+from factrecall.errors import UserError
+from factrecall.models.adapters import adapter_for
+
+
+def model_config(run: Path, which: str = "model"):
+    """The HF config of `run/<which>` (model = θ_ft, base = θ_pre)."""
+    path = Path(run) / which
+    if not (path / "config.json").is_file():
+        raise UserError(f"{run} has no trained {which}/ directory; run 'factrecall train --out {run}' first")
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=True)
+    adapter_for(config)
+    return config
+
+
+def parameter_shapes(run: Path, which: str = "model") -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the weights in `run/<which>/model.safetensors`, read from the header only."""
+    shapes = {}
+    for f in sorted((Path(run) / which).glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            for key in st.keys():
+                shapes[key] = tuple(st.get_slice(key).get_shape())
+    return shapes
+
+
+def load_trace(run: Path) -> dict[str, torch.Tensor]:
+    """The run's trace, checked against its model: every traced tensor exists with the same shape."""
+    run = Path(run)
+    path = run / "trace.safetensors"
+    if not path.is_file():
+        raise UserError(f"{run} has no trace.safetensors; train it with the trace on "
+                        f"(the default of 'factrecall train', i.e. without --no-trace)")
+    trace = load_tensors(path, "trace")
+    shapes = parameter_shapes(run)
+    for key, tensor in trace.items():
+        task, _, name = key.partition("/")
+        if task not in ("bio", "qa"):
+            raise UserError(f"{path}: unexpected key {key!r}; a trace holds bio/<name> and qa/<name>")
+        if name not in shapes:
+            raise UserError(f"{path} belongs to another model: {name} is not a parameter of {run / 'model'}")
+        if tuple(tensor.shape) != shapes[name]:
+            raise UserError(f"{path} belongs to another model: {name} has shape {tuple(tensor.shape)} "
+                            f"in the trace but {shapes[name]} in {run / 'model'}")
+        if not torch.isfinite(tensor).all():
+            raise UserError(f"{path}: {key} contains NaN or Inf; the run diverged or the file is damaged")
+    return trace

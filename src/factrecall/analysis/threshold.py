@@ -1,0 +1,68 @@
+"""Exact top-k thresholds over billions of scores in bounded memory (no sort, no concatenation).
+
+Non-negative float32 values order like their int32 bit patterns, so the k-th largest score can be
+found by a two-level radix select: one streaming pass histograms the high 16 bits of every score
+(65,536 bins), which names the bin holding the k-th largest; a second pass histograms the low 16
+bits of the scores inside that bin. Extra memory: two histograms plus one chunk's bit patterns.
+
+Ties: `kth_largest` returns the value v of the k-th largest score; a top set is every score ≥ v,
+so when several scores equal v the set holds more than k entries (all tied entries, never an
+arbitrary subset). Without ties at v it is exactly the k entries `torch.topk` picks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+
+import torch
+
+from factrecall.errors import UserError
+
+CHUNK = 1 << 22  # scores per streamed chunk (16 MiB of float32)
+_BINS = 1 << 16
+
+Scores = Callable[[], Iterable[torch.Tensor]]  # yields non-negative score tensors; called once per pass
+
+
+def top_count(k_percent: float, total: int) -> int:
+    """Number of entries in the top k percent of `total` (at least one)."""
+    if not 0 < k_percent <= 100:
+        raise UserError(f"k must lie in (0, 100] percent (got {k_percent})")
+    return max(1, math.ceil(k_percent / 100 * total))
+
+
+def _chunks(scores: Scores) -> Iterator[torch.Tensor]:
+    for tensor in scores():
+        flat = tensor.detach().reshape(-1)
+        for start in range(0, flat.numel(), CHUNK):
+            yield flat[start:start + CHUNK].float()
+
+
+def _bits(chunk: torch.Tensor) -> torch.Tensor:
+    if not torch.isfinite(chunk).all() or (chunk < 0).any():
+        raise UserError("scores contain NaN, Inf or negative values; the trace is damaged, retrain the run")
+    return chunk.contiguous().view(torch.int32)
+
+
+def kth_largest(scores: Scores, k: int) -> float:
+    """The value of the k-th largest score (1-based), streaming twice over `scores`."""
+    high = torch.zeros(_BINS, dtype=torch.int64)
+    total = 0
+    for chunk in _chunks(scores):
+        high += torch.bincount(_bits(chunk) >> 16, minlength=_BINS)
+        total += chunk.numel()
+    if not 1 <= k <= total:
+        raise ValueError(f"k={k} outside 1..{total}")
+    above = high.flip(0).cumsum(0)  # above[i] = scores in bins ≥ BINS-1-i
+    i = int(torch.searchsorted(above, torch.tensor(k)))
+    bin_high = _BINS - 1 - i
+    k_in_bin = k - (int(above[i - 1]) if i > 0 else 0)
+    low = torch.zeros(_BINS, dtype=torch.int64)
+    for chunk in _chunks(scores):
+        bits = _bits(chunk)
+        low += torch.bincount(bits[(bits >> 16) == bin_high] & 0xFFFF, minlength=_BINS)
+    above_low = low.flip(0).cumsum(0)
+    j = int(torch.searchsorted(above_low, torch.tensor(k_in_bin)))
+    bits = torch.tensor([(bin_high << 16) | (_BINS - 1 - j)], dtype=torch.int32)
+    return float(bits.view(torch.float32))

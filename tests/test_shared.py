@@ -1,0 +1,127 @@
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from factrecall.analysis import threshold
+from factrecall.analysis.shared import analyze_run, gini, load_masks, select, summarize, top_unit_share, unit_counts
+from factrecall.errors import UserError
+from factrecall.presets import train_config
+from factrecall.training.loop import train
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 400), min_size=1, max_size=4), st.integers(0, 2**31 - 1),
+       st.floats(0.01, 100), st.booleans())
+def test_kth_largest_matches_topk(sizes, seed, k_percent, ties):
+    gen = torch.Generator().manual_seed(seed)
+    tensors = [torch.rand(n, generator=gen) * 10 ** torch.randint(-8, 4, (1,), generator=gen).item() for n in sizes]
+    if ties:  # few distinct values: many exact ties, also at the threshold
+        tensors = [torch.round(t * 3) / 3 for t in tensors]
+    flat = torch.cat(tensors)
+    k = threshold.top_count(k_percent, flat.numel())
+    value = threshold.kth_largest(lambda: iter(tensors), k)
+    top = torch.topk(flat, k)
+    assert value == float(top.values[-1])
+    chosen = flat >= value
+    assert chosen[top.indices].all()  # ⊇ topk's pick; equal without ties at the threshold
+    if (flat == value).sum() == 1:
+        assert chosen.sum() == k
+
+
+def test_kth_largest_streams_in_chunks(monkeypatch):
+    monkeypatch.setattr(threshold, "CHUNK", 7)
+    x = torch.rand(100)
+    assert threshold.kth_largest(lambda: [x.view(10, 10)], 13) == float(torch.topk(x, 13).values[-1])
+
+
+def test_threshold_rejects_bad_k_and_damaged_scores():
+    with pytest.raises(UserError, match=r"\(0, 100\]"):
+        threshold.top_count(0, 10)
+    with pytest.raises(UserError, match=r"\(0, 100\]"):
+        threshold.top_count(101, 10)
+    with pytest.raises(UserError, match="NaN"):
+        threshold.kth_largest(lambda: [torch.tensor([1.0, float("nan")])], 1)
+
+
+def test_gini_and_top_share_on_hand_cases():
+    assert gini(torch.ones(10)) == pytest.approx(0.0)
+    assert gini(torch.tensor([0.0, 0, 0, 4])) == pytest.approx(0.75)  # (n-1)/n for one unit
+    share = top_unit_share(torch.tensor([5.0] + [0.0] * 99))
+    assert share == {"1%": 1.0, "5%": 1.0, "10%": 1.0}
+    assert top_unit_share(torch.ones(100))["10%"] == pytest.approx(0.1)
+
+
+@pytest.fixture(scope="module")
+def run(small_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shared") / "run"
+    train(train_config("smoke", strategy="mix", model="tiny-llama-gqa", max_steps=4, eval_people=2,
+                       checkpoint_every=0), small_data, out)
+    return out
+
+
+def test_shared_sets_against_direct_computation(run):
+    from factrecall.analysis.run import load_trace, model_config
+    trace, config = load_trace(run), model_config(run)
+    result = analyze_run(run, k=2.0, sweep=(1.0, 5.0))
+    names = [k[4:] for k in trace if k.startswith("bio/")]
+    bio = torch.cat([trace[f"bio/{n}"].abs().flatten() for n in names])
+    qa = torch.cat([trace[f"qa/{n}"].abs().flatten() for n in names])
+    n = math.ceil(0.02 * bio.numel())
+    top_bio = torch.zeros_like(bio, dtype=torch.bool)
+    top_bio[torch.topk(bio, n).indices] = True
+    top_qa = torch.zeros_like(qa, dtype=torch.bool)
+    top_qa[torch.topk(qa, n).indices] = True
+    shared = int((top_bio & top_qa).sum())
+    assert result["top_bio"] == result["top_qa"] == n  # continuous scores: no ties
+    assert result["shared"] == shared
+    assert result["chance"] == pytest.approx(0.02 ** 2 * bio.numel())
+    assert result["jaccard"] == pytest.approx(shared / int((top_bio | top_qa).sum()))
+    assert [s["k"] for s in result["sweep"]] == [1.0, 5.0]
+    per_tensor = result["per_tensor"]
+    assert per_tensor["top_bio"] == sum(math.ceil(0.02 * trace[f"bio/{n}"].numel()) for n in names)
+    masks = load_masks(run / "shared" / "mask.safetensors")
+    assert int(sum(m.sum() for m in masks.values())) == shared
+    # every shared attention entry lands on heads, every MLP entry on neurons
+    attention = sum(int(m.sum()) for n, m in masks.items() if "self_attn" in n)
+    mlp = sum(int(m.sum()) for n, m in masks.items() if ".mlp." in n)
+    units = unit_counts(config, masks)
+    assert float(units["heads"].sum()) == pytest.approx(attention)
+    assert float(units["neurons"].sum()) == pytest.approx(mlp)
+    assert sum(result["by_layer"].values()) == sum(result["by_module"].values()) == shared
+
+
+def test_kv_group_entries_count_a_share_towards_each_head(run):
+    from factrecall.analysis.run import model_config
+    config = model_config(run)  # 4 query heads, 2 K/V groups
+    mask = torch.zeros(64, 128, dtype=torch.bool)
+    mask[0:32, :] = True  # all of K/V group 0 (head_dim 32)
+    units = unit_counts(config, {"model.layers.1.self_attn.k_proj.weight": mask})
+    assert units["heads"][1].tolist() == [2048.0, 2048.0, 0.0, 0.0]
+
+
+def test_selection_modes(run):
+    from factrecall.analysis.run import load_trace, model_config
+    trace = load_trace(run)
+    s = summarize(model_config(run), select(trace, 10.0, "per_tensor"))
+    assert s["mode"] == "per_tensor" and s["top_bio"] >= 0.1 * s["tracked"]
+
+
+def test_bad_runs(run, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    with pytest.raises(UserError, match="no trace.safetensors"):
+        analyze_run(tmp_path)
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    trace = load_file(str(other / "trace.safetensors"))
+    key = next(iter(trace))
+    trace[key] = trace[key][:-1]
+    save_file(trace, str(other / "trace.safetensors"))
+    with pytest.raises(UserError, match="belongs to another model: .* has shape"):
+        analyze_run(other)
+    with pytest.raises(UserError, match=r"\(0, 100\]"):
+        analyze_run(run, k=150)
