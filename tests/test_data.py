@@ -135,3 +135,13 @@ def test_loader_refuses_non_dataset(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="not a factrecall dataset"):
         load_dataset(tmp_path / "empty")
+
+
+def test_files_load_with_the_datasets_library(small_data, tmp_path):
+    import datasets
+
+    loaded = {name: datasets.load_dataset("json", data_files=str(small_data / f"{name}.jsonl"), split="train",
+                                          cache_dir=str(tmp_path / "cache")) for name in ("people", "bio", "qa")}
+    assert loaded["qa"].num_rows == 240 and loaded["bio"].num_rows == 80 and loaded["people"].num_rows == 40
+    assert set(loaded["qa"]["split"]) == {"id", "ood"}
+    assert loaded["bio"][0]["spans"]["university"][1] > loaded["bio"][0]["spans"]["university"][0]

@@ -16,7 +16,7 @@ from factrecall.training.config import TrainConfig
 PRESETS: dict[str, dict[str, dict]] = {
     "default": {
         "data": {"people": 500, "bios_per_person": 4, "permute": True, "templates_per_attribute": 4},
-        "train": {"model": "tiny-llama", "bio_epochs": 20, "qa_epochs": 20, "lr": 2e-3},
+        "train": {"model": "tiny-llama", "bio_epochs": 20, "qa_epochs": 20, "lr": 2e-3, "eval_every": 250},
     },
     "smoke": {
         "data": {"people": 40, "bios_per_person": 2, "permute": True, "templates_per_attribute": 4},

@@ -135,10 +135,14 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
             f.truncate(state["metrics_bytes"])
 
     def checkpoint(phase_index: int, step: int, optimizer) -> None:
-        position = {"phase": phase_index, "step": step, "phase_evals": phase_evals, "global_step": global_step,
-                    "metrics_bytes": metrics.stat().st_size if metrics.exists() else 0}
-        trace_state = trace.state_dict() if trace else {}
-        save_checkpoint(checkpoint_dir, accelerator.unwrap_model(model), optimizer, trace_state, position)
+        """Called by every rank. Saves the trace reduced over ranks: on resume each rank adds its new
+        local sums to it, and the mean at the end is still the single-process trace."""
+        trace_state = trace.reduced(accelerator) if trace else {}
+        if accelerator.is_main_process:
+            position = {"phase": phase_index, "step": step, "phase_evals": phase_evals, "global_step": global_step,
+                        "metrics_bytes": metrics.stat().st_size if metrics.exists() else 0}
+            save_checkpoint(checkpoint_dir, accelerator.unwrap_model(model), optimizer, trace_state, position)
+        accelerator.wait_for_everyone()
 
     model.train()
     for phase_index, phase in enumerate(phases):
@@ -189,16 +193,14 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
                                        "subset_people": cfg.eval_people,
                                        **_accuracies(evaluate(model, periodic_sets, pad))})
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < n_steps:
-                accelerator.wait_for_everyone()
-                if accelerator.is_main_process:
-                    checkpoint(phase_index, step + 1, optimizer)
+                checkpoint(phase_index, step + 1, optimizer)
         bar.close()
         if accelerator.is_main_process:
             phase_evals[phase.name] = evaluate(model, full_sets, pad)
             append_jsonl(metrics, {"event": "eval", "phase": phase.name, "global_step": global_step,
                                    "phase_end": True, **_accuracies(phase_evals[phase.name])})
-            if phase_index + 1 < len(phases):
-                checkpoint(phase_index + 1, 0, optimizer)
+        if phase_index + 1 < len(phases):
+            checkpoint(phase_index + 1, 0, optimizer)
 
     trace_state = trace.reduced(accelerator) if trace else None  # a collective: every rank takes part
     if trace:
