@@ -30,7 +30,7 @@ cfg = train_config("default")
 with tempfile.TemporaryDirectory() as tmp:
     generate_dataset(data_config("default", people=200), Path(tmp) / "d")
     ds = load_dataset(Path(tmp) / "d")
-tok = word_tokenizer(ds.vocabulary_fragments())
+    tok = word_tokenizer(ds.vocabulary_fragments())
 bio = [encode_bio(tok, b) for b in ds.bios]
 qa = [encode_qa(tok, q) for q in ds.qa_split("id")]
 batches = [collate(bio[i:i + cfg.bio_batch_size], tok.pad_token_id) if i % 2 == 0 else

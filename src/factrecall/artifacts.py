@@ -49,6 +49,11 @@ def dumps_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
 
 
+def as_json(obj: Any) -> Any:
+    """`obj` as it reads back from a JSON file (tuples become lists), for comparing records."""
+    return json.loads(json.dumps(obj))
+
+
 def write_json(path: Path, obj: Any) -> None:
     write_bytes(path, dumps_json(obj).encode())
 

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from factrecall.analysis.shared import analyze_run
-from factrecall.artifacts import read_json, write_json
+from factrecall.artifacts import as_json, read_json, write_json
 from factrecall.claims import c1_accuracy, c2_shared_size, c3_concentration
 from factrecall.data.generate import generate_dataset
 from factrecall.errors import UserError
@@ -23,7 +23,7 @@ from factrecall.training.loop import train
 def run_study(out: Path, preset: str = "default", force: bool = False, log=print) -> dict:
     out = Path(out)
     data_cfg, train_cfg = data_config(preset), train_config(preset)
-    record = {"preset": preset, "data": asdict(data_cfg), "train": asdict(train_cfg)}
+    record = as_json({"preset": preset, "data": asdict(data_cfg), "train": asdict(train_cfg)})
     if (out / "study.json").is_file() and not force:
         if read_json(out / "study.json", "study config") != record:
             raise UserError(f"--out {out} holds a study with a different config; use another directory or --force")

@@ -24,7 +24,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from factrecall.artifacts import append_jsonl, atomic_directory, read_json, save_tensors, write_json
+from factrecall.artifacts import append_jsonl, as_json, atomic_directory, read_json, save_tensors, write_json
 from factrecall.data.dataset import Dataset, load_dataset
 from factrecall.encode import Encoded, collate, encode_bio, encode_qa, pad_id
 from factrecall.errors import UserError
@@ -41,7 +41,7 @@ from factrecall.training.trace import TraceRecorder
 
 def _run_record(cfg: TrainConfig, dataset: Dataset) -> dict:
     return {
-        "train": json.loads(json.dumps(asdict(cfg))),  # as it reads back from config.json
+        "train": as_json(asdict(cfg)),
         "data": {"path": str(dataset.path.resolve()), "content_hash": dataset.content_hash,
                  "config": dataset.meta.get("config")},
         "seeds": {"model_init": cfg.seed, "data_order": cfg.seed},
