@@ -64,7 +64,7 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
 
 
 def append_jsonl(path: Path, row: dict) -> None:
-    """Append one line (logs only: a torn last line is skipped by `read_jsonl(tolerate_tail=True)`)."""
+    """Append one line to a log (a resumed run truncates its log back to the checkpoint's length)."""
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
 
@@ -79,7 +79,7 @@ def read_json(path: Path, what: str) -> Any:
         raise UserError(f"{what}: {path} is not valid JSON ({e}); regenerate or fix the file") from None
 
 
-def read_jsonl(path: Path, tolerate_tail: bool = False) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     """Rows of a JSONL file; a malformed line is a `UserError` naming the file and line."""
     path = Path(path)
     if not path.is_file():
@@ -92,8 +92,6 @@ def read_jsonl(path: Path, tolerate_tail: bool = False) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            if tolerate_tail and number == len(lines):
-                break
             raise UserError(f"{path}:{number}: malformed JSON line ({e.msg}); regenerate the file") from None
         if not isinstance(row, dict):
             raise UserError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
