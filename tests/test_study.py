@@ -17,7 +17,8 @@ def test_smoke_study_end_to_end_and_rerun_skips(tmp_path):
         assert on_disk["shared"][strategy]["shared"] >= 0
         assert (out / "runs" / strategy / "trace.safetensors").is_file()
         assert (out / "runs" / strategy / "shared" / "shared.json").is_file()
-    assert [c["id"] for c in on_disk["claims"]] == ["C1", "C2", "C3"]
+    assert [c["id"] for c in on_disk["claims"]] == ["C1", "C2", "C3", "C4"]
+    assert (out / "runs" / "mix" / "analysis" / "ablation.json").is_file()
     for claim in on_disk["claims"]:
         assert isinstance(claim["holds"], bool) and claim["evidence"] and claim["statement"]
     model_file = out / "runs" / "mix" / "model" / "model.safetensors"

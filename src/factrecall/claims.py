@@ -13,6 +13,7 @@ STATEMENTS = {
     "C1": "Mix OOD-QA accuracy is far above Stage's; both fit ID-QA and BIO",
     "C2": "Mix has more shared parameters than Stage (at the default k and across the sweep)",
     "C3": "Mix's shared parameters are more concentrated (Gini, top-unit share)",
+    "C4": "Ablating shared parameters hurts Mix more than Stage, and more than random ablation",
 }
 
 
@@ -54,3 +55,21 @@ def c3_concentration(shared: dict) -> dict:
         holds = holds and gm > gs and tm > ts
         parts.append(f"{kind}: Gini Mix {gm:.3f} vs Stage {gs:.3f}, top-10% share Mix {tm:.3f} vs Stage {ts:.3f}")
     return _claim("C3", holds, "; ".join(parts) + " (holds when Mix is higher on all four)")
+
+
+def c4_ablation(ablation: dict) -> dict:
+    """`ablation[strategy]` is a run's ablation.json; judged on the OOD-QA drop."""
+    mix, stage = ablation["mix"], ablation["stage"]
+    d_mix, d_stage = mix["shared"]["drop"]["qa_ood"], stage["shared"]["drop"]["qa_ood"]
+    r_mix = mix["random"]["mean_drop"]["qa_ood"]
+
+    def share_lost(a: dict) -> float:
+        base = a["unablated"]["qa_ood"]
+        return -a["shared"]["drop"]["qa_ood"] / base if base else 0.0
+
+    evidence = (f"OOD-QA drop after resetting the shared set (k={mix['k']:g}%) to θ_pre: Mix {d_mix:+.3f} vs "
+                f"Stage {d_stage:+.3f}; Mix random (count-matched per tensor, mean of {mix['seeds']}) {r_mix:+.3f}; "
+                f"Mix Top_BIO∖Shared {mix['top_bio_only']['mean_drop']['qa_ood']:+.3f}, "
+                f"Top_QA∖Shared {mix['top_qa_only']['mean_drop']['qa_ood']:+.3f}; share of OOD accuracy lost: "
+                f"Mix {share_lost(mix):.0%}, Stage {share_lost(stage):.0%} (the claim is judged on absolute drops)")
+    return _claim("C4", d_mix < d_stage and d_mix < r_mix, evidence)

@@ -140,6 +140,26 @@ def shared_command(
     typer.echo(f"written to {run / 'shared'}")
 
 
+@app.command("ablate")
+def ablate_command(
+    run: Annotated[Path, typer.Option(help="Run directory (from 'factrecall train').")],
+    k: Annotated[float, typer.Option(help="Top k percent defining the shared set.")] = 1.0,
+    seeds: Annotated[int, typer.Option(help="Random and size-matched sets per kind.")] = 3,
+    eval_people: Annotated[int, typer.Option(help="People per split to evaluate; 0 = all.")] = 0,
+    data: Annotated[Optional[Path], typer.Option(help="The run's dataset, if it moved.")] = None,
+):
+    """Reset shared parameters to θ_pre and measure the accuracy drop, against matched sets (SPEC §6)."""
+    from factrecall.analysis.ablation import ablate_run
+
+    r = ablate_run(run, k, seeds, eval_people, data)
+    typer.echo(f"unablated: " + "  ".join(f"{m} {v:.3f}" for m, v in r["unablated"].items()))
+    typer.echo(f"shared ({r['shared']['size']}): " + "  ".join(f"{m} {v:+.3f}" for m, v in r["shared"]["drop"].items()))
+    for name in ("random", "top_bio_only", "top_qa_only"):
+        typer.echo(f"{name} ({r[name]['size']}, mean of {seeds}): "
+                   + "  ".join(f"{m} {v:+.3f}" for m, v in r[name]["mean_drop"].items()))
+    typer.echo(f"written to {run / 'analysis' / 'ablation.json'}")
+
+
 @app.command("study")
 def study_command(
     out: Annotated[Path, typer.Option(help="Study directory.")] = Path("studies/default"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 
+from factrecall.analysis.config import AnalysisConfig
 from factrecall.data.generate import DataConfig
 from factrecall.errors import UserError
 from factrecall.training.config import TrainConfig
@@ -17,11 +18,13 @@ PRESETS: dict[str, dict[str, dict]] = {
     "default": {
         "data": {"people": 500, "bios_per_person": 4, "permute": True, "templates_per_attribute": 4},
         "train": {"model": "tiny-llama", "bio_epochs": 20, "qa_epochs": 20, "lr": 2e-3, "eval_every": 250},
+        "analysis": {},
     },
     "smoke": {
         "data": {"people": 40, "bios_per_person": 2, "permute": True, "templates_per_attribute": 4},
         "train": {"model": "tiny-llama", "bio_epochs": 2, "qa_epochs": 2, "bio_batch_size": 16,
                   "qa_batch_size": 16, "checkpoint_every": 4, "eval_people": 10},
+        "analysis": {"ablation_seeds": 1, "ablation_eval_people": 10},
     },
 }
 
@@ -48,3 +51,7 @@ def data_config(preset: str = "default", **overrides) -> DataConfig:
 
 def train_config(preset: str = "default", **overrides) -> TrainConfig:
     return _apply(_apply(TrainConfig(), _preset(preset)["train"]), overrides)
+
+
+def analysis_config(preset: str = "default", **overrides) -> AnalysisConfig:
+    return _apply(_apply(AnalysisConfig(), _preset(preset)["analysis"]), overrides)

@@ -8,7 +8,8 @@ import torch
 from safetensors import safe_open
 from transformers import AutoConfig
 
-from factrecall.artifacts import load_tensors
+from factrecall.artifacts import load_tensors, read_json
+from factrecall.data.dataset import Dataset, load_dataset
 from factrecall.errors import UserError
 from factrecall.models.adapters import adapter_for
 
@@ -54,3 +55,13 @@ def load_trace(run: Path) -> dict[str, torch.Tensor]:
         if not torch.isfinite(tensor).all():
             raise UserError(f"{path}: {key} contains NaN or Inf; the run diverged or the file is damaged")
     return trace
+
+
+def run_dataset(run: Path, data: Path | None = None) -> Dataset:
+    """The dataset a run was trained on (or `data`), checked by content hash."""
+    record = read_json(Path(run) / "config.json", "run config")
+    dataset = load_dataset(Path(data) if data else Path(record["data"]["path"]))
+    if dataset.content_hash != record["data"]["content_hash"]:
+        raise UserError(f"dataset {dataset.path} is not the one {run} was trained on (content hash differs); "
+                        f"pass the run's dataset with --data")
+    return dataset
