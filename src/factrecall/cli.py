@@ -19,6 +19,11 @@ app.add_typer(data_app, name="data")
 
 _DEBUG = {"on": bool(os.environ.get("FACTRECALL_DEBUG"))}
 
+# options shared by the analysis commands
+RunDir = Annotated[Path, typer.Option(help="Run directory (from 'factrecall train').")]
+EvalPeople = Annotated[int, typer.Option(help="People per split to evaluate; 0 = all.")]
+MovedData = Annotated[Optional[Path], typer.Option(help="The run's dataset, if it moved.")]
+
 
 @app.callback()
 def _root(debug: Annotated[bool, typer.Option(help="Show tracebacks instead of one-line errors.")] = False):
@@ -121,7 +126,7 @@ def eval_command(
 
 @app.command("shared")
 def shared_command(
-    run: Annotated[Path, typer.Option(help="Run directory (from 'factrecall train').")],
+    run: RunDir,
     k: Annotated[float, typer.Option(help="Top k percent per task.")] = 1.0,
     sweep: Annotated[str, typer.Option(help="Comma-separated k values for the sweep.")] = "0.1,0.5,1,2,5,10",
 ):
@@ -142,11 +147,11 @@ def shared_command(
 
 @app.command("ablate")
 def ablate_command(
-    run: Annotated[Path, typer.Option(help="Run directory (from 'factrecall train').")],
+    run: RunDir,
     k: Annotated[float, typer.Option(help="Top k percent defining the shared set.")] = 1.0,
     seeds: Annotated[int, typer.Option(help="Random and size-matched sets per kind.")] = 3,
-    eval_people: Annotated[int, typer.Option(help="People per split to evaluate; 0 = all.")] = 0,
-    data: Annotated[Optional[Path], typer.Option(help="The run's dataset, if it moved.")] = None,
+    eval_people: EvalPeople = 0,
+    data: MovedData = None,
 ):
     """Reset shared parameters to θ_pre and measure the accuracy drop, against matched sets (SPEC §6)."""
     from factrecall.analysis.ablation import ablate_run
@@ -158,6 +163,28 @@ def ablate_command(
         typer.echo(f"{name} ({r[name]['size']}, mean of {seeds}): "
                    + "  ".join(f"{m} {v:+.3f}" for m, v in r[name]["mean_drop"].items()))
     typer.echo(f"written to {run / 'analysis' / 'ablation.json'}")
+
+
+@app.command("graft")
+def graft_command(
+    run: RunDir,
+    sparsity: Annotated[float, typer.Option(help="Base patch: top fraction of |θ_ft − θ_pre|.")] = 0.01,
+    steps: Annotated[int, typer.Option(help="Mask optimisation steps.")] = 20,
+    lr: Annotated[float, typer.Option(help="Learning rate on the mask scores S.")] = 1e7,
+    eval_people: EvalPeople = 0,
+    data: MovedData = None,
+):
+    """Find the sparse graft of θ_ft − θ_pre that recalls the ID facts (SPEC §7)."""
+    from factrecall.analysis.graft import graft_run
+
+    r = graft_run(run, sparsity, steps, lr, eval_people=eval_people, data=data)
+    for name in ("base_patch", "graft"):
+        g = r[name]
+        typer.echo(f"{name:<10} |γ|₀ {g['size']}: " + "  ".join(f"{m} {v:.3f}" for m, v in g["accuracy"].items()))
+    if "shared_overlap" in r:
+        o = r["shared_overlap"]
+        typer.echo(f"overlap with shared: {o['overlap']} (chance {o['chance']:.1f})")
+    typer.echo(f"written to {run / 'analysis' / 'graft.json'}")
 
 
 @app.command("study")

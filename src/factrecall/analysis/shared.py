@@ -106,7 +106,7 @@ def unit_counts(config, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return {"heads": heads, "neurons": neuron_table}
 
 
-def _module_of(name: str) -> str:
+def module_of(name: str) -> str:
     """`model.layers.3.self_attn.q_proj.weight` -> `self_attn.q_proj.weight`; non-layer names stay."""
     parts = name.split(".")
     for i, part in enumerate(parts):
@@ -115,7 +115,7 @@ def _module_of(name: str) -> str:
     return name
 
 
-def _layer_of(name: str) -> str:
+def layer_of(name: str) -> str:
     return next((p for p in name.split(".") if p.isdigit()), "other")
 
 
@@ -132,8 +132,8 @@ def summarize(config, selection: Selection) -> dict:
     by_layer: dict[str, int] = {}
     by_module: dict[str, int] = {}
     for name, m in shared.items():
-        by_layer[_layer_of(name)] = by_layer.get(_layer_of(name), 0) + int(m.sum())
-        by_module[_module_of(name)] = by_module.get(_module_of(name), 0) + int(m.sum())
+        by_layer[layer_of(name)] = by_layer.get(layer_of(name), 0) + int(m.sum())
+        by_module[module_of(name)] = by_module.get(module_of(name), 0) + int(m.sum())
     units = unit_counts(config, shared)
     return {
         "k": selection.k, "mode": selection.mode, "tracked": total,
@@ -146,19 +146,25 @@ def summarize(config, selection: Selection) -> dict:
     }
 
 
-def save_masks(path: Path, selection: Selection) -> None:
-    """Masks as sorted flat indices (`shared/<name>`, `top_bio/<name>`, `top_qa/<name>`), shapes in metadata."""
+def save_bool_masks(path: Path, kinds: dict[str, dict[str, torch.Tensor]], metadata: dict[str, str]) -> None:
+    """Masks of several kinds as sorted flat indices keyed `<kind>/<name>`, shapes in the metadata."""
     tensors, shapes = {}, {}
-    for kind, masks in (("shared", selection.shared), ("top_bio", selection.top_bio), ("top_qa", selection.top_qa)):
+    for kind, masks in kinds.items():
         for name, m in masks.items():
             index = m.flatten().nonzero().squeeze(1)
             tensors[f"{kind}/{name}"] = index.to(torch.int32 if m.numel() < 2**31 else torch.int64)
             shapes[name] = list(m.shape)
-    save_tensors(path, tensors, metadata={"k": str(selection.k), "mode": selection.mode, "shapes": json.dumps(shapes)})
+    save_tensors(path, tensors, metadata={**metadata, "shapes": json.dumps(shapes)})
+
+
+def save_masks(path: Path, selection: Selection) -> None:
+    """A selection's `shared/`, `top_bio/` and `top_qa/` masks."""
+    save_bool_masks(path, {"shared": selection.shared, "top_bio": selection.top_bio, "top_qa": selection.top_qa},
+                    {"k": str(selection.k), "mode": selection.mode})
 
 
 def load_masks(path: Path, kind: str = "shared") -> dict[str, torch.Tensor]:
-    """{name: bool mask} of one kind (shared, top_bio, top_qa) from `save_masks`' file."""
+    """{name: bool mask} of one kind (e.g. shared, top_bio, top_qa, graft) from `save_bool_masks`' file."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as st:
