@@ -187,6 +187,29 @@ def graft_command(
     typer.echo(f"written to {run / 'analysis' / 'graft.json'}")
 
 
+@app.command("heads")
+def heads_command(
+    run: RunDir,
+    metrics: Annotated[str, typer.Option(help="Comma-separated unit rankings.")] =
+        "shared_size,qa_size,bio_size,graft_size,delta_norm,random",
+    k: Annotated[float, typer.Option(help="Top k percent of the shared/Top sets used by the metrics.")] = 1.0,
+    neurons: Annotated[bool, typer.Option("--neurons/--no-neurons", help="Also the MLP neuron curves.")] = True,
+    eval_people: EvalPeople = 100,
+    data: MovedData = None,
+):
+    """Sufficiency and criticality curves of heads (and neurons) per ranking metric (SPEC §8)."""
+    from factrecall.analysis.circuit import circuit_curves
+
+    names = tuple(m.strip() for m in metrics.split(",") if m.strip())
+    for kind in ("head", "neuron") if neurons else ("head",):
+        r = circuit_curves(run, kind, names, k, eval_people, data=data)
+        typer.echo(f"{kind}s ({r['units']}, OOD-QA {r['unablated']['qa_ood']:.3f} unablated; "
+                   f"{r['evaluations']} evaluations):")
+        for metric, v in r["metrics"].items():
+            typer.echo(f"  {metric:<12} minimal sufficient n = {v['minimal_sufficient']}, critical n = {v['critical']}")
+    typer.echo(f"written to {run / 'analysis'}")
+
+
 @app.command("study")
 def study_command(
     out: Annotated[Path, typer.Option(help="Study directory.")] = Path("studies/default"),

@@ -1,0 +1,148 @@
+"""Heads and neurons of the fact-recall circuit (SPEC §8; the paper's Fig. 4a–c).
+
+Units are ranked by a metric; two curves per metric, one evaluation per distinct intervention:
+
+* sufficiency — keep θ_ft only in the top-n units, reset every other unit of that kind to θ_pre;
+  the minimal sufficient n is the smallest reaching 90 % of the unablated OOD-QA accuracy;
+* criticality — reset the top-n units, leave the rest; the critical n is the smallest that
+  halves OOD-QA accuracy.
+
+A head's reset touches its query features and its output-projection input columns; its K/V
+group's features only when every head of the group is reset (grouped K/V). A neuron's reset
+touches its up (and gate) feature and its down column. Metrics: `shared_size`, `qa_size`,
+`bio_size` (entries of the shared, Top_QA and Top_BIO sets in the unit, K/V shares counted 1/g),
+`graft_size` (entries of the graft mask, when `factrecall graft` ran), `delta_norm`
+(‖θ_ft − θ_pre‖ over the unit's entries), `random` (a seeded permutation).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from factrecall.analysis.ablation import METRICS, reset_to_base
+from factrecall.analysis.run import load_trace, model_config, run_dataset
+from factrecall.analysis.shared import load_masks, select, unit_counts
+from factrecall.artifacts import write_json
+from factrecall.encode import pad_id
+from factrecall.errors import UserError
+from factrecall.evaluation.exact_match import eval_sets, evaluate
+from factrecall.models.adapters import tensor_units
+from factrecall.models.loading import load_model
+
+UNIT_METRICS = ("shared_size", "qa_size", "bio_size", "graft_size", "delta_norm", "random")
+Masks = dict[str, torch.Tensor]
+
+
+def unit_masks(config, shapes: dict[str, tuple[int, ...]], kind: str, units: set[tuple[int, int]]) -> Masks:
+    """Entries owned by the given units ((layer, index) pairs) of `kind` ("head" or "neuron")."""
+    masks = {}
+    for name, shape in shapes.items():
+        layout = tensor_units(config, name)
+        if layout is None or layout.kind != kind:
+            continue
+        chosen = torch.zeros(layout.feature_unit.numel(), dtype=torch.bool)
+        for unit in range(int(layout.feature_unit.max()) + 1):
+            owners = range(unit * layout.group_size, (unit + 1) * layout.group_size)
+            if all((layout.layer, h) in units for h in owners):  # a K/V group only when all its heads are
+                chosen |= layout.feature_unit == unit
+        view = [1] * len(shape)
+        view[layout.axis] = -1
+        masks[name] = chosen.view(view).expand(shape).clone()
+    return masks
+
+
+def unit_scores(config, kind: str, metric: str, trace: dict, k: float, delta: dict, graft: Masks | None,
+                seed: int = 0) -> torch.Tensor:
+    """[layers, units] score of every unit of `kind` under `metric` (higher = earlier in the ranking)."""
+    table = "heads" if kind == "head" else "neurons"
+    if metric in ("shared_size", "qa_size", "bio_size"):
+        selection = select(trace, k, "global")
+        masks = {"shared_size": selection.shared, "qa_size": selection.top_qa, "bio_size": selection.top_bio}[metric]
+        return unit_counts(config, masks)[table]
+    if metric == "graft_size":
+        if graft is None:
+            raise UserError("metric graft_size needs a graft mask; run 'factrecall graft --run RUN' first")
+        return unit_counts(config, {n: m for n, m in graft.items() if n in delta})[table]
+    if metric == "delta_norm":  # unit_counts sums any per-entry values: here squared moves
+        return unit_counts(config, {n: d.double() ** 2 for n, d in delta.items()})[table].sqrt()
+    if metric == "random":
+        shape = unit_counts(config, {n: torch.zeros_like(d) for n, d in delta.items()})[table].shape
+        return torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    raise UserError(f"unknown metric {metric!r}; choose from {', '.join(UNIT_METRICS)}")
+
+
+def ranking(scores: torch.Tensor) -> list[tuple[int, int]]:
+    """(layer, unit) pairs by descending score; ties keep layer-major order."""
+    flat = scores.flatten()
+    order = sorted(range(flat.numel()), key=lambda i: (-float(flat[i]), i))
+    return [(i // scores.shape[1], i % scores.shape[1]) for i in order]
+
+
+def _first(points: list[dict], test) -> int | None:
+    return next((p["n"] for p in points if test(p["accuracy"]["qa_ood"])), None)
+
+
+def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNIT_METRICS, k: float = 1.0,
+                   eval_people: int = 100, points: tuple[float, ...] = (0, .01, .02, .05, .1, .2, .5, 1.0),
+                   seed: int = 0, data: Path | None = None) -> dict:
+    """Sufficiency and criticality curves per metric; writes `analysis/heads.json` or `analysis/neurons.json`."""
+    run = Path(run)
+    unknown = [m for m in metrics if m not in UNIT_METRICS]
+    if unknown:
+        raise UserError(f"unknown metric {unknown[0]!r}; choose from {', '.join(UNIT_METRICS)}")
+    if not (run / "base" / "config.json").is_file():
+        raise UserError(f"{run} has no base/ (θ_pre); interventions reset units to it, so retrain the run")
+    trace, config = load_trace(run), model_config(run)
+    model, tokenizer = load_model(run / "model")
+    base, _ = load_model(run / "base")
+    base_state = {n: p.detach() for n, p in base.named_parameters()}
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    traced = {n[4:] for n in trace if n.startswith("bio/")}
+    delta = {n: params[n] - base_state[n] for n in traced}
+    graft_path = run / "analysis" / "graft_mask.safetensors"
+    graft = load_masks(graft_path, "graft") if graft_path.is_file() else None
+    metrics = tuple(m for m in metrics if m != "graft_size" or graft is not None)
+    sets, pad = eval_sets(tokenizer, run_dataset(run, data), eval_people), pad_id(tokenizer)
+    shapes = {n: tuple(p.shape) for n, p in params.items()}
+    n_params = sum(p.numel() for p in params.values())
+
+    cache: dict[frozenset, dict] = {}
+
+    def accuracy_with_reset(units: frozenset) -> dict:
+        if units not in cache:
+            with reset_to_base(model, base_state, unit_masks(config, shapes, kind, set(units))):
+                cache[units] = {m: r["accuracy"] for m, r in evaluate(model, sets, pad).items()}
+        return cache[units]
+
+    reference = accuracy_with_reset(frozenset())
+    result = {"kind": kind, "k": k, "eval_people": eval_people, "unablated": reference, "metrics": {}}
+    bar = tqdm(metrics, desc=f"{kind}s", leave=False)
+    for metric in bar:
+        order = ranking(unit_scores(config, kind, metric, trace, k, delta, graft, seed))
+        total = len(order)
+        ns = sorted({round(f * total) for f in points}) if kind == "neuron" else list(range(total + 1))
+        curves = {}
+        for mode in ("sufficiency", "criticality"):
+            curve = []
+            for n in ns:
+                top = frozenset(order[:n])
+                reset = frozenset(order) - top if mode == "sufficiency" else top
+                masks = unit_masks(config, shapes, kind, set(reset))
+                touched = sum(int(m.sum()) for m in masks.values()) / n_params
+                curve.append({"n": n, "accuracy": accuracy_with_reset(reset), "reset_fraction": touched})
+            curves[mode] = curve
+        ood = reference["qa_ood"]
+        result["metrics"][metric] = {
+            "top_units": [list(u) for u in order[:10]],
+            **curves,
+            "minimal_sufficient": _first(curves["sufficiency"], lambda a: a >= 0.9 * ood),
+            "critical": _first(curves["criticality"], lambda a: a <= 0.5 * ood),
+        }
+    result["units"] = total if metrics else 0
+    result["evaluations"] = len(cache)
+    write_json(run / "analysis" / f"{kind}s.json", result)
+    return result

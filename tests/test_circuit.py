@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from factrecall.analysis.circuit import circuit_curves, ranking, unit_masks
+from factrecall.analysis.ablation import reset_to_base
+from factrecall.data.dataset import load_dataset
+from factrecall.errors import UserError
+from factrecall.models.adapters import adapter_for
+from factrecall.models.presets import build_preset_model
+from factrecall.models.tokenizer import word_tokenizer
+from factrecall.presets import train_config
+from factrecall.training.loop import train
+
+
+@pytest.fixture(scope="module")
+def tokenizer(small_data):
+    return word_tokenizer(load_dataset(small_data).vocabulary_fragments())
+
+
+def _reset_diff(model, masks):
+    """Entries that change when `masks` are reset to a θ_pre that differs everywhere (state-dict diff)."""
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    shifted = {n: p + 1.0 for n, p in before.items()}
+    with reset_to_base(model, shifted, masks):
+        after = {n: p.detach().clone() for n, p in model.named_parameters()}
+    return {n: before[n] != after[n] for n in before}
+
+
+@pytest.mark.parametrize("preset", ["tiny-llama-gqa", "tiny-neox", "tiny-gpt2"])
+def test_resetting_a_head_changes_exactly_its_entries(preset, tokenizer):
+    model = build_preset_model(preset, tokenizer, seed=0)
+    a = adapter_for(model.config)
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    masks = unit_masks(model.config, shapes, "head", {(1, 2)})
+    changed = _reset_diff(model, masks)
+    for name, diff in changed.items():
+        expected = masks.get(name, torch.zeros_like(diff))
+        assert torch.equal(diff, expected), name
+    d = model.config.hidden_size // model.config.num_attention_heads
+    out = dict(model.named_parameters())[f"{a.layers}.1.{a.attn_out}.weight"]
+    cols = masks[f"{a.layers}.1.{a.attn_out}.weight"]
+    axis = 0 if a.transposed else 1
+    owned = cols.any(dim=1 - axis).nonzero().squeeze(1).tolist()
+    assert owned == list(range(2 * d, 3 * d)) and out.shape[axis] == 4 * d
+    if preset == "tiny-llama-gqa":  # one head of a K/V group leaves the group's K/V alone...
+        assert f"{a.layers}.1.self_attn.k_proj.weight" not in masks or not masks[
+            f"{a.layers}.1.self_attn.k_proj.weight"].any()
+        both = unit_masks(model.config, shapes, "head", {(1, 2), (1, 3)})  # ...both heads reset it
+        assert both[f"{a.layers}.1.self_attn.k_proj.weight"][d:2 * d].all()
+        assert not both[f"{a.layers}.1.self_attn.k_proj.weight"][:d].any()
+
+
+def test_ranking_is_descending_with_stable_ties():
+    scores = torch.tensor([[1.0, 3.0], [3.0, 0.0]])
+    assert ranking(scores) == [(0, 1), (1, 0), (0, 0), (1, 1)]
+
+
+def test_curves_on_a_tiny_run(small_data, tmp_path):
+    run = tmp_path / "run"
+    train(train_config("smoke", strategy="mix", max_steps=3, eval_people=2, checkpoint_every=0), small_data, run)
+    r = circuit_curves(run, "head", ("shared_size", "random", "graft_size"), eval_people=3)
+    assert set(r["metrics"]) == {"shared_size", "random"}  # graft_size needs a graft mask: skipped
+    curve = r["metrics"]["shared_size"]["sufficiency"]
+    assert [p["n"] for p in curve] == list(range(9)) and curve[-1]["reset_fraction"] == 0.0
+    assert curve[-1]["accuracy"] == r["unablated"]
+    crit = r["metrics"]["random"]["criticality"]
+    assert crit[0]["accuracy"] == r["unablated"] and crit[-1]["accuracy"] == curve[0]["accuracy"]
+    assert r["evaluations"] < 2 * 2 * 9  # shared interventions are evaluated once
+    assert (run / "analysis" / "heads.json").is_file()
+    with pytest.raises(UserError, match="unknown metric 'size'"):
+        circuit_curves(run, "head", ("size",))
+    n = circuit_curves(run, "neuron", ("delta_norm",), eval_people=3, points=(0, 0.5, 1.0))
+    assert [p["n"] for p in n["metrics"]["delta_norm"]["sufficiency"]] == [0, 512, 1024]
