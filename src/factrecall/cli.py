@@ -157,11 +157,10 @@ def ablate_command(
     from factrecall.analysis.ablation import ablate_run
 
     r = ablate_run(run, k, seeds, eval_people, data)
-    typer.echo(f"unablated: " + "  ".join(f"{m} {v:.3f}" for m, v in r["unablated"].items()))
-    typer.echo(f"shared ({r['shared']['size']}): " + "  ".join(f"{m} {v:+.3f}" for m, v in r["shared"]["drop"].items()))
+    typer.echo(f"unablated: {_numbers(r['unablated'])}")
+    typer.echo(f"shared ({r['shared']['size']}): {_numbers(r['shared']['drop'], '+.3f')}")
     for name in ("random", "top_bio_only", "top_qa_only"):
-        typer.echo(f"{name} ({r[name]['size']}, mean of {seeds}): "
-                   + "  ".join(f"{m} {v:+.3f}" for m, v in r[name]["mean_drop"].items()))
+        typer.echo(f"{name} ({r[name]['size']}, mean of {seeds}): {_numbers(r[name]['mean_drop'], '+.3f')}")
     typer.echo(f"written to {run / 'analysis' / 'ablation.json'}")
 
 
@@ -180,7 +179,7 @@ def graft_command(
     r = graft_run(run, sparsity, steps, lr, eval_people=eval_people, data=data)
     for name in ("base_patch", "graft"):
         g = r[name]
-        typer.echo(f"{name:<10} |γ|₀ {g['size']}: " + "  ".join(f"{m} {v:.3f}" for m, v in g["accuracy"].items()))
+        typer.echo(f"{name:<10} |γ|₀ {g['size']}: {_numbers(g['accuracy'])}")
     if "shared_overlap" in r:
         o = r["shared_overlap"]
         typer.echo(f"overlap with shared: {o['overlap']} (chance {o['chance']:.1f})")
@@ -225,8 +224,12 @@ def study_command(
     typer.echo(f"summary written to {out / 'summary.json'}")
 
 
+def _numbers(values: dict[str, float], spec: str = ".3f") -> str:
+    return "  ".join(f"{name} {value:{spec}}" for name, value in values.items())
+
+
 def _accuracy_line(result: dict) -> str:
-    return "  ".join(f"{name} {result[name]['accuracy']:.3f}" for name in ("qa_id", "qa_ood", "bio"))
+    return _numbers({name: result[name]["accuracy"] for name in ("qa_id", "qa_ood", "bio")})
 
 
 def main() -> None:
