@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from factrecall.analysis.circuit import circuit_curves, ranking, unit_masks
+from factrecall.analysis.circuit import circuit_curves, ranking, unit_masks, unit_output_ablation
 from factrecall.analysis.ablation import reset_to_base
 from factrecall.data.dataset import load_dataset
 from factrecall.errors import UserError
@@ -50,6 +50,25 @@ def test_resetting_a_head_changes_exactly_its_entries(preset, tokenizer):
         assert not both[f"{a.layers}.1.self_attn.k_proj.weight"][:d].any()
 
 
+@pytest.mark.parametrize("preset", ["tiny-llama-gqa", "tiny-neox", "tiny-gpt2"])
+def test_zero_ablating_a_head_output_equals_zeroing_its_output_columns(preset, tokenizer):
+    model = build_preset_model(preset, tokenizer, seed=0).eval()
+    a = adapter_for(model.config)
+    ids = torch.randint(4, len(tokenizer), (2, 7))
+    with torch.no_grad():
+        plain = model(ids).logits
+        with unit_output_ablation(model, model.config, "head", {(0, 1), (1, 3)}, "zero"):
+            ablated = model(ids).logits
+        assert torch.equal(model(ids).logits, plain)  # hooks removed
+        shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+        masks = unit_masks(model.config, shapes, "head", {(0, 1), (1, 3)})
+        params = dict(model.named_parameters())
+        for layer in (0, 1):
+            name = f"{a.layers}.{layer}.{a.attn_out}.weight"
+            params[name].masked_fill_(masks[name], 0.0)
+        torch.testing.assert_close(ablated, model(ids).logits, rtol=1e-5, atol=1e-6)
+
+
 def test_ranking_is_descending_with_stable_ties():
     scores = torch.tensor([[1.0, 3.0], [3.0, 0.0]])
     assert ranking(scores) == [(0, 1), (1, 0), (0, 0), (1, 1)]
@@ -71,3 +90,8 @@ def test_curves_on_a_tiny_run(small_data, tmp_path):
         circuit_curves(run, "head", ("size",))
     n = circuit_curves(run, "neuron", ("delta_norm",), eval_people=3, points=(0, 0.5, 1.0))
     assert [p["n"] for p in n["metrics"]["delta_norm"]["sufficiency"]] == [0, 512, 1024]
+    for mode in ("zero", "mean"):
+        z = circuit_curves(run, "head", ("random",), eval_people=3, intervention=mode)
+        assert z["intervention"] == mode and z["metrics"]["random"]["criticality"][0]["accuracy"] == z["unablated"]
+    with pytest.raises(UserError, match="unknown intervention"):
+        circuit_curves(run, "head", ("random",), intervention="patch")

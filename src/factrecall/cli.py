@@ -193,6 +193,7 @@ def heads_command(
         "shared_size,qa_size,bio_size,graft_size,delta_norm,random",
     k: Annotated[float, typer.Option(help="Top k percent of the shared/Top sets used by the metrics.")] = 1.0,
     neurons: Annotated[bool, typer.Option("--neurons/--no-neurons", help="Also the MLP neuron curves.")] = True,
+    intervention: Annotated[str, typer.Option(help="reset (weights to θ_pre), zero or mean (unit outputs).")] = "reset",
     eval_people: EvalPeople = 100,
     data: MovedData = None,
 ):
@@ -201,7 +202,7 @@ def heads_command(
 
     names = tuple(m.strip() for m in metrics.split(",") if m.strip())
     for kind in ("head", "neuron") if neurons else ("head",):
-        r = circuit_curves(run, kind, names, k, eval_people, data=data)
+        r = circuit_curves(run, kind, names, k, eval_people, data=data, intervention=intervention)
         typer.echo(f"{kind}s ({r['units']}, OOD-QA {r['unablated']['qa_ood']:.3f} unablated; "
                    f"{r['evaluations']} evaluations):")
         for metric, v in r["metrics"].items():

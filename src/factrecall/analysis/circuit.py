@@ -13,28 +13,100 @@ touches its up (and gate) feature and its down column. Metrics: `shared_size`, `
 `bio_size` (entries of the shared, Top_QA and Top_BIO sets in the unit, K/V shares counted 1/g),
 `graft_size` (entries of the graft mask, when `factrecall graft` ran), `delta_norm`
 (‖θ_ft − θ_pre‖ over the unit's entries), `random` (a seeded permutation).
+
+Interventions: `reset` (the unit's weights to θ_pre, default), or `zero` / `mean` ablation of the
+unit's output at the input of the output projection (mean over the evaluation texts' positions).
+The reset fraction of a point always counts the entries a weight reset would touch.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from factrecall.analysis.ablation import METRICS, reset_to_base
+from factrecall.analysis.ablation import reset_to_base
 from factrecall.analysis.run import load_trace, model_config, run_dataset
 from factrecall.analysis.shared import load_masks, select, unit_counts
 from factrecall.artifacts import write_json
-from factrecall.encode import pad_id
+from factrecall.encode import collate, pad_id
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
-from factrecall.models.adapters import tensor_units
+from factrecall.models.adapters import adapter_for, tensor_units
 from factrecall.models.loading import load_model
 
 UNIT_METRICS = ("shared_size", "qa_size", "bio_size", "graft_size", "delta_norm", "random")
+INTERVENTIONS = ("reset", "zero", "mean")
 Masks = dict[str, torch.Tensor]
+
+
+def _output_module(config, kind: str) -> str:
+    """The module whose *input* features are the units' outputs: o-proj (heads) or down-proj (neurons)."""
+    a = adapter_for(config)
+    return a.attn_out if kind == "head" else next(m for m, role in a.mlp.items() if role == "out")
+
+
+def _output_features(config, kind: str, layer: int, units: list[int]) -> torch.Tensor:
+    """Bool [in_features] of the output module of `layer` owned by `units`."""
+    a = adapter_for(config)
+    layout = tensor_units(config, f"{a.layers}.{layer}.{_output_module(config, kind)}.weight")
+    return torch.isin(layout.feature_unit, torch.tensor(units))
+
+
+@torch.no_grad()
+def unit_output_means(model, config, kind: str, examples, pad: int, batch_size: int = 256) -> dict[int, torch.Tensor]:
+    """Mean input of every layer's output module over all real token positions of `examples`: {layer: [features]}."""
+    a = adapter_for(config)
+    sums: dict[int, torch.Tensor] = {}
+    real = torch.ones(1)  # [B, T, 1] mask of the current batch's real (non-pad) positions
+
+    def accumulate(layer: int):
+        def hook(module, args):
+            sums[layer] = sums.get(layer, 0) + (args[0] * real).sum(dim=(0, 1))
+        return hook
+
+    handles = [model.get_submodule(f"{a.layers}.{layer}.{_output_module(config, kind)}").register_forward_pre_hook(
+        accumulate(layer)) for layer in range(len(model.get_submodule(a.layers)))]
+    count = 0
+    try:
+        for start in range(0, len(examples), batch_size):
+            batch = collate(examples[start:start + batch_size], pad)
+            real = batch["attention_mask"].unsqueeze(-1).float()
+            count += int(batch["attention_mask"].sum())
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    finally:
+        for h in handles:
+            h.remove()
+    return {layer: total / count for layer, total in sums.items()}
+
+
+@contextmanager
+def unit_output_ablation(model, config, kind: str, units: set[tuple[int, int]], mode: str,
+                         means: dict[int, torch.Tensor] | None = None) -> Iterator[None]:
+    """Inside the block the outputs of `units` are zero (`mode="zero"`) or their mean (`"mean"`) at the
+    input of the output projection, where a head's (or neuron's) output is isolated."""
+    a = adapter_for(config)
+    by_layer: dict[int, list[int]] = {}
+    for layer, unit in units:
+        by_layer.setdefault(layer, []).append(unit)
+
+    def replace(features: torch.Tensor, layer: int):
+        def hook(module, args):
+            x = args[0].clone()
+            x[..., features] = 0.0 if mode == "zero" else means[layer][features].to(x.dtype)
+            return (x, *args[1:])
+        return hook
+
+    handles = [model.get_submodule(f"{a.layers}.{layer}.{_output_module(config, kind)}").register_forward_pre_hook(
+        replace(_output_features(config, kind, layer, idx), layer)) for layer, idx in by_layer.items()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def unit_masks(config, shapes: dict[str, tuple[int, ...]], kind: str, units: set[tuple[int, int]]) -> Masks:
@@ -88,9 +160,11 @@ def _first(points: list[dict], test) -> int | None:
 
 def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNIT_METRICS, k: float = 1.0,
                    eval_people: int = 100, points: tuple[float, ...] = (0, .01, .02, .05, .1, .2, .5, 1.0),
-                   seed: int = 0, data: Path | None = None) -> dict:
+                   seed: int = 0, data: Path | None = None, intervention: str = "reset") -> dict:
     """Sufficiency and criticality curves per metric; writes `analysis/heads.json` or `analysis/neurons.json`."""
     run = Path(run)
+    if intervention not in INTERVENTIONS:
+        raise UserError(f"unknown intervention {intervention!r}; choose from {', '.join(INTERVENTIONS)}")
     unknown = [m for m in metrics if m not in UNIT_METRICS]
     if unknown:
         raise UserError(f"unknown metric {unknown[0]!r}; choose from {', '.join(UNIT_METRICS)}")
@@ -112,14 +186,23 @@ def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNI
 
     cache: dict[frozenset, dict] = {}
 
+    means = None
+    if intervention == "mean":
+        means = unit_output_means(model, config, kind, [e for s in sets.values() for e in s.examples], pad)
+
     def accuracy_with_reset(units: frozenset) -> dict:
         if units not in cache:
-            with reset_to_base(model, base_state, unit_masks(config, shapes, kind, set(units))):
+            if intervention == "reset":
+                block = reset_to_base(model, base_state, unit_masks(config, shapes, kind, set(units)))
+            else:
+                block = unit_output_ablation(model, config, kind, set(units), intervention, means)
+            with block:
                 cache[units] = {m: r["accuracy"] for m, r in evaluate(model, sets, pad).items()}
         return cache[units]
 
     reference = accuracy_with_reset(frozenset())
-    result = {"kind": kind, "k": k, "eval_people": eval_people, "unablated": reference, "metrics": {}}
+    result = {"kind": kind, "intervention": intervention, "k": k, "eval_people": eval_people,
+              "unablated": reference, "metrics": {}}
     bar = tqdm(metrics, desc=f"{kind}s", leave=False)
     for metric in bar:
         order = ranking(unit_scores(config, kind, metric, trace, k, delta, graft, seed))
