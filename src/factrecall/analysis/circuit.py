@@ -70,10 +70,10 @@ def unit_output_means(model, config, kind: str, examples, pad: int, batch_size: 
 
     handles = [model.get_submodule(f"{a.layers}.{layer}.{_output_module(config, kind)}").register_forward_pre_hook(
         accumulate(layer)) for layer in range(len(model.get_submodule(a.layers)))]
-    count = 0
+    count, device = 0, next(model.parameters()).device
     try:
         for start in range(0, len(examples), batch_size):
-            batch = collate(examples[start:start + batch_size], pad)
+            batch = {k: v.to(device) for k, v in collate(examples[start:start + batch_size], pad).items()}
             real = batch["attention_mask"].unsqueeze(-1).float()
             count += int(batch["attention_mask"].sum())
             model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
