@@ -97,11 +97,12 @@ def graft_run(run: Path, sparsity: float = 0.01, steps: int = 20, lr: float = 1e
     def hard(gamma: Tensors) -> Tensors:
         return {n: (g > 0.5).float() for n, g in gamma.items()}
 
-    def accuracy(mask: Tensors) -> dict:
-        return evaluate(GraftedModel(model, grafted_parameters(pre, delta, mask)), sets, pad)
+    def accuracy(mask: Tensors, names: tuple[str, ...] = tuple(sets)) -> dict:
+        grafted = GraftedModel(model, grafted_parameters(pre, delta, mask))
+        return evaluate(grafted, {n: sets[n] for n in names}, pad)
 
     base_accuracy = accuracy(base)
-    best_mask, best_accuracy, best_step = base, base_accuracy, 0
+    best_mask, best_id, best_step = base, base_accuracy["qa_id"]["accuracy"], 0
     for step in tqdm(range(1, steps + 1), desc="graft", leave=False):
         for s in scores.values():
             s.grad = None
@@ -115,9 +116,10 @@ def graft_run(run: Path, sparsity: float = 0.01, steps: int = 20, lr: float = 1e
             for s in scores.values():
                 s -= lr * s.grad
         mask = hard(relaxed_mask(base, {n: s.detach() for n, s in scores.items()}))
-        acc = accuracy(mask)
-        if acc["qa_id"]["accuracy"] > best_accuracy["qa_id"]["accuracy"]:
-            best_mask, best_accuracy, best_step = mask, acc, step
+        step_id = accuracy(mask, ("qa_id",))["qa_id"]["accuracy"]  # the selection criterion only
+        if step_id > best_id:
+            best_mask, best_id, best_step = mask, step_id, step
+    best_accuracy = accuracy(best_mask) if best_step else base_accuracy
     return _write(run, best_mask, best_accuracy, best_step, base, base_accuracy, sparsity, steps, lr)
 
 
