@@ -8,6 +8,7 @@ tolerance 1e-5 relative (trace, per tensor). Weights: at most 0.1% of entries di
 """
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -26,7 +27,9 @@ ARGS = ["--strategy", "mix", "--preset", "smoke", "--max-steps", "3", "--grad-ac
 @pytest.mark.parametrize("model", ["tiny-llama-gqa", "tiny-neox"])
 def test_two_process_ddp_equals_single_process(model, small_data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    port = str(29500 + (os.getpid() % 400) + (7 if model == "tiny-neox" else 0))
+    with socket.socket() as probe:  # a free port, so parallel test workers never collide
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
            "-m", "factrecall", "train", "--data", str(small_data), "--out", str(tmp_path / "ddp"),
            "--model", model, *ARGS]

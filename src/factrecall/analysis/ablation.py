@@ -20,14 +20,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from factrecall.analysis.run import load_trace, run_dataset
+from factrecall.analysis.run import load_pair, load_trace, run_dataset
 from factrecall.analysis.shared import select
 from factrecall.analysis.threshold import top_count
 from factrecall.artifacts import write_json
 from factrecall.encode import pad_id
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
-from factrecall.models.loading import load_model
 
 Masks = dict[str, torch.Tensor]  # parameter name -> bool tensor of its shape
 METRICS = ("qa_id", "qa_ood", "bio")
@@ -92,12 +91,8 @@ def ablate_run(run: Path, k: float = 1.0, seeds: int = 3, eval_people: int = 0, 
     top_count(k, 1)
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1 (got {seeds})")
-    if not (run / "base" / "config.json").is_file():
-        raise UserError(f"{run} has no base/ (θ_pre); ablation resets entries to it, so retrain the run")
+    model, tokenizer, base_state = load_pair(run, "ablation resets entries to it")
     trace = load_trace(run)
-    model, tokenizer = load_model(run / "model")
-    base, _ = load_model(run / "base")
-    base_state = {n: p.detach() for n, p in base.named_parameters()}
     dataset = run_dataset(run, data)
     sets, pad = eval_sets(tokenizer, dataset, eval_people), pad_id(tokenizer)
 

@@ -29,14 +29,13 @@ import torch
 from tqdm.auto import tqdm
 
 from factrecall.analysis.ablation import reset_to_base
-from factrecall.analysis.run import load_trace, model_config, run_dataset
-from factrecall.analysis.shared import load_masks, select, unit_counts
+from factrecall.analysis.run import load_pair, load_trace, model_config, run_dataset
+from factrecall.analysis.shared import Selection, load_masks, select, unit_counts
 from factrecall.artifacts import write_json
 from factrecall.encode import collate, pad_id
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
 from factrecall.models.adapters import adapter_for, tensor_units
-from factrecall.models.loading import load_model
 
 UNIT_METRICS = ("shared_size", "qa_size", "bio_size", "graft_size", "delta_norm", "random")
 INTERVENTIONS = ("reset", "zero", "mean")
@@ -127,12 +126,11 @@ def unit_masks(config, shapes: dict[str, tuple[int, ...]], kind: str, units: set
     return masks
 
 
-def unit_scores(config, kind: str, metric: str, trace: dict, k: float, delta: dict, graft: Masks | None,
+def unit_scores(config, kind: str, metric: str, selection: Selection, delta: dict, graft: Masks | None,
                 seed: int = 0) -> torch.Tensor:
     """[layers, units] score of every unit of `kind` under `metric` (higher = earlier in the ranking)."""
     table = "heads" if kind == "head" else "neurons"
     if metric in ("shared_size", "qa_size", "bio_size"):
-        selection = select(trace, k, "global")
         masks = {"shared_size": selection.shared, "qa_size": selection.top_qa, "bio_size": selection.top_bio}[metric]
         return unit_counts(config, masks)[table]
     if metric == "graft_size":
@@ -168,12 +166,9 @@ def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNI
     unknown = [m for m in metrics if m not in UNIT_METRICS]
     if unknown:
         raise UserError(f"unknown metric {unknown[0]!r}; choose from {', '.join(UNIT_METRICS)}")
-    if not (run / "base" / "config.json").is_file():
-        raise UserError(f"{run} has no base/ (θ_pre); interventions reset units to it, so retrain the run")
+    model, tokenizer, base_state = load_pair(run, "interventions reset units to it")
     trace, config = load_trace(run), model_config(run)
-    model, tokenizer = load_model(run / "model")
-    base, _ = load_model(run / "base")
-    base_state = {n: p.detach() for n, p in base.named_parameters()}
+    selection = select(trace, k, "global")
     params = {n: p.detach() for n, p in model.named_parameters()}
     traced = {n[4:] for n in trace if n.startswith("bio/")}
     delta = {n: params[n] - base_state[n] for n in traced}
@@ -205,7 +200,7 @@ def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNI
               "unablated": reference, "metrics": {}}
     bar = tqdm(metrics, desc=f"{kind}s", leave=False)
     for metric in bar:
-        order = ranking(unit_scores(config, kind, metric, trace, k, delta, graft, seed))
+        order = ranking(unit_scores(config, kind, metric, selection, delta, graft, seed))
         total = len(order)
         ns = sorted({round(f * total) for f in points}) if kind == "neuron" else list(range(total + 1))
         curves = {}

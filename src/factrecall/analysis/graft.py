@@ -24,14 +24,13 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from factrecall.analysis.ablation import METRICS
-from factrecall.analysis.run import run_dataset
-from factrecall.analysis.shared import layer_of, load_masks, module_of, save_bool_masks
+from factrecall.analysis.run import load_pair, run_dataset
+from factrecall.analysis.shared import breakdown, load_masks, save_bool_masks
 from factrecall.analysis.threshold import kth_largest
 from factrecall.artifacts import write_json
 from factrecall.encode import collate, encode_qa, pad_id
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
-from factrecall.models.loading import load_model
 
 Tensors = dict[str, torch.Tensor]
 BIAS = 10.0
@@ -74,21 +73,14 @@ def graft_run(run: Path, sparsity: float = 0.01, steps: int = 20, lr: float = 1e
         raise UserError(f"--sparsity must lie strictly between 0 and 1 (got {sparsity})")
     if steps < 0 or lr <= 0:
         raise UserError(f"--steps must be ≥ 0 and --lr positive (got {steps}, {lr})")
-    if not (run / "base" / "config.json").is_file():
-        raise UserError(f"{run} has no base/ (θ_pre); grafting starts from it, so retrain the run")
-    model, tokenizer = load_model(run / "model")
-    base_model, _ = load_model(run / "base")
+    model, tokenizer, pre = load_pair(run, "grafting starts from it")
     model.eval()
     dataset = run_dataset(run, data)
     pad = pad_id(tokenizer)
     sets = eval_sets(tokenizer, dataset, eval_people)
     train_qa = [encode_qa(tokenizer, q) for q in dataset.qa_split("id")]
 
-    ft = {n: p.detach() for n, p in model.named_parameters()}
-    pre = {n: p.detach() for n, p in base_model.named_parameters()}
-    if ft.keys() != pre.keys() or any(ft[n].shape != pre[n].shape for n in ft):
-        raise UserError(f"{run}/base and {run}/model are different architectures; retrain the run")
-    delta = {n: ft[n] - pre[n] for n in ft}
+    delta = {n: p.detach() - pre[n] for n, p in model.named_parameters()}
     base = base_patch(delta, sparsity)
     gen = torch.Generator().manual_seed(seed)
     scores = {n: torch.rand(d.shape, generator=gen).requires_grad_() for n, d in delta.items()}
@@ -124,13 +116,7 @@ def graft_run(run: Path, sparsity: float = 0.01, steps: int = 20, lr: float = 1e
 
 
 def _summary(mask: Tensors, acc: dict) -> dict:
-    by_layer: dict[str, int] = {}
-    by_module: dict[str, int] = {}
-    for name, m in mask.items():
-        count = int(m.sum())
-        by_layer[layer_of(name)] = by_layer.get(layer_of(name), 0) + count
-        by_module[module_of(name)] = by_module.get(module_of(name), 0) + count
-    return {"size": int(sum(int(m.sum()) for m in mask.values())), "by_layer": by_layer, "by_module": by_module,
+    return {"size": int(sum(int(m.sum()) for m in mask.values())), **breakdown(mask),
             "accuracy": {m: acc[m]["accuracy"] for m in METRICS}}
 
 

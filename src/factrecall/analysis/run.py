@@ -12,6 +12,7 @@ from factrecall.artifacts import load_tensors, read_json
 from factrecall.data.dataset import Dataset, load_dataset
 from factrecall.errors import UserError
 from factrecall.models.adapters import adapter_for
+from factrecall.models.loading import load_model
 
 
 def model_config(run: Path, which: str = "model"):
@@ -65,3 +66,20 @@ def run_dataset(run: Path, data: Path | None = None) -> Dataset:
         raise UserError(f"dataset {dataset.path} is not the one {run} was trained on (content hash differs); "
                         f"pass the run's dataset with --data")
     return dataset
+
+
+def load_pair(run: Path, purpose: str):
+    """(θ_ft model, its tokenizer, θ_pre parameters {name: tensor}) of a run, checked to match.
+
+    `purpose` completes the error message when base/ is missing ("ablation resets entries to it").
+    """
+    run = Path(run)
+    if not (run / "base" / "config.json").is_file():
+        raise UserError(f"{run} has no base/ (θ_pre); {purpose}, so retrain the run")
+    model, tokenizer = load_model(run / "model")
+    base, _ = load_model(run / "base")
+    pre = {n: p.detach() for n, p in base.named_parameters()}
+    ft = dict(model.named_parameters())
+    if ft.keys() != pre.keys() or any(ft[n].shape != pre[n].shape for n in ft):
+        raise UserError(f"{run}/base and {run}/model are different architectures; retrain the run")
+    return model, tokenizer, pre

@@ -119,6 +119,17 @@ def layer_of(name: str) -> str:
     return next((p for p in name.split(".") if p.isdigit()), "other")
 
 
+def breakdown(masks: dict[str, torch.Tensor]) -> dict[str, dict[str, int]]:
+    """Selected entries `by_layer` (layer index, or "other") and `by_module` (path inside a block)."""
+    by_layer: dict[str, int] = {}
+    by_module: dict[str, int] = {}
+    for name, m in masks.items():
+        count = int(m.sum())
+        by_layer[layer_of(name)] = by_layer.get(layer_of(name), 0) + count
+        by_module[module_of(name)] = by_module.get(module_of(name), 0) + count
+    return {"by_layer": by_layer, "by_module": by_module}
+
+
 def _count(masks: dict[str, torch.Tensor]) -> int:
     return int(sum(int(m.sum()) for m in masks.values()))
 
@@ -129,17 +140,12 @@ def summarize(config, selection: Selection) -> dict:
     total = sum(m.numel() for m in shared.values())
     n_bio, n_qa, n_shared = _count(selection.top_bio), _count(selection.top_qa), _count(shared)
     chance = (selection.k / 100) ** 2 * total
-    by_layer: dict[str, int] = {}
-    by_module: dict[str, int] = {}
-    for name, m in shared.items():
-        by_layer[layer_of(name)] = by_layer.get(layer_of(name), 0) + int(m.sum())
-        by_module[module_of(name)] = by_module.get(module_of(name), 0) + int(m.sum())
     units = unit_counts(config, shared)
     return {
         "k": selection.k, "mode": selection.mode, "tracked": total,
         "top_bio": n_bio, "top_qa": n_qa, "shared": n_shared, "chance": chance,
         "enrichment": n_shared / chance, "jaccard": n_shared / max(1, n_bio + n_qa - n_shared),
-        "by_layer": by_layer, "by_module": by_module,
+        **breakdown(shared),
         "heads": units["heads"].tolist(), "neurons": units["neurons"].tolist(),
         "gini": {kind: gini(units[kind]) for kind in ("heads", "neurons")},
         "top_unit_share": {kind: top_unit_share(units[kind]) for kind in ("heads", "neurons")},
