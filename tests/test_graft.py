@@ -104,3 +104,41 @@ def test_graft_run_writes_mask_and_json(run):
 def test_graft_bad_input(run, kwargs, message):
     with pytest.raises(UserError, match=message):
         graft_run(run, **kwargs)
+
+
+def test_heads_on_the_grafted_model(run, models, tmp_path):
+    import shutil
+
+    from factrecall.analysis.circuit import circuit_curves
+    from factrecall.analysis.graft import make_grafted
+    from factrecall.analysis.shared import load_masks, save_bool_masks
+
+    graft_run(run, sparsity=0.5, steps=1, eval_people=5)
+    r = circuit_curves(run, "head", ("shared_size",), eval_people=5, on="grafted")
+    assert r["on"] == "grafted" and (run / "analysis" / "heads-grafted.json").is_file()
+    assert set(r["unablated"]) == {"qa_id", "qa_ood"}  # BIO only with bio=True
+    # the in-memory grafted copy equals the functional θ_pre + γ⊙Δ, in logits
+    ft, pre, tok = models
+    mask = load_masks(run / "analysis" / "graft_mask.safetensors", "graft")
+    p_ft, p_pre = _params(ft), _params(pre)
+    params = grafted_parameters(p_pre, {n: p_ft[n] - p_pre[n] for n in p_ft}, {n: m.float() for n, m in mask.items()})
+    ids = torch.tensor([tok("Where did he work? Answer:")["input_ids"]])
+    copy, _ = load_model(run / "model")
+    make_grafted(copy.eval(), p_pre, mask)
+    with torch.no_grad():
+        torch.testing.assert_close(copy(ids).logits, functional_call(ft, params, args=(ids,)).logits,
+                                   rtol=1e-6, atol=1e-6)
+
+    # a graft mask of another model is refused, and so is --on grafted without a mask
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    bad = {n: torch.zeros(3, 3, dtype=torch.bool) for n in mask}
+    save_bool_masks(other / "analysis" / "graft_mask.safetensors", {"graft": bad}, {})
+    with pytest.raises(UserError, match="belongs to another model: its graft mask"):
+        circuit_curves(other, "head", ("shared_size",), eval_people=2, on="grafted")
+    (other / "analysis" / "graft_mask.safetensors").unlink()
+    with pytest.raises(UserError, match="has no graft mask; run 'factrecall graft"):
+        circuit_curves(other, "head", ("shared_size",), eval_people=2, on="grafted")
+    with pytest.raises(UserError, match="unknown --on"):
+        circuit_curves(other, "head", ("shared_size",), on="pretrained")
+

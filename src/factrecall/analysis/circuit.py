@@ -17,6 +17,11 @@ touches its up (and gate) feature and its down column. Metrics: `shared_size`, `
 Interventions: `reset` (the unit's weights to θ_pre, default), or `zero` / `mean` ablation of the
 unit's output at the input of the output projection (mean over the evaluation texts' positions).
 The reset fraction of a point always counts the entries a weight reset would touch.
+
+`on="grafted"` starts from the grafted model θ_pre + γ ⊙ (θ_ft − θ_pre) of `factrecall graft`
+instead of θ_ft (the paper's Fig. 4 circuit lives in the grafted model); its outputs are named
+`heads-grafted.json` / `neurons-grafted.json`. Curves score ID- and OOD-QA on the first
+`eval_people` people of each split; BIO only when asked (it is the slow set and not a criterion).
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ import torch
 from tqdm.auto import tqdm
 
 from factrecall.analysis.ablation import reset_to_base
+from factrecall.analysis.graft import load_graft_mask, make_grafted
 from factrecall.analysis.run import load_pair, load_trace, model_config, run_dataset
-from factrecall.analysis.shared import Selection, load_masks, select, unit_counts
+from factrecall.analysis.shared import Selection, select, unit_counts
 from factrecall.artifacts import write_json
 from factrecall.encode import collate, pad_id
 from factrecall.errors import UserError
@@ -39,6 +45,7 @@ from factrecall.models.adapters import adapter_for, tensor_units
 
 UNIT_METRICS = ("shared_size", "qa_size", "bio_size", "graft_size", "delta_norm", "random")
 INTERVENTIONS = ("reset", "zero", "mean")
+STARTS = ("finetuned", "grafted")
 Masks = dict[str, torch.Tensor]
 
 
@@ -158,25 +165,33 @@ def _first(points: list[dict], test) -> int | None:
 
 def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNIT_METRICS, k: float = 1.0,
                    eval_people: int = 100, points: tuple[float, ...] = (0, .01, .02, .05, .1, .2, .5, 1.0),
-                   seed: int = 0, data: Path | None = None, intervention: str = "reset") -> dict:
-    """Sufficiency and criticality curves per metric; writes `analysis/heads.json` or `analysis/neurons.json`."""
+                   seed: int = 0, data: Path | None = None, intervention: str = "reset", on: str = "finetuned",
+                   bio: bool = False) -> dict:
+    """Sufficiency and criticality curves per metric; writes `analysis/heads.json` or `analysis/neurons.json`
+    (`-grafted` before `.json` when `on="grafted"`)."""
     run = Path(run)
     if intervention not in INTERVENTIONS:
         raise UserError(f"unknown intervention {intervention!r}; choose from {', '.join(INTERVENTIONS)}")
+    if on not in STARTS:
+        raise UserError(f"unknown --on {on!r}; choose from {', '.join(STARTS)}")
     unknown = [m for m in metrics if m not in UNIT_METRICS]
     if unknown:
         raise UserError(f"unknown metric {unknown[0]!r}; choose from {', '.join(UNIT_METRICS)}")
     model, tokenizer, base_state = load_pair(run, "interventions reset units to it")
     trace, config = load_trace(run), model_config(run)
     selection = select(trace, k, "global")
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    has_graft = (run / "analysis" / "graft_mask.safetensors").is_file()
+    graft = load_graft_mask(run, shapes) if has_graft or on == "grafted" else None
+    if on == "grafted":
+        make_grafted(model, base_state, graft)
     params = {n: p.detach() for n, p in model.named_parameters()}
     traced = {n[4:] for n in trace if n.startswith("bio/")}
     delta = {n: params[n] - base_state[n] for n in traced}
-    graft_path = run / "analysis" / "graft_mask.safetensors"
-    graft = load_masks(graft_path, "graft") if graft_path.is_file() else None
     metrics = tuple(m for m in metrics if m != "graft_size" or graft is not None)
-    sets, pad = eval_sets(tokenizer, run_dataset(run, data), eval_people), pad_id(tokenizer)
-    shapes = {n: tuple(p.shape) for n, p in params.items()}
+    sets = eval_sets(tokenizer, run_dataset(run, data), eval_people)
+    sets = {name: s for name, s in sets.items() if bio or name != "bio"}
+    pad = pad_id(tokenizer)
     n_params = sum(p.numel() for p in params.values())
 
     cache: dict[frozenset, dict] = {}
@@ -196,7 +211,7 @@ def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNI
         return cache[units]
 
     reference = accuracy_with_reset(frozenset())
-    result = {"kind": kind, "intervention": intervention, "k": k, "eval_people": eval_people,
+    result = {"kind": kind, "on": on, "intervention": intervention, "k": k, "eval_people": eval_people,
               "unablated": reference, "metrics": {}}
     bar = tqdm(metrics, desc=f"{kind}s", leave=False)
     for metric in bar:
@@ -222,5 +237,5 @@ def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNI
         }
     result["units"] = total if metrics else 0
     result["evaluations"] = len(cache)
-    write_json(run / "analysis" / f"{kind}s.json", result)
+    write_json(run / "analysis" / f"{kind}s{'-grafted' if on == 'grafted' else ''}.json", result)
     return result

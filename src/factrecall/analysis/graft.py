@@ -53,6 +53,26 @@ def base_patch(delta: Tensors, sparsity: float) -> Tensors:
     return {n: (d.abs() >= value).float() for n, d in delta.items()}
 
 
+def load_graft_mask(run: Path, model_shapes: dict[str, tuple[int, ...]]) -> Tensors:
+    """The run's graft mask {name: bool} (from `factrecall graft`), checked against the model's shapes."""
+    path = Path(run) / "analysis" / "graft_mask.safetensors"
+    if not path.is_file():
+        raise UserError(f"{run} has no graft mask; run 'factrecall graft --run {run}' first")
+    mask = load_masks(path, "graft", model_shapes)
+    missing = sorted(set(model_shapes) - set(mask))
+    if missing:
+        raise UserError(f"{path} belongs to another model: it has no mask for {missing[0]}; "
+                        f"rerun 'factrecall graft --run {run}'")
+    return mask
+
+
+@torch.no_grad()
+def make_grafted(model, pre: Tensors, mask: Tensors) -> None:
+    """Turn `model`, an in-memory copy of θ_ft, into θ_pre + γ ⊙ (θ_ft − θ_pre) (the saved files are untouched)."""
+    for name, p in model.named_parameters():
+        p.copy_(torch.where(mask[name].to(p.device), p, pre[name].to(p.device)))
+
+
 class GraftedModel(torch.nn.Module):
     """The model evaluated on θ(γ) for a fixed (hard) mask, for `evaluate`."""
 
@@ -127,7 +147,7 @@ def _write(run: Path, mask: Tensors, acc: dict, step: int, base: Tensors, base_a
               "graft": _summary(mask, acc), "base_patch": _summary(base, base_acc)}
     shared_path = run / "shared" / "mask.safetensors"
     if shared_path.is_file():
-        shared = load_masks(shared_path)
+        shared = load_masks(shared_path, "shared", {n: tuple(m.shape) for n, m in mask.items()})
         # chance within the traced tensors, where shared entries can be: |γ ∩ traced|·|Shared| / |traced|
         overlap = sum(int((mask[n].bool() & shared[n]).sum()) for n in shared)
         n_shared = sum(int(m.sum()) for m in shared.values())

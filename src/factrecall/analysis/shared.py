@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from factrecall.analysis.run import load_trace, model_config
 from factrecall.analysis.threshold import kth_largest, top_count
 from factrecall.artifacts import load_tensors, save_tensors, write_json
+from factrecall.errors import UserError
 from factrecall.models.adapters import geometry, tensor_units
 
 MODES = ("global", "per_tensor")
@@ -169,19 +171,33 @@ def save_masks(path: Path, selection: Selection) -> None:
                     {"k": str(selection.k), "mode": selection.mode})
 
 
-def load_masks(path: Path, kind: str = "shared") -> dict[str, torch.Tensor]:
-    """{name: bool mask} of one kind (e.g. shared, top_bio, top_qa, graft) from `save_bool_masks`' file."""
-    from safetensors import safe_open
+def load_masks(path: Path, kind: str = "shared",
+               model_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, torch.Tensor]:
+    """{name: bool mask} of one kind (e.g. shared, top_bio, top_qa, graft) from `save_bool_masks`' file.
 
+    With `model_shapes` ({parameter name: shape} of the model the masks are for), a mask naming a
+    parameter the model lacks or of another shape is refused as belonging to another model.
+    """
+    tensors = load_tensors(path, "mask")
     with safe_open(str(path), framework="pt") as st:
-        shapes = json.loads(st.metadata()["shapes"])
+        metadata = st.metadata() or {}
+    if "shapes" not in metadata:
+        raise UserError(f"{path} is not a factrecall mask file (no 'shapes' metadata); recompute it")
+    shapes = json.loads(metadata["shapes"])
     masks = {}
-    for key, index in load_tensors(path, "mask").items():
+    for key, index in tensors.items():
         k, _, name = key.partition("/")
-        if k == kind:
-            m = torch.zeros(math.prod(shapes[name]), dtype=torch.bool)
-            m[index.long()] = True
-            masks[name] = m.view(shapes[name])
+        if k != kind:
+            continue
+        shape = tuple(shapes.get(name, ()))
+        if model_shapes is not None and model_shapes.get(name) != shape:
+            raise UserError(f"{path} belongs to another model: its {kind} mask for {name} has shape {shape}, "
+                            f"the model's is {model_shapes.get(name, 'missing')}; recompute it for this run")
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= math.prod(shape)):
+            raise UserError(f"{path}: {key} indexes outside its shape {shape}; the file is damaged, recompute it")
+        m = torch.zeros(math.prod(shape), dtype=torch.bool)
+        m[index.long()] = True
+        masks[name] = m.view(shape)
     return masks
 
 
