@@ -35,6 +35,7 @@ class TrainConfig:
     trace: bool = True
     trace_mode: str = "signed"  # "signed": Σ lr·g; "abs": Σ lr·|g|
     trace_include: tuple[str, ...] = field(default=())  # extra tensors: biases, norms, embeddings, unembedding
+    grad_consistency: int = 0  # steps between BIO–QA gradient cosines per layer in metrics.jsonl; 0 = off
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -45,7 +46,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1 (got {getattr(self, name)})")
         for name in ("max_steps", "eval_every", "checkpoint_every", "eval_people", "clip", "qa_phase_lr",
-                     "weight_decay"):
+                     "weight_decay", "grad_consistency"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must not be negative (got {getattr(self, name)})")
         if not self.lr > 0:

@@ -2,7 +2,8 @@
 
     data ─▶ θ_pre (base/) ─▶ for each phase: fresh AdamW, warmup+cosine
                                for each optimizer step:
-                                   for each single-task micro-batch: forward, backward (trace hooks)
+                                   for each single-task micro-batch: forward, backward (trace hooks,
+                                       and gradient-consistency hooks when `grad_consistency` > 0)
                                    clip, step, log; evaluate / checkpoint now and then
                              ─▶ model/, trace.safetensors, eval.json
 
@@ -35,6 +36,7 @@ from factrecall.models.loading import load_model
 from factrecall.provenance import package_versions
 from factrecall.training.checkpoint import load_checkpoint, save_checkpoint
 from factrecall.training.config import TrainConfig
+from factrecall.training.consistency import GradientConsistency
 from factrecall.training.schedule import build_phases, lr_at
 from factrecall.training.trace import TraceRecorder
 
@@ -123,6 +125,7 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
     tracked = dict(model.named_parameters())
     tracked = {name: tracked[name] for name in tracked_parameter_names(model, cfg.trace_include)}
     trace = TraceRecorder(tracked, cfg.trace_mode) if cfg.trace else None
+    consistency = GradientConsistency(tracked, cfg.grad_consistency) if cfg.grad_consistency else None
     metrics = out / "metrics.jsonl"
 
     start_phase, start_step, phase_evals, global_step = 0, 0, {}, 0
@@ -150,6 +153,8 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
             continue
         optimizer = _optimizer(model, cfg)
         prepared_model, optimizer = accelerator.prepare(model, optimizer)
+        if consistency:
+            consistency.new_phase()
         first_step = 0
         if resuming and phase_index == start_phase:
             # a checkpoint at step 0 of a phase carries no optimizer state: each phase starts a fresh AdamW
@@ -172,9 +177,10 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
                 last = i == len(micro_batches) - 1
                 sync = contextlib.nullcontext() if last else accelerator.no_sync(prepared_model)
                 attribute = trace.attribute(mb.task, lr) if trace else contextlib.nullcontext()
+                observe = consistency.attribute(mb.task, global_step + 1) if consistency else contextlib.nullcontext()
                 with sync:  # DDP all-reduces only on a step's last micro-batch
                     loss = _micro_batch_loss(prepared_model, examples[mb.task], mb.rows, pad, accelerator)
-                    with attribute:
+                    with attribute, observe:
                         accelerator.backward(loss / len(micro_batches))
                 losses.setdefault(mb.task, []).append(loss.item())
             grad_norm = accelerator.clip_grad_norm_(prepared_model.parameters(), cfg.clip) if cfg.clip else None
@@ -185,6 +191,9 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
                    "loss": {t: sum(v) / len(v) for t, v in losses.items()},
                    "grad_norm": float(grad_norm) if grad_norm is not None else None,
                    "seconds": time.perf_counter() - t0}
+            cosines = consistency.report(global_step) if consistency else None
+            if cosines:
+                row["grad_cosine"] = cosines
             if accelerator.is_main_process:
                 append_jsonl(metrics, row)
             bar.set_postfix({t: f"{v:.3f}" for t, v in row["loss"].items()})
@@ -205,6 +214,8 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
     trace_state = trace.reduced(accelerator) if trace else None  # a collective: every rank takes part
     if trace:
         trace.close()
+    if consistency:
+        consistency.close()
     if accelerator.is_main_process:
         if trace_state is not None:
             save_tensors(out / "trace.safetensors", trace_state, metadata={

@@ -1,0 +1,122 @@
+"""Where the final token looks, over many people (SPEC §9: "subject linking", "relation focusing").
+
+For each of the first `people` people: their first bio, read up to each of the six values, and
+their six questions. At the token that predicts the answer (the token before the value; the last
+prompt token), every head's attention is split by token label (`analysis/labels.py`):
+
+    share_label[l, h] = Σ over key tokens k labelled `label` of attention[l, h, final, k]
+
+averaged over all (person, attribute) views of a form. Subject, relation and other sum to 1.
+Written to `RUN/analysis/attention.json` with per-split (id, ood) tables and the top
+`shared_size` head's numbers; running it on the Mix and the Stage run gives the comparison.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from factrecall.analysis.inspect import top_shared_head
+from factrecall.analysis.labels import LABELS, View, bio_views, dataset_pools, qa_view
+from factrecall.analysis.readout import ON, analysis_model, read
+from factrecall.analysis.run import model_config, run_dataset
+from factrecall.artifacts import write_json
+from factrecall.encode import pad_id
+from factrecall.errors import UserError
+from factrecall.models.adapters import geometry
+
+FORMS = ("bio", "qa")
+
+
+def person_views(tokenizer, dataset, people: int) -> list[tuple[dict, list[View], list[View]]]:
+    """(person, six BIO views of the first bio, six QA views) for the first `people` people (≥ 1)."""
+    if people < 1:
+        raise UserError(f"--people must be at least 1 (got {people})")
+    pools = dataset_pools(dataset)
+    first_bio, questions = {}, {}
+    for b in dataset.bios:
+        first_bio.setdefault(b["person_id"], b)
+    for q in dataset.qa:
+        questions.setdefault(q["person_id"], []).append(q)
+    chosen = dataset.people[:people]
+    return [(p, bio_views(tokenizer, first_bio[p["person_id"]], p, pools),
+             [qa_view(tokenizer, q, p, pools) for q in questions[p["person_id"]]]) for p in chosen]
+
+
+def batches(texts: list[tuple[int, ...]], pad: int, size: int):
+    """(start, input_ids [B, T], attention_mask [B, T]) over `texts`, right-padded."""
+    for start in range(0, len(texts), size):
+        chunk = texts[start:start + size]
+        width = max(len(t) for t in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, t in enumerate(chunk):
+            ids[i, :len(t)] = torch.tensor(t)
+            mask[i, :len(t)] = 1
+        yield start, ids, mask
+
+
+def final_shares(model, texts: list[tuple[int, ...]], queries: list[list[tuple[int, tuple[str, ...]]]], pad: int,
+                 batch_size: int, desc: str) -> torch.Tensor:
+    """[len(views), 3, L, H]: per (text, query) pair its attention shares on LABELS at the query position.
+
+    `queries[i]` lists (position, labels of the tokens up to it) for text i; the pairs come out in order.
+    """
+    index = {label: i for i, label in enumerate(LABELS)}
+    out = []
+    for start, ids, mask in tqdm(list(batches(texts, pad, batch_size)), desc=desc, leave=False):
+        attn = read(model, ids, mask).attentions  # [L, B, H, T, T]
+        pairs = [(b, position, labels) for b in range(ids.shape[0]) for position, labels in queries[start + b]]
+        onehot = torch.zeros(len(pairs), ids.shape[1], len(LABELS))  # [Q, keys, labels]; keys past a query stay 0
+        for q, (_, _, labels) in enumerate(pairs):
+            onehot[q, torch.arange(len(labels)), torch.tensor([index[x] for x in labels])] = 1.0
+        rows = attn[:, [b for b, _, _ in pairs], :, [p for _, p, _ in pairs], :]  # [Q, L, H, keys]
+        out.append(torch.einsum("qlhk,qkc->qclh", rows, onehot))
+    return torch.cat(out)
+
+
+def _table(shares: torch.Tensor) -> dict[str, list]:
+    mean = shares.mean(0)  # [3, L, H]
+    return {label: mean[i].tolist() for i, label in enumerate(LABELS)}
+
+
+def attention_stats(run: Path, people: int = 500, on: str = "finetuned", batch_size: int = 64) -> dict:
+    """Final-token attention shares on subject / relation / other per head, BIO and QA; writes analysis/attention.json.
+
+    Called by the study's inspection step (and `factrecall inspect --run DIR --aggregate N`).
+    """
+    run = Path(run)
+    if on not in ON:
+        raise UserError(f"--on {on!r} is not one of {', '.join(ON)}")
+    config = model_config(run)
+    dataset = run_dataset(run)
+    model, tokenizer = analysis_model(run, on)
+    chosen = person_views(tokenizer, dataset, people)
+    pad = pad_id(tokenizer)
+    split_of: dict[str, list[str]] = {}
+    shares = {}
+    for form in FORMS:
+        texts, queries, splits = [], [], []
+        for person, bio, qa in chosen:
+            for group in ([bio] if form == "bio" else [[v] for v in qa]):  # one bio text, six question texts
+                texts.append(max((v.ids for v in group), key=len))  # each view's ids are a prefix of its text
+                queries.append([(v.final, v.labels) for v in group])
+                splits += [person["split"]] * len(group)
+        shares[form] = final_shares(model, texts, queries, pad, batch_size, f"attention {form}")
+        split_of[form] = splits
+    g = geometry(config)
+    result = {"run": str(run), "on": on, "people": len(chosen), "layers": g.n_layers, "heads": g.n_heads,
+              "views": {form: int(shares[form].shape[0]) for form in FORMS},
+              "shares": {form: _table(shares[form]) for form in FORMS}, "by_split": {}}
+    for split in ("id", "ood"):
+        keep = {form: torch.tensor([s == split for s in split_of[form]]) for form in FORMS}
+        if all(k.any() for k in keep.values()):
+            result["by_split"][split] = {form: _table(shares[form][keep[form]]) for form in FORMS}
+    if (run / "shared" / "mask.safetensors").is_file() or (run / "trace.safetensors").is_file():
+        layer, head = top_shared_head(run)
+        result["top_shared_head"] = {"layer": layer, "head": head, **{
+            form: {label: result["shares"][form][label][layer][head] for label in LABELS} for form in FORMS}}
+    write_json(run / "analysis" / "attention.json", result)
+    return result

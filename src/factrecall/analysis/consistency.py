@@ -1,0 +1,144 @@
+"""Do BIO and QA agree? Representations, trace directions and gradients per layer (SPEC §10).
+
+* **Representation consistency**: for the same fact in BIO form (the person's first bio, read up
+  to the value) and QA form (the question), the cosine similarity of the residual stream x_l
+  (l = 0 embeddings … L, before the final norm) at two positions: the *last subject token* (the
+  last token of the person's name: its first mention in the bio, its mention in the question)
+  and the *answer position* (the token that predicts the value's first token). `matched` pairs a
+  person's BIO with the same person's question; `mismatched` pairs it with the next person's
+  question about the same attribute, the level any two texts of the same shape reach; `gap` =
+  matched − mismatched is what is specific to the fact.
+* **Trace direction**: per layer, cos(Δ_BIO, Δ_QA) over the layer's traced entries (and over all):
+  do the accumulated BIO and QA updates point the same way? Defined for Stage and Mix alike.
+* **Gradient consistency** (logged during training with `grad_consistency`): per layer, the cosine
+  between the BIO and the QA gradient of the same or nearby optimizer steps (`training/consistency.py`),
+  summarised from `metrics.jsonl`. Stage never has both tasks in one phase, so it logs none.
+
+Written to `RUN/analysis/consistency.json`; running it on the Mix and the Stage run gives C7.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from factrecall.analysis.attention import batches, person_views
+from factrecall.analysis.readout import ON, analysis_model, read
+from factrecall.analysis.run import load_trace, model_config, run_dataset
+from factrecall.analysis.shared import layer_of, split_trace
+from factrecall.artifacts import read_jsonl, write_json
+from factrecall.encode import pad_id
+from factrecall.errors import UserError
+
+POSITIONS = ("subject", "answer")
+
+
+def _states(model, texts: list[tuple[int, ...]], positions: list[list[int]], pad: int, batch_size: int,
+            desc: str) -> torch.Tensor:
+    """[n, L+1, D]: the residual stream at each (text, position) pair, in order."""
+    out = []
+    for start, ids, mask in tqdm(list(batches(texts, pad, batch_size)), desc=desc, leave=False):
+        residual = read(model, ids, mask, attentions=False).residual  # [L+1, B, T, D]
+        pairs = [(b, p) for b in range(ids.shape[0]) for p in positions[start + b]]
+        out.append(residual[:, [b for b, _ in pairs], [p for _, p in pairs]].transpose(0, 1))
+    return torch.cat(out)
+
+
+def _cosines(a: torch.Tensor, b: torch.Tensor) -> list[float]:
+    """Mean over pairs of the per-layer cosine of [n, L+1, D] with [n, L+1, D] → [L+1]."""
+    return torch.nn.functional.cosine_similarity(a, b, dim=-1).mean(0).tolist()
+
+
+def representation_consistency(model, tokenizer, dataset, people: int, batch_size: int = 64) -> dict:
+    """Per position (subject, answer) and split (all, id, ood): matched, mismatched and gap per layer."""
+    chosen = person_views(tokenizer, dataset, people)
+    if len(chosen) < 2:
+        raise UserError(f"--people must be at least 2 for representation consistency (got {people})")
+    pad = pad_id(tokenizer)
+    bio_texts = [max((v.ids for v in bio), key=len) for _, bio, _ in chosen]
+    # (person, attribute) pairs whose bio view has the name before the answer position (both positions use them)
+    kept = [[a for a, v in enumerate(bio) if v.last_subject is not None] for _, bio, _ in chosen]
+    keep = [(i, a) for i, attributes in enumerate(kept) for a in attributes]
+    result = {}
+    for position in POSITIONS:
+        pick = (lambda v: v.last_subject) if position == "subject" else (lambda v: v.final)
+        bio_pos = [[pick(bio[a]) for a in kept[i]] for i, (_, bio, _) in enumerate(chosen)]
+        bio_states = _states(model, bio_texts, bio_pos, pad, batch_size, f"bio {position}")
+        qa_texts = [chosen[i][2][a].ids for i, a in keep]
+        qa_states = _states(model, qa_texts, [[pick(chosen[i][2][a])] for i, a in keep], pad, batch_size,
+                            f"qa {position}")
+        # the next person (in `keep` order) with the same attribute gives the mismatched question
+        by_attribute: dict[int, list[int]] = {}
+        for row, (_, a) in enumerate(keep):
+            by_attribute.setdefault(a, []).append(row)
+        other = [0] * len(keep)
+        for rows in by_attribute.values():
+            for j, row in enumerate(rows):
+                other[row] = rows[(j + 1) % len(rows)]
+        splits = [chosen[i][0]["split"] for i, _ in keep]
+        table = {}
+        for split in ("all", "id", "ood"):
+            rows = [r for r, s in enumerate(splits) if split == "all" or s == split]
+            if not rows:
+                continue
+            matched = _cosines(bio_states[rows], qa_states[rows])
+            mismatched = _cosines(bio_states[rows], qa_states[[other[r] for r in rows]])
+            table[split] = {"pairs": len(rows), "matched": matched, "mismatched": mismatched,
+                            "gap": [m - x for m, x in zip(matched, mismatched)]}
+        result[position] = table
+    return result
+
+
+def trace_direction(run: Path) -> dict:
+    """cos(Δ_BIO, Δ_QA) per layer (`other` for traced tensors outside the blocks) and over all traced entries."""
+    bio, qa = split_trace(load_trace(run))
+    sums: dict[str, list[float]] = {}
+    for name in bio:
+        b, q = bio[name].double(), qa[name].double()
+        acc = sums.setdefault(layer_of(name), [0.0, 0.0, 0.0])
+        acc[0] += float((b * q).sum())
+        acc[1] += float((b * b).sum())
+        acc[2] += float((q * q).sum())
+    total = [sum(v[i] for v in sums.values()) for i in range(3)]
+
+    def cos(dot: float, nb: float, nq: float) -> float | None:
+        return dot / math.sqrt(nb * nq) if nb > 0 and nq > 0 else None
+
+    layers = sorted(sums, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0))
+    return {"by_layer": {k: cos(*sums[k]) for k in layers}, "all": cos(*total)}
+
+
+def gradient_summary(run: Path) -> dict:
+    """Mean of the per-layer gradient cosines logged in `metrics.jsonl` (rows with `grad_cosine`)."""
+    path = Path(run) / "metrics.jsonl"
+    rows = [r["grad_cosine"] for r in (read_jsonl(path) if path.is_file() else []) if r.get("grad_cosine")]
+    if not rows:
+        return {"logged": 0, "note": "no BIO and QA gradients of one phase were logged; train with "
+                                     "grad_consistency > 0 (Stage trains BIO and QA in separate phases)"}
+    keys = list(rows[0]["by_layer"])
+    return {"logged": len(rows), "mean_lag": sum(r["lag"] for r in rows) / len(rows),
+            "same_step": sum(r["lag"] == 0 for r in rows),
+            "by_layer": {k: sum(r["by_layer"][k] for r in rows) / len(rows) for k in keys},
+            "all": sum(r["all"] for r in rows) / len(rows)}
+
+
+def consistency_run(run: Path, people: int = 500, on: str = "finetuned", batch_size: int = 64) -> dict:
+    """Representation, trace-direction and logged gradient consistency of a run; writes analysis/consistency.json.
+
+    Called by the study's consistency step (and `factrecall consistency --run DIR --people N`).
+    """
+    run = Path(run)
+    if on not in ON:
+        raise UserError(f"--on {on!r} is not one of {', '.join(ON)}")
+    model_config(run)
+    dataset = run_dataset(run)
+    model, tokenizer = analysis_model(run, on)
+    result = {"run": str(run), "on": on, "people": min(people, len(dataset.people)),
+              "representation": representation_consistency(model, tokenizer, dataset, people, batch_size),
+              "trace_direction": trace_direction(run) if (run / "trace.safetensors").is_file() else None,
+              "gradient": gradient_summary(run)}
+    write_json(run / "analysis" / "consistency.json", result)
+    return result

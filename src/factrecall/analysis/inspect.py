@@ -1,0 +1,152 @@
+"""Looking inside for one person (SPEC §9, the paper's Fig. 5).
+
+For one person, one attribute and one head (default: the top `shared_size` head), side by side
+for the person's first BIO text (read up to the value) and the question about the same attribute:
+
+* the head's attention pattern, tokens labelled subject / relation / other (`analysis/labels.py`),
+  and the final token's attention share on each label;
+* the logit lens of the final token at every layer (`analysis/readout.py`): top tokens with their
+  probabilities, and the gold answer's first token's probability and rank (1 = the top token);
+* the head's direct contribution to the final token's logits (its top promoted tokens and its
+  logit for the gold token), and every component's direct logit for the gold token.
+
+The "final token" is the one that predicts the answer: the last prompt token of the question and,
+in the bio, the token before the value. Output (default `RUN/analysis/inspect/`): `inspect.json`,
+`attention.png`, `logit_lens.png`, `direct.png` and `inspect.html`, a self-contained fragment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from factrecall.analysis.inspect_figures import write_figures
+from factrecall.analysis.inspect_html import write_fragment
+from factrecall.analysis.labels import LABELS, View, bio_views, dataset_pools, qa_view
+from factrecall.analysis.readout import ON, analysis_model, direct_contributions, logit_lens, read
+from factrecall.analysis.run import load_trace, model_config, run_dataset
+from factrecall.analysis.shared import load_masks, select, unit_counts
+from factrecall.artifacts import write_json
+from factrecall.data.pools import ATTRIBUTES
+from factrecall.errors import UserError
+from factrecall.models.adapters import geometry
+
+DEFAULT_ATTRIBUTE = "birth_city"
+
+
+def top_shared_head(run: Path) -> tuple[int, int]:
+    """(layer, head) holding the most shared parameters: from `shared/mask.safetensors`, else the trace at k = 1."""
+    run = Path(run)
+    config = model_config(run)
+    path = run / "shared" / "mask.safetensors"
+    if path.is_file():
+        masks = load_masks(path, "shared")
+    elif (run / "trace.safetensors").is_file():
+        masks = select(load_trace(run), 1.0, "global").shared
+    else:
+        raise UserError(f"{run} has neither shared/mask.safetensors nor trace.safetensors to find the top "
+                        f"shared_size head; pass --layer and --head")
+    heads = unit_counts(config, masks)["heads"]
+    index = int(torch.argmax(heads.flatten()))  # the first of equal maxima, layer-major
+    return index // heads.shape[1], index % heads.shape[1]
+
+
+def check_head(config, layer: int | None, head: int | None) -> None:
+    g = geometry(config)
+    if (layer is None) != (head is None):
+        raise UserError("give --layer and --head together (or neither for the top shared_size head)")
+    if layer is not None and not (0 <= layer < g.n_layers and 0 <= head < g.n_heads):
+        raise UserError(f"head L{layer}.H{head} does not exist; layers are 0–{g.n_layers - 1}, "
+                        f"heads 0–{g.n_heads - 1}")
+
+
+def pick_person(dataset, person: int | None) -> dict:
+    """The person with id `person`, or the first OOD person."""
+    by_id = {p["person_id"]: p for p in dataset.people}
+    if person is None:
+        return next(p for p in dataset.people if p["split"] == "ood")
+    if person not in by_id:
+        raise UserError(f"person {person} does not exist in {dataset.path}; valid ids are "
+                        f"{min(by_id)}–{max(by_id)}")
+    return by_id[person]
+
+
+def label_shares(weights: torch.Tensor, labels: tuple[str, ...]) -> dict[str, float]:
+    """Attention mass of one query row [T] on each label."""
+    return {label: float(sum(w for w, lab in zip(weights.tolist(), labels) if lab == label)) for label in LABELS}
+
+
+def _rank(logits: torch.Tensor, token: int) -> int:
+    return int((logits > logits[token]).sum()) + 1
+
+
+def _describe(model, tokenizer, view: View, layer: int, head: int, top: int) -> dict:
+    readout = read(model, torch.tensor([view.ids]))
+    final, gold = view.final, view.gold[0]
+    pattern = readout.attentions[layer, 0, head]  # [T, T]
+
+    def name(i) -> str:
+        return tokenizer.convert_ids_to_tokens(int(i))
+
+    def ranked(best, key: str) -> list[dict]:  # a topk result as [{token, key: value}]
+        return [{"token": name(i), key: float(v)} for v, i in zip(best.values, best.indices)]
+
+    lens = []
+    for level, logits in enumerate(logit_lens(model, readout.residual[:, 0, final])):
+        p = logits.softmax(-1)
+        lens.append({"layer": level, "top": ranked(p.topk(top), "p"), "gold_p": float(p[gold]),
+                     "gold_rank": _rank(logits, gold)})
+    parts = direct_contributions(model, readout, 0, final)
+    mine = parts[f"L{layer}.H{head}"]
+    on_gold = sorted(((c, float(v[gold])) for c, v in parts.items()), key=lambda cv: -abs(cv[1]))
+    logits = readout.logits[0, final]
+    return {
+        "form": view.form, "attribute": view.attribute, "text": view.text, "tokens": list(view.tokens),
+        "labels": list(view.labels), "final": final, "gold": [name(i) for i in view.gold],
+        "predicted": name(logits.argmax()), "correct": int(logits.argmax()) == gold,
+        "attention": {"pattern": [[round(float(w), 5) for w in row] for row in pattern],
+                      "final_share": label_shares(pattern[final], view.labels)},
+        "logit_lens": lens,
+        "direct": {"head_top": ranked(mine.topk(top), "logit"),
+                   "head_gold_logit": float(mine[gold]), "head_gold_rank": _rank(mine, gold),
+                   "components_on_gold": [{"component": c, "logit": v} for c, v in on_gold],
+                   "sum_error": float((sum(parts.values()) - logits).abs().max())},
+    }
+
+
+def inspect_run(run: Path, person: int | None = None, layer: int | None = None, head: int | None = None,
+                on: str = "finetuned", attribute: str = DEFAULT_ATTRIBUTE, out: Path | None = None,
+                top: int = 5) -> dict:
+    """One person's BIO and QA views through one head; writes inspect.json, three PNGs and inspect.html.
+
+    Called by `factrecall inspect --run DIR [--person ID] [--layer L --head H] [--on grafted|finetuned]
+    [--attribute A] [--out DIR]`.
+    """
+    run = Path(run)
+    if on not in ON:
+        raise UserError(f"--on {on!r} is not one of {', '.join(ON)}")
+    if attribute not in ATTRIBUTES:
+        raise UserError(f"--attribute {attribute!r} is not one of {', '.join(ATTRIBUTES)}")
+    if top < 1:
+        raise UserError(f"--top must be at least 1 (got {top})")
+    config = model_config(run)
+    check_head(config, layer, head)
+    dataset = run_dataset(run)
+    who = pick_person(dataset, person)
+    if layer is None:
+        layer, head = top_shared_head(run)
+    model, tokenizer = analysis_model(run, on)
+    pools = dataset_pools(dataset)
+    bio_row = next(b for b in dataset.bios if b["person_id"] == who["person_id"])
+    qa_row = next(q for q in dataset.qa if q["person_id"] == who["person_id"] and q["attribute"] == attribute)
+    views = [bio_views(tokenizer, bio_row, who, pools)[ATTRIBUTES.index(attribute)],
+             qa_view(tokenizer, qa_row, who, pools)]
+    result = {"run": str(run), "on": on, "person": {k: who[k] for k in ("person_id", "name", "split")},
+              "attribute": attribute, "layer": layer, "head": head,
+              "views": [_describe(model, tokenizer, v, layer, head, top) for v in views]}
+    out = Path(out) if out else run / "analysis" / "inspect"
+    write_json(out / "inspect.json", result)
+    write_figures(result, out)
+    write_fragment(result, out / "inspect.html")
+    return result

@@ -1,0 +1,163 @@
+"""Which tokens of a BIO text or a question name the subject, which the relation (SPEC §9).
+
+* **subject** — the tokens of the person's full name (a pronoun standing for the person is "other");
+* **relation** — the content words a template or question adds around the subject and the value
+  ("was born on", "Which university did … attend?" → born; university, attend), i.e. its literal
+  words minus a closed list of function words and punctuation;
+* **other** — everything else (BOS, other sentences, the answer cue "Answer:").
+
+Nothing is found by searching for strings in the text: the data record each value's character
+span (BIO) and the prompt/answer boundary (QA); the sentence holding a value is recovered by
+rendering the dataset's own templates around that span, and the name and the template words are
+then known character ranges. A BIO view ends at the token that predicts the value's first token;
+a QA view at the last prompt token. Relation words of a BIO view are those of the value's own
+sentence (words of other sentences are "other").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from factrecall.data.dataset import Dataset
+from factrecall.data.pools import ATTRIBUTES, PRONOUNS, Pools, load_pools
+from factrecall.encode import encode_bio, encode_qa
+from factrecall.errors import UserError
+
+LABELS = ("subject", "relation", "other")
+FUNCTION_WORDS = frozenset("""
+a an the this that these those of in on at to for from by with as into onto about after before during
+and or but so was were is are be been being has have had do does did will would can could
+what which who whom whose where when why how she he her his him they their it its
+""".split())
+
+Ranges = list[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class View:
+    """One text as the model reads it, cut where the answer starts.
+
+    `ids` [T] run up to and including the predicting token `final` = T − 1; `labels` [T] is one of
+    LABELS per token; `gold` holds the answer's token ids (its first is what `final` predicts).
+    """
+    form: str  # "bio" | "qa"
+    attribute: str
+    text: str
+    tokens: tuple[str, ...]
+    ids: tuple[int, ...]
+    labels: tuple[str, ...]
+    gold: tuple[int, ...]
+
+    @property
+    def final(self) -> int:
+        return len(self.ids) - 1
+
+    @property
+    def last_subject(self) -> int | None:
+        """Index of the last subject token, or None when the name is not in the view."""
+        return max((i for i, label in enumerate(self.labels) if label == "subject"), default=None)
+
+
+def dataset_pools(dataset: Dataset) -> Pools:
+    """The pools (templates, questions) the dataset was generated from."""
+    path = (dataset.meta.get("config") or {}).get("pools")
+    return load_pools(Path(path) if path else None)
+
+
+def _render(template: str, fills: dict[str, str]) -> tuple[str, dict[str, Ranges]]:
+    """Render `template`; returns the text and the char ranges of each placeholder and of `literal` text."""
+    parts, ranges, at = [], {"literal": []}, 0
+    for piece in re.split(r"(\{\w+\})", template):
+        text = fills.get(piece[1:-1], piece) if piece.startswith("{") and piece.endswith("}") else piece
+        key = piece[1:-1] if piece[1:-1] in fills else "literal"
+        ranges.setdefault(key, []).append((at, at + len(text)))
+        parts.append(text)
+        at += len(text)
+    return "".join(parts), ranges
+
+
+def _shift(ranges: Ranges, by: int) -> Ranges:
+    return [(s + by, e + by) for s, e in ranges if e > s]
+
+
+def _sentence_at(text: str, start: int, person: dict, attribute: str, pools: Pools) -> tuple[Ranges, Ranges] | None:
+    """(name, template words) ranges of the template sentence whose value starts at char `start`."""
+    pronoun = PRONOUNS.get(person.get("gender"), "")
+    for template in pools.templates[attribute]:
+        for subject in dict.fromkeys((person["name"], pronoun)):
+            fill = subject[:1].upper() + subject[1:] if template.startswith("{subject}") else subject
+            sentence, parts = _render(template, {"subject": fill, "value": person[attribute]})
+            begin = start - parts["value"][0][0]
+            if begin >= 0 and text[begin:begin + len(sentence)] == sentence and text[begin - 1:begin] in ("", " "):
+                names = parts["subject"] if subject == person["name"] else []
+                return _shift(names, begin), _shift(parts["literal"], begin)
+    return None
+
+
+def bio_sentences(row: dict, person: dict, pools: Pools) -> dict[str, tuple[Ranges, Ranges]]:
+    """Per attribute, (name, template words) char ranges of the bio sentence that holds its value."""
+    found = {}
+    for attribute in ATTRIBUTES:
+        found[attribute] = _sentence_at(row["text"], row["spans"][attribute][0], person, attribute, pools)
+        if found[attribute] is None:
+            raise UserError(f"bio {row.get('bio_index', 0)} of person {person['person_id']}: no {attribute} template "
+                            f"of the dataset's pools renders its sentence; use data from 'factrecall data generate'")
+    return found
+
+
+def qa_ranges(row: dict, person: dict, pools: Pools) -> tuple[Ranges, Ranges]:
+    """(subject, relation) char ranges in a question (the answer cue is "other")."""
+    for template in pools.questions[row["attribute"]]:
+        question, parts = _render(template, {"name": person["name"]})
+        if row["prompt"].startswith(question + " "):
+            return parts["name"], parts["literal"]
+    raise UserError(f"question of person {person['person_id']} ({row['attribute']}): no question template of the "
+                    f"dataset's pools renders it; inspect needs data written by 'factrecall data generate'")
+
+
+def token_labels(offsets: list[tuple[int, int]], text: str, subject: Ranges, relation: Ranges) -> list[str]:
+    """One label per token from its character offsets (a token belongs where its first character is)."""
+    labels = []
+    for s, e in offsets:
+        word = text[s:e].strip()
+        first = s + (len(text[s:e]) - len(text[s:e].lstrip()))
+        inside = lambda ranges: any(a <= first < b for a, b in ranges)  # noqa: E731
+        if word and inside(subject):
+            labels.append("subject")
+        elif word and inside(relation) and any(c.isalpha() for c in word) and word.lower() not in FUNCTION_WORDS:
+            labels.append("relation")
+        else:
+            labels.append("other")
+    return labels
+
+
+def _offsets(tokenizer, text: str) -> list[tuple[int, int]]:
+    return tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)["offset_mapping"]
+
+
+def _view(tokenizer, form: str, attribute: str, text: str, offsets, ids: tuple[int, ...], answer: tuple[int, int],
+          subject: Ranges, relation: Ranges) -> View:
+    first, end = answer
+    labels = token_labels(offsets[:first], text, subject, relation)
+    return View(form, attribute, text, tuple(tokenizer.convert_ids_to_tokens(list(ids[:first]))), ids[:first],
+                tuple(labels), ids[first:end])
+
+
+def bio_views(tokenizer, row: dict, person: dict, pools: Pools) -> list[View]:
+    """One view per attribute of a bio, each ending at the token that predicts the value."""
+    encoded, offsets = encode_bio(tokenizer, row), _offsets(tokenizer, row["text"])
+    sentences = bio_sentences(row, person, pools)
+    names = sorted(r for ranges, _ in sentences.values() for r in ranges)  # every mention of the full name
+    return [_view(tokenizer, "bio", a, row["text"], offsets, encoded.input_ids, span, names, sentences[a][1])
+            for a, span in zip(ATTRIBUTES, encoded.spans)]
+
+
+def qa_view(tokenizer, row: dict, person: dict, pools: Pools) -> View:
+    """The question, ending at its last prompt token; gold = the answer's tokens (without EOS)."""
+    encoded = encode_qa(tokenizer, row)
+    first, end = encoded.spans[0]
+    subject, relation = qa_ranges(row, person, pools)
+    return _view(tokenizer, "qa", row["attribute"], row["text"], _offsets(tokenizer, row["text"]), encoded.input_ids,
+                 (first, end - 1), subject, relation)

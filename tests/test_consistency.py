@@ -1,0 +1,135 @@
+"""Consistency (SPEC §10): logged gradient cosines against an autograd replay, trace untouched,
+trace directions and representations against direct computations."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from factrecall.analysis.consistency import consistency_run
+from factrecall.analysis.shared import layer_of
+from factrecall.data.dataset import load_dataset
+from factrecall.encode import collate, encode_bio, encode_qa
+from factrecall.errors import UserError
+from factrecall.models.adapters import tracked_parameter_names
+from factrecall.models.loading import load_model
+from factrecall.presets import train_config
+from factrecall.training.loop import train
+from factrecall.training.schedule import build_phases, lr_at
+
+CFG = dict(strategy="mix", grad_accum=2, max_steps=5, eval_people=2, checkpoint_every=0)
+
+
+def _cos_by_layer(a: dict, b: dict) -> dict:
+    layers = sorted({layer_of(n) for n in a})
+    out = {}
+    for layer in layers:
+        x = torch.cat([a[n].flatten() for n in a if layer_of(n) == layer]).double()
+        y = torch.cat([b[n].flatten() for n in b if layer_of(n) == layer]).double()
+        out[layer] = float(torch.nn.functional.cosine_similarity(x, y, dim=0))
+    return out
+
+
+def _replayed_cosines(cfg, data_dir, base_dir) -> dict[int, tuple[int, dict]]:
+    """{global step: (lag, per-layer cosine)} from per-micro-batch autograd.grad and the same updates."""
+    model, tok = load_model(base_dir)
+    model.train()
+    ds = load_dataset(data_dir)
+    examples = {"bio": [encode_bio(tok, b) for b in ds.bios], "qa": [encode_qa(tok, q) for q in ds.qa_split("id")]}
+    names = [n for n, _ in model.named_parameters()]
+    params = [p for _, p in model.named_parameters()]
+    tracked = set(tracked_parameter_names(model))
+    (phase,) = build_phases(cfg, len(examples["bio"]), len(examples["qa"]))
+    optimizer = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+                                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+                                  lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    latest, when, expected = {}, {}, {}
+    for i, step in enumerate(phase.steps):
+        total = [torch.zeros_like(p) for p in params]
+        this_step: dict[str, dict] = {}
+        for mb in step:
+            loss = model(**collate([examples[mb.task][r] for r in mb.rows], tok.pad_token_id)).loss
+            grads = torch.autograd.grad(loss / len(step), params)
+            acc = this_step.setdefault(mb.task, {n: torch.zeros_like(p) for n, p in zip(names, params) if n in tracked})
+            for n, g, t in zip(names, grads, total):
+                t += g
+                if n in tracked:
+                    acc[n] += g
+        for task, grads in this_step.items():
+            latest[task], when[task] = grads, i + 1
+        if len(latest) == 2:
+            expected[i + 1] = (abs(when["bio"] - when["qa"]), _cos_by_layer(latest["bio"], latest["qa"]))
+        for p, g in zip(params, total):
+            p.grad = g
+        torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(i, len(phase.steps), phase.peak_lr, cfg)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return expected
+
+
+def _steps(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+            if json.loads(line)["event"] == "step"]
+
+
+@pytest.fixture(scope="module")
+def runs(small_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("consistency")
+    train(train_config("smoke", grad_consistency=1, **CFG), small_data, root / "on")
+    train(train_config("smoke", **CFG), small_data, root / "off")
+    return root
+
+
+def test_logged_gradient_cosines_equal_an_autograd_replay(runs, small_data):
+    cfg = train_config("smoke", grad_consistency=1, **CFG)
+    expected = _replayed_cosines(cfg, small_data, runs / "on" / "base")
+    logged = {r["global_step"]: r["grad_cosine"] for r in _steps(runs / "on") if "grad_cosine" in r}
+    assert logged.keys() == expected.keys() and logged
+    assert any(lag == 0 for lag, _ in expected.values())  # a step with both tasks: the same step's gradients
+    for step, (lag, by_layer) in expected.items():
+        assert logged[step]["lag"] == lag
+        assert logged[step]["by_layer"].keys() == by_layer.keys()
+        for layer, value in by_layer.items():
+            assert abs(logged[step]["by_layer"][layer] - value) < 1e-4, (step, layer)
+
+
+def test_gradient_logging_leaves_trace_and_model_bitwise_unchanged(runs):
+    for path in ("trace.safetensors", "model/model.safetensors"):
+        on, off = load_file(str(runs / "on" / path)), load_file(str(runs / "off" / path))
+        assert on.keys() == off.keys() and all(torch.equal(on[k], off[k]) for k in on), path
+    assert not any("grad_cosine" in r for r in _steps(runs / "off"))
+
+
+def test_stage_logs_no_gradient_cosines(small_data, tmp_path):
+    train(train_config("smoke", strategy="stage", grad_consistency=1, max_steps=2, eval_people=2,
+                       checkpoint_every=0), small_data, tmp_path / "stage")
+    assert not any("grad_cosine" in r for r in _steps(tmp_path / "stage"))
+    with pytest.raises(UserError, match="grad_consistency must not be negative"):
+        train(train_config("smoke", grad_consistency=-1), small_data, tmp_path / "bad")
+
+
+def test_consistency_run(runs):
+    run = runs / "on"
+    result = consistency_run(run, people=8)
+    assert (run / "analysis" / "consistency.json").is_file()
+    trace = load_file(str(run / "trace.safetensors"))
+    bio = {k[4:]: v for k, v in trace.items() if k.startswith("bio/")}
+    qa = {k[3:]: v for k, v in trace.items() if k.startswith("qa/")}
+    direct = _cos_by_layer(bio, qa)
+    assert result["trace_direction"]["by_layer"].keys() == direct.keys()
+    for layer, value in direct.items():
+        assert abs(result["trace_direction"]["by_layer"][layer] - value) < 1e-6
+    representation = result["representation"]
+    for position in ("subject", "answer"):
+        table = representation[position]["all"]
+        assert table["pairs"] == 8 * 6 and len(table["matched"]) == 3
+        assert all(-1 - 1e-6 <= c <= 1 + 1e-6 for c in table["matched"] + table["mismatched"])
+    # layer 0 is the token embedding (Llama adds no positions): the name's last token is the same in both forms
+    assert representation["subject"]["all"]["matched"][0] == pytest.approx(1.0, abs=1e-6)
+    gradient = result["gradient"]
+    assert gradient["logged"] == sum("grad_cosine" in r for r in _steps(run)) and "by_layer" in gradient
+    with pytest.raises(UserError, match="at least 2"):
+        consistency_run(run, people=1)
