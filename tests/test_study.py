@@ -1,38 +1,194 @@
+"""The smoke study end to end: artifacts, summary, claims, resume (also after SIGKILL), locks, report."""
+
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from factrecall.errors import UserError
-from factrecall.study import run_study
+from factrecall.study import run_study, study_lock
+
+CLAIMS = [f"C{i}" for i in range(1, 8)]
 
 
-def test_smoke_study_end_to_end_and_rerun_skips(tmp_path):
-    out = tmp_path / "study"
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "smoke"
     lines = []
-    summary = run_study(out, "smoke", log=lines.append)
-    on_disk = json.loads((out / "summary.json").read_text())
-    assert on_disk == json.loads(json.dumps(summary))
+    run_study(out, "smoke", log=lines.append)
+    return out, lines
+
+
+def test_smoke_study_writes_every_artifact_and_a_valid_summary(study):
+    out, lines = study
+    summary = json.loads((out / "summary.json").read_text())
     for strategy in ("stage", "mix"):
-        assert set(on_disk["accuracy"][strategy]) == {"qa_id", "qa_ood", "bio", "bio_after_bio_training"}
-        assert on_disk["shared"][strategy]["shared"] >= 0
-        assert (out / "runs" / strategy / "trace.safetensors").is_file()
-        assert (out / "runs" / strategy / "shared" / "shared.json").is_file()
-    assert [c["id"] for c in on_disk["claims"]] == ["C1", "C2", "C3", "C4"]
-    assert (out / "runs" / "mix" / "analysis" / "ablation.json").is_file()
-    for claim in on_disk["claims"]:
-        assert isinstance(claim["holds"], bool) and claim["evidence"] and claim["statement"]
-    model_file = out / "runs" / "mix" / "model" / "model.safetensors"
-    before = model_file.stat().st_mtime_ns
-    again = run_study(out, "smoke", log=lambda _: None)  # resumes: nothing retrained
-    assert model_file.stat().st_mtime_ns == before
-    assert again["accuracy"] == summary["accuracy"] and again["claims"] == summary["claims"]
+        assert set(summary["accuracy"][strategy]) == {"qa_id", "qa_ood", "bio", "bio_after_bio_training"}
+        for section in ("shared", "ablation", "graft", "heads", "neurons", "attention", "consistency"):
+            assert summary[section][strategy], section
+    assert [c["id"] for c in summary["claims"]] == CLAIMS
+    for claim in summary["claims"]:
+        assert isinstance(claim["holds"], bool) and claim["statement"] and len(claim["evidence"]) > 40
+    manifest = json.loads((out / "manifest.json").read_text())
+    steps = {"data"} | {f"{s}/{r}" for s in ("train", "shared", "ablate", "graft", "heads", "inspect", "attention",
+                                               "consistency") for r in ("stage", "mix")}
+    assert set(manifest) == steps
+    for entry in manifest.values():
+        assert entry["files"] and all((out / f).is_file() for f in entry["files"])
+    record = json.loads((out / "study.json").read_text())
+    assert record["config"]["preset"] == "smoke" and record["provenance"]["torch"].startswith("2.")
+    figures = {p.name for p in (out / "report" / "figures").iterdir()}
+    assert {"accuracy.png", "accuracy.pdf", "heads.png", "ablation.pdf", "consistency.png"} <= figures
+    page = out / "report" / "index.html"
+    assert page.stat().st_size < 10 * 2**20
+    assert "http://" not in page.read_text() and "https://" not in page.read_text()  # nothing fetched
+    assert len(lines) == len(steps) + 1  # one line per step, one for the report
+
+
+def test_rerun_skips_every_step_and_redoes_a_damaged_one(study, tmp_path):
+    out, _ = study
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    model = copy / "runs" / "mix" / "model" / "model.safetensors"
+    before = model.stat().st_mtime_ns
+    summary = json.loads((copy / "summary.json").read_text())
+    lines = []
+    assert run_study(copy, "smoke", log=lines.append) == summary
+    assert all(" done " in line for line in lines[:-1]) and model.stat().st_mtime_ns == before
+    (copy / "runs" / "mix" / "analysis" / "ablation.json").write_text("{}")  # damaged: hash differs
+    lines.clear()
+    assert run_study(copy, "smoke", log=lines.append) == summary
+    redone = [line.split()[0] for line in lines[:-1] if " done " not in line]
+    assert redone == ["ablate/mix"]
+
+
+def _study_process(out: Path) -> subprocess.Popen:
+    # one thread, as in this test process (conftest), so both compute in the same order
+    return subprocess.Popen([sys.executable, "-m", "factrecall", "study", "--preset", "smoke", "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.parametrize("kill_when", ["runs/mix/checkpoint/state.json", "runs/stage/analysis/ablation.json"],
+                         ids=["mid-training", "mid-analysis"])
+def test_sigkill_then_rerun_gives_the_same_summary(study, tmp_path, kill_when):
+    out = tmp_path / "killed"
+    process = _study_process(out)
+    deadline = time.monotonic() + 300
+    while not (out / kill_when).exists():
+        assert process.poll() is None, "the study ended before the kill point"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "summary.json").exists()
+    run_study(out, "smoke", log=lambda _: None)
+    assert json.loads((out / "summary.json").read_text()) == json.loads((study[0] / "summary.json").read_text())
+
+
+def test_a_second_study_in_the_same_directory_is_refused(tmp_path):
+    out = tmp_path / "s"
+    with study_lock(out):
+        with pytest.raises(UserError, match=f"another study is running in {out} \\(pid {os.getpid()}\\)"):
+            run_study(out, "smoke")
+    (out / ".lock").write_text("999999")  # a stale lock of a killed process: no OS lock is held on it
+    with study_lock(out):
+        pass
 
 
 def test_study_refuses_other_config_and_unknown_preset(tmp_path):
     out = tmp_path / "study"
     out.mkdir()
-    (out / "study.json").write_text(json.dumps({"preset": "default"}))
+    (out / "study.json").write_text(json.dumps({"config": {"preset": "default"}}))
     with pytest.raises(UserError, match="different config"):
         run_study(out, "smoke")
     with pytest.raises(UserError, match="unknown preset"):
         run_study(tmp_path / "other", "paper")
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+BROWSER_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]
+
+
+def _browser(tmp_path):
+    """A headless Chromium context with a fresh profile, or a skip (a failure where CI requires it)."""
+    reason = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        reason = "playwright is not installed (pip install -e '.[test]')"
+    if reason is None and not CHROMIUM.is_file():
+        reason = f"no Chromium at {CHROMIUM} (apt-get install -y chromium chromium-driver)"
+    if reason:
+        if os.environ.get("FACTRECALL_REQUIRE_BROWSER"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    manager = sync_playwright()
+    playwright = manager.__enter__()
+    context = playwright.chromium.launch_persistent_context(
+        str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=BROWSER_FLAGS)
+    return manager, context
+
+
+def _open(context, page_path: Path):
+    """(page, console errors, dialogs, requests that left the disk) for a page opened from disk."""
+    page = context.new_page()
+    errors, dialogs, remote = [], [], []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("request", lambda r: remote.append(r.url) if not r.url.startswith(("file:", "data:")) else None)
+    page.goto(page_path.as_uri())
+    page.wait_for_load_state("load")
+    return page, errors, dialogs, remote
+
+
+def test_report_in_a_real_browser(study, tmp_path):
+    out, _ = study
+    manager, context = _browser(tmp_path)
+    try:
+        page, errors, dialogs, remote = _open(context, out / "report" / "index.html")
+        sizes = page.eval_on_selector_all(
+            "figure img", "els => els.map(e => [e.naturalWidth, e.getBoundingClientRect().width, "
+                          "e.getBoundingClientRect().height])")
+        claims = page.locator("#claims-table tbody tr").count()
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        shutil.copy(tmp_path / "report.png", out / "report" / "screenshot.png")  # beside the test output
+    finally:
+        context.close()
+        manager.__exit__(None, None, None)
+    assert errors == [] and dialogs == [] and remote == []
+    assert len(sizes) >= 11 and all(w > 0 and rw > 0 and rh > 0 for w, rw, rh in sizes), sizes
+    assert claims == len(json.loads((out / "summary.json").read_text())["claims"]) == 7
+
+
+def test_report_escapes_strings_from_data_and_configs(study, tmp_path):
+    from factrecall.report.build import build_report
+
+    out = tmp_path / "copy"
+    shutil.copytree(study[0], out)
+    attack = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+    summary = json.loads((out / "summary.json").read_text())
+    summary["claims"][0]["evidence"] = attack
+    summary["preset"] = attack
+    (out / "summary.json").write_text(json.dumps(summary))
+    record = json.loads((out / "study.json").read_text())
+    record["config"]["train"]["model"] = attack
+    (out / "study.json").write_text(json.dumps(record))
+    page_path = build_report(out)
+    assert attack not in page_path.read_text() and "&lt;script&gt;alert(1)&lt;/script&gt;" in page_path.read_text()
+    manager, context = _browser(tmp_path)
+    try:
+        page, errors, dialogs, _ = _open(context, page_path)
+        shown = page.locator("#claims-table tbody tr").first.inner_text()
+    finally:
+        context.close()
+        manager.__exit__(None, None, None)
+    assert dialogs == [] and "<script>alert(1)</script>" in shown  # shown as text, never run

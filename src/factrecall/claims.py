@@ -14,6 +14,9 @@ STATEMENTS = {
     "C2": "Mix has more shared parameters than Stage (at the default k and across the sweep)",
     "C3": "Mix's shared parameters are more concentrated (Gini, top-unit share)",
     "C4": "Ablating shared parameters hurts Mix more than Stage, and more than random ablation",
+    "C5": "Grafting needs fewer parameters for Mix than for Stage",
+    "C6": "`shared_size` finds sufficient and critical heads with fewer heads than other metrics",
+    "C7": "BIO–QA gradient and representation consistency are higher under Mix",
 }
 
 
@@ -73,3 +76,86 @@ def c4_ablation(ablation: dict) -> dict:
                 f"Top_QA∖Shared {mix['top_qa_only']['mean_drop']['qa_ood']:+.3f}; share of OOD accuracy lost: "
                 f"Mix {share_lost(mix):.0%}, Stage {share_lost(stage):.0%} (the claim is judged on absolute drops)")
     return _claim("C4", d_mix < d_stage and d_mix < r_mix, evidence)
+
+
+def c5_grafting(graft: dict, accuracy: dict) -> dict:
+    """`graft[strategy]` is a run's graft.json; `accuracy[strategy]` its θ_ft accuracies.
+
+    Holds when Mix's mask is no larger than Stage's and recovers at least as large a share of its
+    own θ_ft ID-QA accuracy (the grafting criterion)."""
+    def recovered(s: str) -> float:
+        full = accuracy[s]["qa_id"]
+        return graft[s]["graft"]["accuracy"]["qa_id"] / full if full else 0.0
+
+    size = {s: graft[s]["graft"]["size"] for s in ("mix", "stage")}
+    total = graft["mix"]["parameters"]
+    parts = [f"{s.capitalize()}: |γ|₀ {size[s]:,} ({size[s] / total:.1%} of {total:,}), grafted ID-QA "
+             f"{graft[s]['graft']['accuracy']['qa_id']:.3f} ({recovered(s):.0%} of θ_ft's), OOD-QA "
+             f"{graft[s]['graft']['accuracy']['qa_ood']:.3f}; magnitude-only base patch ID-QA "
+             f"{graft[s]['base_patch']['accuracy']['qa_id']:.3f}" for s in ("mix", "stage")]
+    holds = size["mix"] <= size["stage"] and recovered("mix") >= recovered("stage") and recovered("mix") > 0
+    return _claim("C5", holds, "; ".join(parts) + f" (base patch sparsity {graft['mix']['sparsity']:g}; holds when "
+                  "Mix's mask is no larger and recovers a non-zero share of θ_ft ID-QA at least as large as Stage's)")
+
+
+def c6_heads(heads: dict, neurons: dict) -> dict:
+    """`heads[strategy]` / `neurons[strategy]` are heads.json / neurons.json; judged on Mix's heads.
+
+    Holds when `shared_size` needs no more heads than any other metric for both the minimal
+    sufficient set and the critical set, and strictly fewer than `random` for at least one."""
+    def n(value, units: int) -> int:  # "never reached" ranks after every reached n
+        return units + 1 if value is None else value
+
+    mix = heads["mix"]
+    units = mix["units"]
+    ours = mix["metrics"]["shared_size"]
+    holds, parts = True, []
+    for kind in ("minimal_sufficient", "critical"):
+        mine = n(ours[kind], units)
+        others = {m: n(v[kind], units) for m, v in mix["metrics"].items() if m != "shared_size"}
+        holds = holds and all(mine <= o for o in others.values())
+        parts.append(f"{kind.replace('_', ' ')} n (Mix, of {units} heads): shared_size {ours[kind]}, "
+                     + ", ".join(f"{m} {mix['metrics'][m][kind]}" for m in others))
+    random = mix["metrics"].get("random")
+    strictly = random is not None and any(n(ours[k], units) < n(random[k], units)
+                                          for k in ("minimal_sufficient", "critical"))
+    stage = heads["stage"]["metrics"]["shared_size"]
+    neuron = neurons["mix"]["metrics"].get("shared_size", {})
+    parts.append(f"Stage shared_size: sufficient {stage['minimal_sufficient']}, critical {stage['critical']}; "
+                 f"Mix neurons shared_size: sufficient {neuron.get('minimal_sufficient')}, critical "
+                 f"{neuron.get('critical')} of {neurons['mix']['units']} (None = never reached)")
+    if not mix["unablated"]["qa_ood"]:
+        parts.insert(0, "Mix's OOD-QA accuracy is 0 on the evaluated people, so no head can matter")
+    return _claim("C6", holds and strictly and mix["unablated"]["qa_ood"] > 0, "; ".join(parts) +
+                  " (holds when shared_size ≤ every other metric on both and < random on one)")
+
+
+def consistency_headline(c: dict) -> dict:
+    """A run's consistency.json in a few numbers: trace-direction cosine over all traced entries, the
+    representation gap (matched − mismatched cosine, mean over layers 1..L, all people) per position,
+    and the mean logged gradient cosine where training logged one."""
+    rep = {p: sum(t["all"]["gap"][1:]) / max(len(t["all"]["gap"]) - 1, 1) for p, t in c["representation"].items()}
+    return {"trace_direction": (c.get("trace_direction") or {}).get("all"), "representation_gap": rep,
+            "gradient": c["gradient"].get("all")}
+
+
+def c7_consistency(consistency: dict) -> dict:
+    """`consistency[strategy]` is a run's consistency.json.
+
+    Holds when Mix's BIO/QA trace directions agree more (cosine over all traced entries) and its
+    representation gap is larger at both positions. The per-step gradient cosine exists for Mix only
+    (Stage never has both tasks in one phase) and is reported, not compared."""
+    h = {s: consistency_headline(consistency[s]) for s in ("mix", "stage")}
+    t_mix, t_stage = h["mix"]["trace_direction"], h["stage"]["trace_direction"]
+    trace_holds = t_mix is not None and t_stage is not None and t_mix > t_stage
+    positions = list(h["mix"]["representation_gap"])
+    rep_holds = all(h["mix"]["representation_gap"][p] > h["stage"]["representation_gap"][p] for p in positions)
+    rep = ", ".join(f"{p} Mix {h['mix']['representation_gap'][p]:+.3f} vs Stage "
+                    f"{h['stage']['representation_gap'][p]:+.3f}" for p in positions)
+    fmt = (lambda v: "n/a" if v is None else f"{v:+.3f}")
+    grad = h["mix"]["gradient"]
+    evidence = (f"trace-direction cos(Δ_BIO, Δ_QA): Mix {fmt(t_mix)} vs Stage {fmt(t_stage)}; representation "
+                f"gap (matched − mismatched BIO/QA cosine, mean over layers): {rep}; Mix per-step gradient cosine "
+                f"{'not logged' if grad is None else f'{grad:+.3f}'} (holds when Mix is higher on the trace and "
+                f"at every position)")
+    return _claim("C7", trace_holds and rep_holds, evidence)

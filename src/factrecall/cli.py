@@ -194,7 +194,10 @@ def heads_command(
     k: Annotated[float, typer.Option(help="Top k percent of the shared/Top sets used by the metrics.")] = 1.0,
     neurons: Annotated[bool, typer.Option("--neurons/--no-neurons", help="Also the MLP neuron curves.")] = True,
     intervention: Annotated[str, typer.Option(help="reset (weights to θ_pre), zero or mean (unit outputs).")] = "reset",
-    eval_people: EvalPeople = 100,
+    on: Annotated[str, typer.Option(help="finetuned (θ_ft) or grafted (θ_pre + γ⊙Δ from 'factrecall graft').")] =
+        "finetuned",
+    bio: Annotated[bool, typer.Option("--bio/--no-bio", help="Also score BIO at every point (slower).")] = False,
+    eval_people: Annotated[int, typer.Option(help="People per split in the fixed evaluation subset; 0 = all.")] = 100,
     data: MovedData = None,
 ):
     """Sufficiency and criticality curves of heads (and neurons) per ranking metric (SPEC §8)."""
@@ -202,7 +205,7 @@ def heads_command(
 
     names = tuple(m.strip() for m in metrics.split(",") if m.strip())
     for kind in ("head", "neuron") if neurons else ("head",):
-        r = circuit_curves(run, kind, names, k, eval_people, data=data, intervention=intervention)
+        r = circuit_curves(run, kind, names, k, eval_people, data=data, intervention=intervention, on=on, bio=bio)
         typer.echo(f"{kind}s ({r['units']}, OOD-QA {r['unablated']['qa_ood']:.3f} unablated; "
                    f"{r['evaluations']} evaluations):")
         for metric, v in r["metrics"].items():
@@ -213,16 +216,33 @@ def heads_command(
 @app.command("study")
 def study_command(
     out: Annotated[Path, typer.Option(help="Study directory.")] = Path("studies/default"),
-    preset: Annotated[str, typer.Option(help="default or smoke.")] = "default",
-    force: Annotated[bool, typer.Option(help="Start over in --out.")] = False,
+    preset: Annotated[Optional[str], typer.Option(
+        help="default, smoke, paper-llama or paper-pythia (default: the config file's, else default).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file overriding the preset's settings.")] = None,
+    force: Annotated[bool, typer.Option(help="Start over in --out (a study with another config is refused).")] = False,
 ):
-    """Run the comparison for both strategies and write summary.json (re-running resumes)."""
+    """The whole paper for both strategies: data, training, every analysis, summary.json and the report
+    (re-running resumes: finished steps are skipped)."""
     from factrecall.study import run_study
 
-    summary = run_study(out, preset, force=force, log=typer.echo)
+    summary = run_study(out, preset, config, force=force, log=typer.echo)
     for claim in summary["claims"]:
         typer.echo(f"{claim['id']} {'holds' if claim['holds'] else 'does not hold'}: {claim['evidence']}")
-    typer.echo(f"summary written to {out / 'summary.json'}")
+    typer.echo(f"summary: {out / 'summary.json'}")
+    typer.echo(f"report:  {out / 'report' / 'index.html'}")
+
+
+@app.command("report")
+def report_command(study: Annotated[Path, typer.Option(help="Study directory (from 'factrecall study').")]):
+    """Rebuild summary.json and report/index.html from a study's artifacts."""
+    from factrecall.artifacts import write_json
+    from factrecall.report.build import build_report
+    from factrecall.summary import summarize_study
+
+    if not (study / "study.json").is_file():
+        raise UserError(f"--study {study} holds no study (no study.json); run 'factrecall study --out {study}'")
+    write_json(study / "summary.json", summarize_study(study))
+    typer.echo(f"report: {build_report(study)}")
 
 
 def _numbers(values: dict[str, float], spec: str = ".3f") -> str:

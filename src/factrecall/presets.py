@@ -1,32 +1,59 @@
-"""Named settings for data and training. `default` is what every command uses without options.
+"""Named settings for data, training and analysis, and study config files that override them.
 
 `default` was chosen by measurement on 2 CPU cores (see the README's frontier table): the
 smallest setting where Mix answers OOD questions and Stage does not, both strategies in
 minutes. `smoke` only exercises the code paths (tests, CI); its accuracies mean nothing.
+`paper-llama` and `paper-pythia` are GPU settings for the paper's models (they name hub ids;
+point `train.model` at a local copy): validated here, runnable only where the weights are.
+
+A config file (TOML) may name a preset and override any setting of its sections::
+
+    preset = "default"
+    [data]
+    people = 1000
+    [train]
+    lr = 1e-3
+    [analysis]
+    sweep = [0.5, 1, 5]
 """
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 from factrecall.analysis.config import AnalysisConfig
 from factrecall.data.generate import DataConfig
 from factrecall.errors import UserError
 from factrecall.training.config import TrainConfig
 
+_PAPER_DATA = {"people": 10000, "bios_per_person": 5, "permute": True, "templates_per_attribute": 0}
+_PAPER_TRAIN = {"bio_epochs": 10, "qa_epochs": 10, "bio_batch_size": 16, "qa_batch_size": 32, "lr": 2e-5,
+                "qa_phase_lr": 2e-5, "eval_every": 500, "checkpoint_every": 500}
+
 PRESETS: dict[str, dict[str, dict]] = {
     "default": {
         "data": {"people": 500, "bios_per_person": 4, "permute": True, "templates_per_attribute": 4},
         "train": {"model": "tiny-llama", "bio_epochs": 20, "qa_epochs": 20, "lr": 2e-3, "eval_every": 250},
-        "analysis": {},
+        "analysis": {"graft_sparsity": 0.4, "graft_steps": 10, "graft_eval_people": 100},
     },
     "smoke": {
         "data": {"people": 40, "bios_per_person": 2, "permute": True, "templates_per_attribute": 4},
         "train": {"model": "tiny-llama", "bio_epochs": 2, "qa_epochs": 2, "bio_batch_size": 16,
                   "qa_batch_size": 16, "checkpoint_every": 4, "eval_people": 10},
-        "analysis": {"ablation_seeds": 1, "ablation_eval_people": 10},
+        "analysis": {"ablation_seeds": 1, "ablation_eval_people": 10, "graft_sparsity": 0.4, "graft_steps": 2,
+                     "graft_eval_people": 10, "heads_eval_people": 10, "neuron_points": (0.0, 0.5, 1.0),
+                     "attention_people": 20, "consistency_people": 20},
     },
+    "paper-llama": {"data": _PAPER_DATA, "train": {"model": "meta-llama/Llama-3.2-3B", **_PAPER_TRAIN},
+                    "analysis": {}},
+    "paper-pythia": {"data": _PAPER_DATA, "train": {"model": "EleutherAI/pythia-2.8b", **_PAPER_TRAIN},
+                     "analysis": {}},
 }
+SECTIONS = {"data": DataConfig, "train": TrainConfig, "analysis": AnalysisConfig}
 
 
 def _preset(name: str) -> dict[str, dict]:
@@ -35,13 +62,39 @@ def _preset(name: str) -> dict[str, dict]:
     return PRESETS[name]
 
 
-def _apply(base, overrides: dict):
+def _type_name(kind) -> str:
+    return getattr(kind, "__name__", str(kind).replace("typing.", ""))
+
+
+def _coerce(where: str, kind, value):
+    """`value` as the field type `kind` (int, float, bool, str, str | None, tuple[T, ...]), or a UserError."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where} must be a list of {_type_name(args[0])} (got {value!r})")
+        return tuple(_coerce(f"{where}[{i}]", args[0], v) for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):  # `str | None`
+        if value is None:
+            return None
+        kind = next(a for a in args if a is not type(None))
+    ok = (isinstance(value, bool) if kind is bool else
+          isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
+          isinstance(value, int) and not isinstance(value, bool) if kind is int else
+          isinstance(value, kind))
+    if not ok:
+        raise UserError(f"{where} must be {_type_name(kind)} (got {value!r})")
+    return float(value) if kind is float else value
+
+
+def _apply(base, overrides: dict, where: str = "setting"):
+    """`base` (a config dataclass) with `overrides` applied, each checked against its field's type."""
+    hints = typing.get_type_hints(type(base))
     known = {f.name for f in fields(base)}
     given = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(given) - known
+    unknown = sorted(set(given) - known)
     if unknown:
-        raise UserError(f"unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-    return replace(base, **given)
+        raise UserError(f"unknown {where} {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    return replace(base, **{k: _coerce(f"{where} {k!r}", hints[k], v) for k, v in given.items()})
 
 
 def data_config(preset: str = "default", **overrides) -> DataConfig:
@@ -55,3 +108,46 @@ def train_config(preset: str = "default", **overrides) -> TrainConfig:
 
 def analysis_config(preset: str = "default", **overrides) -> AnalysisConfig:
     return _apply(_apply(AnalysisConfig(), _preset(preset)["analysis"]), overrides)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything a study runs with; `train.strategy` is set per run by the study."""
+    preset: str
+    data: DataConfig
+    train: TrainConfig
+    analysis: AnalysisConfig
+
+
+def study_config(preset: str | None = None, file: Path | None = None) -> StudyConfig:
+    """The preset (or the file's `preset`, else `default`) with the file's sections applied."""
+    table: dict = {}
+    if file is not None:
+        file = Path(file)
+        if not file.is_file():
+            raise UserError(f"--config {file} does not exist or is not a file; give a TOML file")
+        try:
+            table = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"--config {file} is not valid TOML ({e}); fix the file") from None
+    unknown = sorted(set(table) - {"preset", *SECTIONS})
+    if unknown:
+        raise UserError(f"{file}: unknown section or key {unknown[0]!r}; "
+                        f"allowed: preset, {', '.join(f'[{s}]' for s in SECTIONS)}")
+    name = preset or table.get("preset") or "default"
+    if not isinstance(name, str):
+        raise UserError(f"{file}: preset must be a string naming one of {', '.join(PRESETS)}")
+    if preset and table.get("preset") not in (None, preset):
+        raise UserError(f"--preset {preset} disagrees with {file}'s preset {table['preset']!r}; give one of them")
+    sections = {}
+    for section, make in SECTIONS.items():
+        overrides = table.get(section, {})
+        if not isinstance(overrides, dict):
+            raise UserError(f"{file}: [{section}] must be a table of settings")
+        if section == "train" and "strategy" in overrides:
+            raise UserError(f"{file}: train.strategy cannot be set; a study trains both strategies")
+        where = f"{section} setting" if file is None else f"{file}: {section} setting"
+        sections[section] = _apply(_apply(make(), _preset(name)[section]), overrides, where)
+    sections["data"].validate()
+    sections["train"].validate()
+    return StudyConfig(name, **sections)

@@ -1,92 +1,225 @@
 """`factrecall study`: the paper's comparison in one command (SPEC §0, §11).
 
-Steps, each skipped when its output already exists for the same config (re-running resumes):
-data → Stage run → Mix run (each with its trace) → shared parameters of each → ablation of each
-→ `summary.json` (accuracies, headline numbers of every step, and the claims checked so far).
+Steps, in order, for both strategies where it applies:
+
+    data → train/{stage,mix} → shared → ablate → graft → heads (and neurons) → inspect → attention
+    → consistency → summary.json → report/index.html
+
+`manifest.json` records every finished step: a key hashing its settings and the output hashes of
+the steps it reads, and the sha256 of each file it wrote. Re-running the same command skips a step
+whose key matches and whose files are all there unchanged; anything else reruns it (training
+continues from its last checkpoint). A study directory holds one config (`study.json`); another
+config is refused unless `--force`, which starts over. One study at a time per directory (a lock).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
+import os
+import shutil
 import time
-from dataclasses import asdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from factrecall.analysis.ablation import ablate_run
+from factrecall.analysis.attention import attention_stats
+from factrecall.analysis.circuit import circuit_curves
+from factrecall.analysis.consistency import consistency_run
+from factrecall.analysis.graft import graft_run
+from factrecall.analysis.inspect import inspect_run
 from factrecall.analysis.shared import analyze_run
-from factrecall.artifacts import as_json, read_json, write_json
-from factrecall.claims import c1_accuracy, c2_shared_size, c3_concentration, c4_ablation
-from factrecall.data.generate import generate_dataset
+from factrecall.artifacts import as_json, read_json, sha256_files, write_json
+from factrecall.data.generate import DATA_FILES, generate_dataset
 from factrecall.errors import UserError
-from factrecall.presets import analysis_config, data_config, train_config
+from factrecall.presets import StudyConfig, study_config
+from factrecall.provenance import package_versions
+from factrecall.summary import summarize_study
 from factrecall.training.config import STRATEGIES
 from factrecall.training.loop import train
 
-HEADLINE_SHARED = ("k", "top_bio", "top_qa", "shared", "chance", "enrichment", "jaccard", "gini", "top_unit_share")
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(as_json(obj), sort_keys=True).encode()).hexdigest()
 
 
-def _train(out: Path, preset: str, strategy: str, force: bool) -> dict:
-    """Train (or resume, or reuse) one strategy's run; its accuracies for the summary."""
-    result = train(train_config(preset, strategy=strategy), out / "data", out / "runs" / strategy,
-                   resume=not force, force=force)
-    first_phase = next(iter(result["phases"].values()))
-    return {"qa_id": result["qa_id"]["accuracy"], "qa_ood": result["qa_ood"]["accuracy"],
-            "bio": result["bio"]["accuracy"], "bio_after_bio_training": first_phase["bio"]["accuracy"]}
+class Manifest:
+    """`manifest.json`: {step: {key, files: {relative path: sha256}, seconds}} of finished steps."""
+
+    def __init__(self, root: Path):
+        self.root, self.path = root, root / "manifest.json"
+        self.steps: dict[str, dict] = read_json(self.path, "study manifest") if self.path.is_file() else {}
+
+    def key(self, step: str, settings, reads: tuple[str, ...]) -> str:
+        return _digest({"step": step, "settings": settings, "reads": {r: self.steps[r]["files"] for r in reads}})
+
+    def done(self, step: str, key: str) -> bool:
+        entry = self.steps.get(step)
+        return (entry is not None and entry["key"] == key and all(
+            (self.root / f).is_file() and sha256_files([self.root / f]) == h for f, h in entry["files"].items()))
+
+    def record(self, step: str, key: str, files: list[Path], seconds: float) -> None:
+        self.steps[step] = {"key": key, "files": {str(f.relative_to(self.root)): sha256_files([f]) for f in files},
+                            "seconds": round(seconds, 1)}
+        write_json(self.path, self.steps)
 
 
-def _ablate(run: Path, cfg) -> dict:
-    """The run's ablation.json, recomputed unless it was made with the same settings."""
-    path = run / "analysis" / "ablation.json"
-    done = read_json(path, "ablation") if path.is_file() else None
-    same = done is not None and (done["k"], done["seeds"], done["eval_people"]) == (
-        cfg.ablation_k, cfg.ablation_seeds, cfg.ablation_eval_people)
-    return done if same else ablate_run(run, cfg.ablation_k, cfg.ablation_seeds, cfg.ablation_eval_people)
-
-
-def _ablation_headline(a: dict) -> dict:
-    """Accuracy drops per set (the shared set's, and the mean over seeds of the others)."""
-    return {"k": a["k"], "unablated": a["unablated"], "shared": a["shared"]["drop"],
-            **{name: a[name]["mean_drop"] for name in ("random", "top_bio_only", "top_qa_only")}}
-
-
-def run_study(out: Path, preset: str = "default", force: bool = False, log=print) -> dict:
-    out = Path(out)
-    data_cfg, analysis_cfg = data_config(preset), analysis_config(preset)
-    record = as_json({"preset": preset, "data": asdict(data_cfg), "train": asdict(train_config(preset)),
-                      "analysis": asdict(analysis_cfg)})
-    if (out / "study.json").is_file() and not force:
-        if read_json(out / "study.json", "study config") != record:
-            raise UserError(f"--out {out} holds a study with a different config; use another directory or --force")
-    elif out.exists() and any(out.iterdir()) and not force:
-        raise UserError(f"--out {out} is not empty and holds no study; choose another directory or pass --force")
+@contextmanager
+def study_lock(out: Path) -> Iterator[None]:
+    """Hold `out/.lock` (an OS file lock: a killed process releases it, so a stale lock never blocks)."""
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "study.json", record)
+    with open(out / ".lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise UserError(f"another study is running in {out} (pid {f.read().strip() or '?'}); wait for it "
+                            f"to finish or use another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
-    t0 = time.perf_counter()
-    if force or not (out / "data" / "meta.json").is_file():
-        generate_dataset(data_cfg, out / "data")
-    log(f"data      {time.perf_counter() - t0:6.1f}s  {out / 'data'}")
-    accuracy, shared, ablation = {}, {}, {}
-    for strategy in STRATEGIES:
+
+def _prepare(out: Path, config: StudyConfig, force: bool) -> None:
+    """Check `out` against the config (or start it over with `force`) and write `study.json`."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory")
+    record = as_json(asdict(config))
+    if force:
+        for child in out.iterdir():
+            if child.name != ".lock":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    elif (out / "study.json").is_file():
+        if read_json(out / "study.json", "study record").get("config") != record:
+            raise UserError(f"--out {out} holds a study with a different config; use another directory "
+                            f"or --force to start it over")
+    elif any(c.name != ".lock" for c in out.iterdir()):
+        raise UserError(f"--out {out} is not empty and holds no study; choose another directory or pass --force")
+    write_json(out / "study.json", {"config": record, "provenance": package_versions()})
+
+
+def _files(*paths: Path) -> list[Path]:
+    return [p for p in paths if p.is_file()]
+
+
+def run_study(out: Path, preset: str | None = None, config_file: Path | None = None, force: bool = False,
+              log: Callable[[str], None] = print) -> dict:
+    """Run (or resume) every step; writes `summary.json` and `report/index.html`; returns the summary."""
+    from factrecall.report.build import build_report
+
+    out = Path(out)
+    config = study_config(preset, config_file)
+    a = config.analysis
+    with study_lock(out):
+        _prepare(out, config, force)
+        manifest = Manifest(out)
+
+        def step(name: str, settings, reads: tuple[str, ...], work: Callable[[], list[Path]],
+                 headline: Callable[[], str]) -> None:
+            key = manifest.key(name, settings, reads)
+            t0 = time.perf_counter()
+            if manifest.done(name, key):
+                log(f"{name:<22} done        {headline()}")
+                return
+            files = work()
+            manifest.record(name, key, files, time.perf_counter() - t0)
+            log(f"{name:<22} {time.perf_counter() - t0:6.1f}s     {headline()}")
+
+        data = out / "data"
+        step("data", asdict(config.data), (),
+             lambda: (generate_dataset(config.data, data), _files(data / "meta.json", *(data / f for f in DATA_FILES)))[1],
+             lambda: f"{read_json(data / 'meta.json', 'dataset meta')['counts']}")
+        for strategy in STRATEGIES:
+            run = out / "runs" / strategy
+            cfg = replace(config.train, strategy=strategy)
+
+            def train_step(cfg=cfg, run=run, strategy=strategy) -> list[Path]:
+                # an unfinished run continues from its checkpoint; a finished one whose files changed retrains
+                train(cfg, data, run, resume=True, force=f"train/{strategy}" in manifest.steps)
+                return _files(run / "eval.json", run / "trace.safetensors", *sorted((run / "model").glob("*")))
+
+            step(f"train/{strategy}", asdict(cfg), ("data",), train_step, lambda run=run: _accuracy(run))
+
+        for strategy in STRATEGIES:
+            run, reads = out / "runs" / strategy, (f"train/{strategy}",)
+            step(f"shared/{strategy}", [a.k, a.sweep], reads,
+                 lambda run=run: (analyze_run(run, a.k, a.sweep), _files(*sorted((run / "shared").glob("*"))))[1],
+                 lambda run=run: _shared_line(run))
+            step(f"ablate/{strategy}", [a.ablation_k, a.ablation_seeds, a.ablation_eval_people], reads,
+                 lambda run=run: (ablate_run(run, a.ablation_k, a.ablation_seeds, a.ablation_eval_people),
+                                  _files(run / "analysis" / "ablation.json"))[1],
+                 lambda run=run: _ablation_line(run))
+            step(f"graft/{strategy}", [a.graft_sparsity, a.graft_steps, a.graft_lr, a.graft_eval_people],
+                 (*reads, f"shared/{strategy}"),
+                 lambda run=run: (graft_run(run, a.graft_sparsity, a.graft_steps, a.graft_lr,
+                                            eval_people=a.graft_eval_people),
+                                  _files(run / "analysis" / "graft.json", run / "analysis" / "graft_mask.safetensors"))[1],
+                 lambda run=run: _graft_line(run))
+            step(f"heads/{strategy}", [a.k, a.heads_on, a.heads_eval_people, a.neuron_points],
+                 (*reads, f"graft/{strategy}"), lambda run=run: _heads(run, a), lambda run=run: _heads_line(run, a))
+            step(f"inspect/{strategy}", [], (*reads, f"heads/{strategy}"),
+                 lambda run=run: _inspect(run), lambda: "attention pattern and logit lens")
+            step(f"attention/{strategy}", [a.attention_people], reads,
+                 lambda run=run: (attention_stats(run, people=a.attention_people),
+                                  _files(run / "analysis" / "attention.json"))[1],
+                 lambda: "attention shares per head")
+            step(f"consistency/{strategy}", [a.consistency_people], reads,
+                 lambda run=run: (consistency_run(run, people=a.consistency_people),
+                                  _files(run / "analysis" / "consistency.json"))[1],
+                 lambda: "BIO–QA consistency per layer")
+
+        summary = summarize_study(out)
+        write_json(out / "summary.json", summary)
         t0 = time.perf_counter()
-        a = accuracy[strategy] = _train(out, preset, strategy, force)
-        log(f"{strategy:<9} {time.perf_counter() - t0:6.1f}s  ID-QA {a['qa_id']:.3f}  OOD-QA {a['qa_ood']:.3f}  "
-            f"BIO {a['bio']:.3f}")
-    for strategy in STRATEGIES:
-        t0 = time.perf_counter()
-        s = shared[strategy] = analyze_run(out / "runs" / strategy, analysis_cfg.k, analysis_cfg.sweep)
-        log(f"shared    {time.perf_counter() - t0:6.1f}s  {strategy}: |Shared| {s['shared']} at k={s['k']:g}% "
-            f"(enrichment {s['enrichment']:.1f}), Gini heads {s['gini']['heads']:.2f}")
-    for strategy in STRATEGIES:
-        t0 = time.perf_counter()
-        d = ablation[strategy] = _ablate(out / "runs" / strategy, analysis_cfg)
-        log(f"ablate    {time.perf_counter() - t0:6.1f}s  {strategy}: OOD-QA drop shared "
-            f"{d['shared']['drop']['qa_ood']:+.3f}, random {d['random']['mean_drop']['qa_ood']:+.3f} (k={d['k']:g}%)")
-    summary = {
-        "preset": preset,
-        "accuracy": accuracy,
-        "shared": {st: {key: shared[st][key] for key in HEADLINE_SHARED} for st in STRATEGIES},
-        "ablation": {st: _ablation_headline(ablation[st]) for st in STRATEGIES},
-        "claims": [c1_accuracy(accuracy), c2_shared_size(shared), c3_concentration(shared), c4_ablation(ablation)],
-    }
-    write_json(out / "summary.json", summary)
+        report = build_report(out)
+        log(f"{'report':<22} {time.perf_counter() - t0:6.1f}s     {report}")
     return summary
+
+
+def _heads(run: Path, a) -> list[Path]:
+    suffix = "-grafted" if a.heads_on == "grafted" else ""
+    circuit_curves(run, "head", k=a.k, eval_people=a.heads_eval_people, on=a.heads_on)
+    circuit_curves(run, "neuron", k=a.k, eval_people=a.heads_eval_people, points=a.neuron_points, on=a.heads_on)
+    return _files(run / "analysis" / f"heads{suffix}.json", run / "analysis" / f"neurons{suffix}.json")
+
+
+def _inspect(run: Path) -> list[Path]:
+    inspect_run(run)
+    return _files(*sorted((run / "analysis" / "inspect").glob("*")))
+
+
+def _accuracy(run: Path) -> str:
+    e = read_json(run / "eval.json", "final evaluation")
+    return "  ".join(f"{m} {e[m]['accuracy']:.3f}" for m in ("qa_id", "qa_ood", "bio"))
+
+
+def _shared_line(run: Path) -> str:
+    s = read_json(run / "shared" / "shared.json", "shared parameters")
+    return f"|Shared| {s['shared']} at k={s['k']:g}% (enrichment {s['enrichment']:.1f}), Gini heads {s['gini']['heads']:.2f}"
+
+
+def _ablation_line(run: Path) -> str:
+    d = read_json(run / "analysis" / "ablation.json", "ablation")
+    return (f"OOD-QA drop shared {d['shared']['drop']['qa_ood']:+.3f}, random {d['random']['mean_drop']['qa_ood']:+.3f}"
+            f" (k={d['k']:g}%)")
+
+
+def _graft_line(run: Path) -> str:
+    g = read_json(run / "analysis" / "graft.json", "graft")
+    acc = g["graft"]["accuracy"]
+    return f"|γ|₀ {g['graft']['size']} of {g['parameters']}, grafted ID {acc['qa_id']:.3f} OOD {acc['qa_ood']:.3f}"
+
+
+def _heads_line(run: Path, a) -> str:
+    suffix = "-grafted" if a.heads_on == "grafted" else ""
+    h = read_json(run / "analysis" / f"heads{suffix}.json", "heads")
+    m = h["metrics"]["shared_size"]
+    return f"shared_size heads: minimal sufficient {m['minimal_sufficient']}, critical {m['critical']} of {h['units']}"

@@ -1,4 +1,4 @@
-"""Settings of a study's analyses (shared parameters, ablation)."""
+"""Settings of a study's analyses: shared parameters, ablation, grafting, heads, inspection."""
 
 from __future__ import annotations
 
@@ -12,3 +12,12 @@ class AnalysisConfig:
     ablation_k: float = 5.0  # k of the ablated shared set (at k=1 the default model loses < 0.01 either way)
     ablation_seeds: int = 3
     ablation_eval_people: int = 0  # people per split evaluated in ablation; 0 = all
+    graft_sparsity: float = 0.01  # base patch: top fraction of |θ_ft − θ_pre|
+    graft_steps: int = 20
+    graft_lr: float = 1e7
+    graft_eval_people: int = 0
+    heads_on: str = "finetuned"  # or "grafted"
+    heads_eval_people: int = 100  # the fixed evaluation subset of the head and neuron curves
+    neuron_points: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # fractions of neurons
+    attention_people: int = 500  # people in the aggregate attention statistics
+    consistency_people: int = 200  # people in the representation consistency

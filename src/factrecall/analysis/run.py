@@ -19,7 +19,8 @@ def model_config(run: Path, which: str = "model"):
     """The HF config of `run/<which>` (model = θ_ft, base = θ_pre)."""
     path = Path(run) / which
     if not (path / "config.json").is_file():
-        raise UserError(f"{run} has no trained {which}/ directory; run 'factrecall train --out {run}' first")
+        raise UserError(f"{run} has no trained {which}/ directory; run 'factrecall train --out {run}' first "
+                        f"(or --resume it if it was interrupted)")
     config = AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=True)
     adapter_for(config)
     return config
@@ -74,6 +75,7 @@ def load_pair(run: Path, purpose: str):
     `purpose` completes the error message when base/ is missing ("ablation resets entries to it").
     """
     run = Path(run)
+    model_config(run)  # a trained model/ of a supported family
     if not (run / "base" / "config.json").is_file():
         raise UserError(f"{run} has no base/ (θ_pre); {purpose}, so retrain the run")
     model, tokenizer = load_model(run / "model")

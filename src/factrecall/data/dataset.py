@@ -36,11 +36,19 @@ class Dataset:
         return (self.path / "vocabulary.txt").read_text(encoding="utf-8").splitlines()
 
 
+_TYPES = {"person_id": int, "bio_index": int, "answer_start": int, "spans": dict}  # every other key: str
+
+
 def _check_rows(path: Path, rows: list[dict], keys: tuple[str, ...]) -> None:
     for number, row in enumerate(rows, start=1):
         missing = [k for k in keys if k not in row]
         if missing:
             raise UserError(f"{path}:{number}: missing key(s) {', '.join(missing)}; regenerate the dataset")
+        for key in keys:
+            kind = _TYPES.get(key, str)
+            if not isinstance(row[key], kind) or isinstance(row[key], bool):
+                raise UserError(f"{path}:{number}: {key} must be {kind.__name__}, got {row[key]!r}; "
+                                f"regenerate the dataset")
         if row["split"] not in ("id", "ood"):
             raise UserError(f"{path}:{number}: split must be 'id' or 'ood', got {row['split']!r}")
 
@@ -64,7 +72,12 @@ def load_dataset(path: Path) -> Dataset:
     people = tables["people.jsonl"]
     if not people:
         raise UserError(f"{path / 'people.jsonl'} holds no people; regenerate the dataset")
-    split_of = {p["person_id"]: p["split"] for p in people}
+    split_of: dict[int, str] = {}
+    for number, person in enumerate(people, start=1):
+        if person["person_id"] in split_of:
+            raise UserError(f"{path / 'people.jsonl'}:{number}: person {person['person_id']} appears twice; "
+                            f"a person belongs to one split, regenerate the dataset")
+        split_of[person["person_id"]] = person["split"]
     for name in ("bio.jsonl", "qa.jsonl"):
         for number, row in enumerate(tables[name], start=1):
             if split_of.get(row["person_id"]) != row["split"]:

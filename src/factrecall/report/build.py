@@ -1,0 +1,105 @@
+"""`report/index.html` of a study: one self-contained page (figures inline as PNG data, no external
+files, no network), plus every figure as PNG and PDF under `report/figures/`.
+
+Built from the study's artifacts only, so `factrecall report --study DIR` rebuilds it at any time.
+Every string from data or configs goes through Jinja2's autoescaping.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import jinja2
+import matplotlib.pyplot as plt
+import numpy as np
+
+from factrecall.analysis.shared import layer_of, load_masks, module_of
+from factrecall.artifacts import read_json, read_jsonl, write_bytes
+from factrecall.errors import UserError
+from factrecall.report import figures
+from factrecall.summary import study_artifacts
+from factrecall.training.config import STRATEGIES
+
+
+def _layer_module_grid(mask_file: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """Shared entries per (layer, module) from a run's shared mask file."""
+    counts: dict[tuple[str, str], int] = {}
+    for name, m in load_masks(mask_file, "shared").items():
+        key = (layer_of(name), module_of(name))
+        counts[key] = counts.get(key, 0) + int(m.sum())
+    layers = sorted({k[0] for k in counts}, key=lambda x: (not x.isdigit(), int(x) if x.isdigit() else 0, x))
+    modules = sorted({k[1] for k in counts})
+    grid = np.array([[counts.get((layer, module), 0) for module in modules] for layer in layers], dtype=float)
+    return layers, modules, grid
+
+
+def _save(fig, folder: Path, name: str) -> str:
+    """Write `name`.png and .pdf; return the PNG as a data URI."""
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
+    pdf = io.BytesIO()
+    fig.savefig(pdf, format="pdf")
+    plt.close(fig)
+    write_bytes(folder / f"{name}.png", png.getvalue())
+    write_bytes(folder / f"{name}.pdf", pdf.getvalue())
+    return "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+
+
+def build_report(study: Path) -> Path:
+    """Write `study/report/index.html` (and `report/figures/*.png|pdf`); returns the page's path."""
+    study = Path(study)
+    if not (study / "summary.json").is_file():
+        raise UserError(f"{study} has no summary.json; run 'factrecall study --out {study}' first")
+    summary = read_json(study / "summary.json", "study summary")
+    record = read_json(study / "study.json", "study record")
+    art = study_artifacts(study)
+    runs = {s: study / "runs" / s for s in STRATEGIES}
+    folder = study / "report" / "figures"
+
+    sections = []  # (title, caption, data URI)
+
+    def add(name: str, title: str, caption: str, fig) -> None:
+        sections.append({"id": name, "title": title, "caption": caption, "src": _save(fig, folder, name)})
+
+    acc = summary["accuracy"]
+    add("accuracy", "Fact recall: Stage vs Mix", "Exact-match accuracy of the final models on trained (ID) "
+        "and held-out (OOD) questions and on the biographies (Fig. 1a).", figures.accuracy(acc))
+    add("training", "Training curves", "Periodic evaluations on a subset of people; the dashed line marks "
+        "Stage's switch from BIO to QA.", figures.training_curves(
+            {s: read_jsonl(runs[s] / "metrics.jsonl") for s in STRATEGIES}))
+    add("shared_sweep", "Shared parameters vs k", "|Top_BIO(k) ∩ Top_QA(k)| for a global and a per-tensor "
+        "threshold; chance is (k/100)²·P (Fig. 2a).", figures.shared_sweep(art["shared"]))
+    add("shared_heatmap", "Where the shared parameters sit", "Shared entries (global threshold, default k) "
+        "by layer and module.", figures.shared_heatmaps(
+            {s: _layer_module_grid(runs[s] / "shared" / "mask.safetensors") for s in STRATEGIES}))
+    add("concentration", "Concentration", "Shared entries per attention head and the Lorenz curve over MLP "
+        "neurons (claim C3).", figures.concentration(art["shared"]))
+    add("ablation", "Ablation", "Accuracy change after resetting each set to θ_pre; random and Top∖Shared "
+        "sets are size-matched, bars show the mean and spread over seeds (Fig. 2b).", figures.ablation(art["ablation"]))
+    add("grafting", "Grafting", "Size of the learned graft mask and the grafted model's accuracy, with the "
+        "magnitude-only base patch for comparison (Fig. 3b).", figures.grafting(art["graft"]))
+    add("heads", "Attention heads", "Sufficiency (keep θ_ft only in the top-n heads), criticality (reset the "
+        "top-n heads) and the fraction of parameters reset, per ranking metric (Fig. 4a–c).",
+        figures.circuit(art["heads"], "head"))
+    add("neurons", "MLP neurons", "The same curves for MLP neurons.", figures.circuit(art["neurons"], "neuron"))
+    add("attention", "Attention on subject and relation", "Share of the final token's attention on the "
+        "subject's and the relation's tokens, per head, BIO vs QA (Fig. 5, aggregate).",
+        figures.attention(art["attention"]))
+    add("consistency", "BIO–QA consistency", "Per layer: cosine between the BIO and QA trace directions, "
+        "and between hidden states of the same fact in BIO and QA form (claim C7).",
+        figures.consistency(art["consistency"]))
+
+    inspections = [{"strategy": s, "html": (runs[s] / "analysis" / "inspect" / "inspect.html").read_text(
+        encoding="utf-8")} for s in STRATEGIES if (runs[s] / "analysis" / "inspect" / "inspect.html").is_file()]
+    env = jinja2.Environment(loader=jinja2.PackageLoader("factrecall", "report"), autoescape=True)
+    page = env.get_template("template.html").render(
+        study=str(study), summary=summary, sections=sections, inspections=inspections,
+        config=json.dumps(record["config"], indent=2, ensure_ascii=False),
+        provenance=json.dumps(record.get("provenance", {}), indent=2, ensure_ascii=False),
+        manifest=read_json(study / "manifest.json", "study manifest") if (study / "manifest.json").is_file() else {})
+    out = study / "report" / "index.html"
+    write_bytes(out, page.encode("utf-8"))
+    return out

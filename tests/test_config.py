@@ -1,0 +1,78 @@
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from factrecall.errors import UserError
+from factrecall.presets import PRESETS, study_config
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return path
+
+
+def test_config_file_overrides_the_preset(tmp_path):
+    path = _write(tmp_path, 'preset = "smoke"\n[data]\npeople = 30\n[train]\nlr = 1\n'
+                            '[analysis]\nsweep = [0.5, 2]\nheads_on = "grafted"\n')
+    c = study_config(None, path)
+    assert c.preset == "smoke" and c.data.people == 30 and c.data.bios_per_person == 2  # the rest from smoke
+    assert c.train.lr == 1.0 and isinstance(c.train.lr, float)  # an int is a valid float
+    assert c.analysis.sweep == (0.5, 2.0) and c.analysis.heads_on == "grafted"
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_resolves_and_validates(name):
+    c = study_config(name)
+    assert c.preset == name and c.train.model
+    assert c.data.people >= 2
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[train]\nlrr = 1\n", "unknown .*train setting 'lrr'; known: .*lr"),
+    ("[train]\nlr = 'fast'\n", "train setting 'lr' must be float"),
+    ("[data]\npeople = 1.5\n", "data setting 'people' must be int"),
+    ("[data]\npermute = 1\n", "data setting 'permute' must be bool"),
+    ("[analysis]\nsweep = 1\n", "analysis setting 'sweep' must be a list of float"),
+    ("[analysis]\nsweep = [1, 'x']\n", r"analysis setting 'sweep'\[1\] must be float"),
+    ("[model]\nname = 'x'\n", "unknown section or key 'model'"),
+    ("[train]\nstrategy = 'mix'\n", "train.strategy cannot be set"),
+    ("preset = 'paper'\n", "unknown preset 'paper'; choose one of default, smoke"),
+    ("[data]\npeople = 1\n", "--people must be at least 2"),
+    ("[train\n", "is not valid TOML"),
+    ("train = 3\n", r"\[train\] must be a table"),
+])
+def test_bad_config_files_name_the_key(tmp_path, text, message):
+    with pytest.raises(UserError, match=message):
+        study_config(None, _write(tmp_path, text))
+
+
+def test_missing_config_file_and_conflicting_preset(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        study_config(None, tmp_path / "nope.toml")
+    with pytest.raises(UserError, match="disagrees"):
+        study_config("default", _write(tmp_path, 'preset = "smoke"\n'))
+
+
+_values = st.one_of(st.integers(-5, 5), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=5), st.booleans(),
+                    st.lists(st.integers(0, 3), max_size=3))
+
+
+@settings(max_examples=60, deadline=None)
+@given(section=st.sampled_from(["data", "train", "analysis"]),
+       key=st.sampled_from(["people", "lr", "seed", "sweep", "permute", "model", "heads_on", "graft_steps"]),
+       value=_values)
+def test_any_config_value_is_accepted_or_refused_cleanly(tmp_path_factory, section, key, value):
+    """Whatever a file holds, the result is a config or a UserError, never another exception."""
+    import json
+    import tomllib
+
+    path = tmp_path_factory.mktemp("cfg") / "c.toml"
+    path.write_text(f"[{section}]\n{key} = {json.dumps(value, ensure_ascii=False)}\n")  # JSON scalars and lists are TOML too
+    assert tomllib.loads(path.read_text())[section][key] == value
+    try:
+        c = study_config(None, path)
+    except UserError as e:
+        assert "\n" not in str(e)
+    else:
+        assert getattr(getattr(c, section), key) == (tuple(value) if isinstance(value, list) else value)
