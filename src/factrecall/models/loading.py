@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from factrecall.errors import UserError
@@ -34,6 +35,9 @@ def load_model(path: Path, attn_implementation: str | None = None):
             path, use_safetensors=True, trust_remote_code=False, local_files_only=True,
             attn_implementation=attn_implementation)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=True)
+    except SafetensorError as e:
+        raise UserError(f"model directory {path}: its .safetensors weights are damaged or truncated ({e}); "
+                        f"copy or save the model again") from None
     except (ValueError, OSError, RuntimeError) as e:
         raise UserError(f"model directory {path} is not loadable ({str(e).splitlines()[0]}); "
                         f"check that its weights, config and tokenizer belong together") from None
