@@ -133,3 +133,33 @@ def test_consistency_run(runs):
     assert gradient["logged"] == sum("grad_cosine" in r for r in _steps(run)) and "by_layer" in gradient
     with pytest.raises(UserError, match="at least 2"):
         consistency_run(run, people=1)
+
+
+def test_gradient_probe_equals_autograd(runs, small_data):
+    from factrecall.analysis.consistency import gradient_probe
+    from factrecall.analysis.readout import analysis_model
+
+    model, tok = analysis_model(runs / "on")
+    ds = load_dataset(small_data)
+    result = gradient_probe(model, tok, ds, 2)
+    names = set(tracked_parameter_names(model))
+    params = {n: p for n, p in model.named_parameters() if n in names}
+
+    def grads(**batch):
+        return dict(zip(params, torch.autograd.grad(model(**batch).loss, list(params.values()))))
+
+    g_bio, g_qa = [], []
+    for person in ds.people[:2]:
+        bio = encode_bio(tok, next(b for b in ds.bios if b["person_id"] == person["person_id"]))
+        ids = torch.tensor([bio.input_ids])
+        labels = torch.full_like(ids, -100)
+        for s, e in bio.spans:  # the six values only
+            labels[0, s:e] = ids[0, s:e]
+        g_bio.append(grads(input_ids=ids, labels=labels))
+        g_qa.append(grads(**collate([encode_qa(tok, q) for q in ds.qa if q["person_id"] == person["person_id"]],
+                                    tok.pad_token_id)))
+    matched = [_cos_by_layer(g_bio[i], g_qa[i]) for i in range(2)]
+    mismatched = _cos_by_layer(g_bio[0], g_qa[1])
+    for layer in matched[0]:
+        assert abs(result["all"]["matched"][layer] - (matched[0][layer] + matched[1][layer]) / 2) < 1e-5
+        assert abs(result["all"]["mismatched"][layer] - mismatched[layer]) < 1e-5

@@ -13,6 +13,11 @@
 * **Gradient consistency** (logged during training with `grad_consistency`): per layer, the cosine
   between the BIO and the QA gradient of the same or nearby optimizer steps (`training/consistency.py`),
   summarised from `metrics.jsonl`. Stage never has both tasks in one phase, so it logs none.
+  Those gradients come from different people, so they are nearly orthogonal; the **gradient probe**
+  asks about the same facts instead: at the analysed model, per person, the cosine between the
+  gradient of the loss on the six values in the person's first bio and the gradient of the answer
+  loss on the person's six questions, per layer over the traced tensors; `mismatched` pairs a
+  person's BIO gradient with the next person's QA gradient. Defined for Stage and Mix alike.
 
 Written to `RUN/analysis/consistency.json`; running it on the Mix and the Stage run gives C7.
 """
@@ -30,8 +35,9 @@ from factrecall.analysis.readout import ON, analysis_model, read
 from factrecall.analysis.run import load_trace, model_config, run_dataset
 from factrecall.analysis.shared import layer_of, split_trace
 from factrecall.artifacts import read_jsonl, write_json
-from factrecall.encode import pad_id
+from factrecall.encode import IGNORE, collate, encode_bio, encode_qa, pad_id
 from factrecall.errors import UserError
+from factrecall.models.adapters import tracked_parameter_names
 
 POSITIONS = ("subject", "answer")
 
@@ -111,6 +117,60 @@ def trace_direction(run: Path) -> dict:
     return {"by_layer": {k: cos(*sums[k]) for k in layers}, "all": cos(*total)}
 
 
+def _layer_gradients(model, params: dict[str, torch.nn.Parameter], batch: dict) -> dict[str, torch.Tensor]:
+    """{layer: flat gradient of the batch's token loss over the layer's traced tensors}."""
+    model.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        model(**batch).loss.backward()
+    by_layer: dict[str, list[torch.Tensor]] = {}
+    for name, p in params.items():
+        by_layer.setdefault(layer_of(name), []).append(p.grad.flatten().double())
+    return {layer: torch.cat(parts) for layer, parts in by_layer.items()}
+
+
+def _layer_cosines(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {k: float(torch.nn.functional.cosine_similarity(a[k], b[k], dim=0)) for k in a}
+
+
+def gradient_probe(model, tokenizer, dataset, people: int) -> dict:
+    """Per split (all, id, ood): mean matched and mismatched cosine of BIO-value and QA-answer gradients per layer."""
+    params = {n: p for n, p in model.named_parameters() if n in set(tracked_parameter_names(model))}
+    pad, device = pad_id(tokenizer), next(model.parameters()).device
+    first_bio, questions = {}, {}
+    for b in dataset.bios:
+        first_bio.setdefault(b["person_id"], b)
+    for q in dataset.qa:
+        questions.setdefault(q["person_id"], []).append(q)
+    chosen = dataset.people[:people]
+    rows: list[tuple[str, str, dict[str, float]]] = []  # (split, matched|mismatched, {layer: cos})
+    previous_bio = None
+    for person in tqdm(chosen, desc="gradient probe", leave=False):
+        bio = encode_bio(tokenizer, first_bio[person["person_id"]])
+        batch = collate([bio], pad)
+        labels = torch.full_like(batch["labels"], IGNORE)
+        for s, e in bio.spans:  # the loss on the six values only: the facts, as the QA answers are
+            labels[0, s:e] = batch["input_ids"][0, s:e]
+        g_bio = _layer_gradients(model, params, {k: v.to(device) for k, v in {**batch, "labels": labels}.items()})
+        encoded = [encode_qa(tokenizer, q) for q in questions[person["person_id"]]]
+        g_qa = _layer_gradients(model, params, {k: v.to(device) for k, v in collate(encoded, pad).items()})
+        rows.append((person["split"], "matched", _layer_cosines(g_bio, g_qa)))
+        if previous_bio is not None:
+            rows.append((previous_bio[0], "mismatched", _layer_cosines(previous_bio[1], g_qa)))
+        previous_bio = (person["split"], g_bio)
+    model.zero_grad(set_to_none=True)
+    result = {}
+    for split in ("all", "id", "ood"):
+        table = {}
+        for kind in ("matched", "mismatched"):
+            values = [v for s, k, v in rows if k == kind and split in ("all", s)]
+            if values:
+                table[kind] = {layer: sum(v[layer] for v in values) / len(values) for layer in values[0]}
+        if len(table) == 2:
+            table["gap"] = {k: table["matched"][k] - table["mismatched"][k] for k in table["matched"]}
+            result[split] = table
+    return result
+
+
 def gradient_summary(run: Path) -> dict:
     """Mean of the per-layer gradient cosines logged in `metrics.jsonl` (rows with `grad_cosine`)."""
     path = Path(run) / "metrics.jsonl"
@@ -125,7 +185,8 @@ def gradient_summary(run: Path) -> dict:
             "all": sum(r["all"] for r in rows) / len(rows)}
 
 
-def consistency_run(run: Path, people: int = 500, on: str = "finetuned", batch_size: int = 64) -> dict:
+def consistency_run(run: Path, people: int = 500, on: str = "finetuned", batch_size: int = 64,
+                    probe_people: int = 100) -> dict:
     """Representation, trace-direction and logged gradient consistency of a run; writes analysis/consistency.json.
 
     Called by the study's consistency step (and `factrecall consistency --run DIR --people N`).
@@ -134,11 +195,15 @@ def consistency_run(run: Path, people: int = 500, on: str = "finetuned", batch_s
     if on not in ON:
         raise UserError(f"--on {on!r} is not one of {', '.join(ON)}")
     model_config(run)
+    if probe_people < 2:
+        raise UserError(f"--probe-people must be at least 2 (got {probe_people})")
     dataset = run_dataset(run)
     model, tokenizer = analysis_model(run, on)
     result = {"run": str(run), "on": on, "people": min(people, len(dataset.people)),
               "representation": representation_consistency(model, tokenizer, dataset, people, batch_size),
               "trace_direction": trace_direction(run) if (run / "trace.safetensors").is_file() else None,
-              "gradient": gradient_summary(run)}
+              "gradient": gradient_summary(run),
+              "gradient_probe": {"people": min(probe_people, len(dataset.people)),
+                                 **gradient_probe(model, tokenizer, dataset, probe_people)}}
     write_json(run / "analysis" / "consistency.json", result)
     return result
