@@ -98,6 +98,9 @@ CASES = [
         ["eval", "--model", t / "m", "--data", d, "--out", t / "e.json"])[-1], "not a readable safetensors|damaged"),
     ("train-out-holds-other-run", lambda t, d, r: ["train", "--data", d, "--out", _with_run(t, r), "--strategy",
                                                    "stage", "--preset", "smoke"], "already holds a run"),
+    ("resume-finished-run-with-other-config", lambda t, d, r: [
+        "train", "--data", d, "--out", _with_run(t, r), "--strategy", "mix", "--preset", "smoke", "--lr", 1,
+        "--resume"], "different config or dataset"),
     ("run-without-trace", lambda t, d, r: ((c := _with_run(t, r)) / "trace.safetensors").unlink() or
      ["shared", "--run", c], "no trace.safetensors"),
     ("trace-of-another-model", lambda t, d, r: (_trace_edit(c := _with_run(t, r), lambda tr: {
@@ -127,6 +130,16 @@ CASES = [
         (t / "d" / "meta.json").write_text(json.dumps({**json.loads((d / "meta.json").read_text()),
                                                        "content_hash": "0" * 64})),
         ["ablate", "--run", _with_run(t, r), "--data", t / "d"])[-1], "not the one .* was trained on"),
+    ("inspect-unknown-person", lambda t, d, r: ["inspect", "--run", _with_run(t, r), "--person", 4000],
+     "valid ids are 0–39"),
+    ("inspect-layer-out-of-range", lambda t, d, r: ["inspect", "--run", _with_run(t, r), "--layer", 7, "--head", 0],
+     r"head L7.H0 does not exist; layers are 0–1"),
+    ("inspect-head-out-of-range", lambda t, d, r: ["inspect", "--run", _with_run(t, r), "--layer", 1, "--head", 9],
+     r"head L1.H9 does not exist"),
+    ("inspect-run-without-model", lambda t, d, r: (shutil.rmtree((c := _with_run(t, r)) / "model"),
+                                                   ["inspect", "--run", c])[1], "no trained model"),
+    ("consistency-too-few-people", lambda t, d, r: ["consistency", "--run", _with_run(t, r), "--people", 1],
+     "at least 2"),
     ("unknown-study-preset", lambda t, d, r: ["study", "--out", t / "s", "--preset", "huge"],
      "unknown preset 'huge'; choose one of default, smoke"),
     ("study-config-unknown-key", lambda t, d, r: (t.joinpath("c.toml").write_text("[train]\nepochz = 3\n"),

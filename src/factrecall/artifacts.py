@@ -23,11 +23,16 @@ from safetensors.torch import load_file, save_file
 from factrecall.errors import UserError
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def _temporary_beside(path: Path, suffix: str = "") -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the artifact gets a normal file's mode
     tmp_path = Path(tmp)
     try:
         yield tmp_path

@@ -130,32 +130,41 @@ def c6_heads(heads: dict, neurons: dict) -> dict:
                   " (holds when shared_size ≤ every other metric on both and < random on one)")
 
 
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / max(len(values), 1)
+
+
 def consistency_headline(c: dict) -> dict:
-    """A run's consistency.json in a few numbers: trace-direction cosine over all traced entries, the
-    representation gap (matched − mismatched cosine, mean over layers 1..L, all people) per position,
-    and the mean logged gradient cosine where training logged one."""
-    rep = {p: sum(t["all"]["gap"][1:]) / max(len(t["all"]["gap"]) - 1, 1) for p, t in c["representation"].items()}
-    return {"trace_direction": (c.get("trace_direction") or {}).get("all"), "representation_gap": rep,
-            "gradient": c["gradient"].get("all")}
+    """A run's consistency.json in a few numbers (all people): the gradient probe's gap (matched − mismatched
+    cosine of a person's BIO-value and QA-answer gradients, mean over layers), the representation gap
+    (matched − mismatched hidden-state cosine, mean over layers 1..L) per position, the trace-direction
+    cosine over all traced entries, and the mean logged per-step gradient cosine where training logged one."""
+    probe = c.get("gradient_probe")
+    return {"gradient_probe_gap": _mean(probe["all"]["gap"].values()) if probe else None,
+            "representation_gap": {p: _mean(t["all"]["gap"][1:]) for p, t in c["representation"].items()},
+            "trace_direction": (c.get("trace_direction") or {}).get("all"),
+            "logged_gradient": c["gradient"].get("all")}
 
 
 def c7_consistency(consistency: dict) -> dict:
     """`consistency[strategy]` is a run's consistency.json.
 
-    Holds when Mix's BIO/QA trace directions agree more (cosine over all traced entries) and its
-    representation gap is larger at both positions. The per-step gradient cosine exists for Mix only
-    (Stage never has both tasks in one phase) and is reported, not compared."""
+    Holds when Mix is higher on the gradient probe and on the representation gap at both positions.
+    The trace-direction cosine and the logged per-step cosine (Mix only: Stage never has both tasks in
+    one phase; one micro-batch per step pairs different people) are reported, not judged."""
     h = {s: consistency_headline(consistency[s]) for s in ("mix", "stage")}
-    t_mix, t_stage = h["mix"]["trace_direction"], h["stage"]["trace_direction"]
-    trace_holds = t_mix is not None and t_stage is not None and t_mix > t_stage
+    fmt = (lambda v: "n/a" if v is None else f"{v:+.3f}")
+    g_mix, g_stage = h["mix"]["gradient_probe_gap"], h["stage"]["gradient_probe_gap"]
     positions = list(h["mix"]["representation_gap"])
-    rep_holds = all(h["mix"]["representation_gap"][p] > h["stage"]["representation_gap"][p] for p in positions)
+    holds = (g_mix is not None and g_stage is not None and g_mix > g_stage
+             and all(h["mix"]["representation_gap"][p] > h["stage"]["representation_gap"][p] for p in positions))
     rep = ", ".join(f"{p} Mix {h['mix']['representation_gap'][p]:+.3f} vs Stage "
                     f"{h['stage']['representation_gap'][p]:+.3f}" for p in positions)
-    fmt = (lambda v: "n/a" if v is None else f"{v:+.3f}")
-    grad = h["mix"]["gradient"]
-    evidence = (f"trace-direction cos(Δ_BIO, Δ_QA): Mix {fmt(t_mix)} vs Stage {fmt(t_stage)}; representation "
-                f"gap (matched − mismatched BIO/QA cosine, mean over layers): {rep}; Mix per-step gradient cosine "
-                f"{'not logged' if grad is None else f'{grad:+.3f}'} (holds when Mix is higher on the trace and "
-                f"at every position)")
-    return _claim("C7", trace_holds and rep_holds, evidence)
+    evidence = (f"gradient probe (cosine of a person's BIO-value and QA-answer gradients, matched − mismatched, "
+                f"mean over layers): Mix {fmt(g_mix)} vs Stage {fmt(g_stage)}; representation gap (matched − "
+                f"mismatched BIO/QA hidden-state cosine, mean over layers): {rep}; reported only: trace-direction "
+                f"cos(Δ_BIO, Δ_QA) Mix {fmt(h['mix']['trace_direction'])} vs Stage "
+                f"{fmt(h['stage']['trace_direction'])}, Mix logged per-step gradient cosine "
+                f"{fmt(h['mix']['logged_gradient'])} (holds when Mix is higher on the probe and at every position)")
+    return _claim("C7", holds, evidence)

@@ -82,6 +82,8 @@ def train_command(
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Steps between checkpoints.")] = None,
     trace: Annotated[bool, typer.Option("--trace/--no-trace", help="Record the cross-task gradient trace.")] = True,
     trace_mode: Annotated[Optional[str], typer.Option(help="signed or abs.")] = None,
+    grad_consistency: Annotated[Optional[int], typer.Option(
+        help="Every N steps, log the per-layer cosine of the latest BIO and QA gradients; 0 = off.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     force: Annotated[bool, typer.Option(help="Replace a run in --out.")] = False,
 ):
@@ -93,7 +95,7 @@ def train_command(
                        bio_epochs=bio_epochs or epochs, qa_epochs=qa_epochs or epochs, max_steps=max_steps,
                        bio_batch_size=batch_size, qa_batch_size=qa_batch_size, grad_accum=grad_accum, lr=lr,
                        qa_phase_lr=qa_phase_lr, eval_every=eval_every, checkpoint_every=checkpoint_every,
-                       trace=trace, trace_mode=trace_mode)
+                       trace=trace, trace_mode=trace_mode, grad_consistency=grad_consistency)
     result = train(cfg, data, out, resume=resume, force=force)
     if int(os.environ.get("RANK", "0")) == 0:  # one report under torchrun / accelerate launch
         typer.echo(_accuracy_line(result))
@@ -211,6 +213,46 @@ def heads_command(
         for metric, v in r["metrics"].items():
             typer.echo(f"  {metric:<12} minimal sufficient n = {v['minimal_sufficient']}, critical n = {v['critical']}")
     typer.echo(f"written to {run / 'analysis'}")
+
+
+@app.command("inspect")
+def inspect_command(
+    run: RunDir,
+    person: Annotated[Optional[int], typer.Option(help="Person id (default: the first OOD person).")] = None,
+    layer: Annotated[Optional[int], typer.Option(help="Layer of the head (default: the top shared_size head).")] = None,
+    head: Annotated[Optional[int], typer.Option(help="Head within the layer (give with --layer).")] = None,
+    attribute: Annotated[str, typer.Option(help="The fact to look at.")] = "birth_city",
+    on: Annotated[str, typer.Option(help="finetuned (θ_ft) or grafted (θ_pre + γ⊙Δ).")] = "finetuned",
+    aggregate: Annotated[int, typer.Option(help="Also the attention shares over this many people; 0 = off.")] = 0,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the figures (default RUN/analysis/inspect).")] = None,
+):
+    """Attention pattern, logit lens and direct head contribution for one person, BIO vs QA (SPEC §9, Fig. 5)."""
+    from factrecall.analysis.attention import attention_stats
+    from factrecall.analysis.inspect import inspect_run
+
+    r = inspect_run(run, person, layer, head, on=on, attribute=attribute, out=out)
+    typer.echo(f"person {r['person']['person_id']} ({r['person']['name']}), head L{r['layer']}.H{r['head']}: "
+               f"written to {out or run / 'analysis' / 'inspect'}")
+    if aggregate:
+        a = attention_stats(run, people=aggregate, on=on)
+        typer.echo(f"attention shares over {a['people']} people: {run / 'analysis' / 'attention.json'}")
+
+
+@app.command("consistency")
+def consistency_command(
+    run: RunDir,
+    people: Annotated[int, typer.Option(help="People in the representation consistency.")] = 500,
+    probe_people: Annotated[int, typer.Option(help="People in the gradient probe.")] = 100,
+    on: Annotated[str, typer.Option(help="finetuned or grafted.")] = "finetuned",
+):
+    """BIO–QA consistency per layer: representations, gradient probe, trace direction (SPEC §10)."""
+    from factrecall.analysis.consistency import consistency_run
+    from factrecall.claims import consistency_headline
+
+    h = consistency_headline(consistency_run(run, people=people, on=on, probe_people=probe_people))
+    typer.echo(_numbers({"gradient probe gap": h["gradient_probe_gap"],
+                         **{f"representation gap {p}": v for p, v in h["representation_gap"].items()}}))
+    typer.echo(f"written to {run / 'analysis' / 'consistency.json'}")
 
 
 @app.command("study")

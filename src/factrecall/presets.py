@@ -46,7 +46,7 @@ PRESETS: dict[str, dict[str, dict]] = {
                   "qa_batch_size": 16, "checkpoint_every": 4, "eval_people": 10},
         "analysis": {"ablation_seeds": 1, "ablation_eval_people": 10, "graft_sparsity": 0.4, "graft_steps": 2,
                      "graft_eval_people": 10, "heads_eval_people": 10, "neuron_points": (0.0, 0.5, 1.0),
-                     "attention_people": 20, "consistency_people": 20},
+                     "attention_people": 20, "consistency_people": 20, "probe_people": 10},
     },
     "paper-llama": {"data": _PAPER_DATA, "train": {"model": "meta-llama/Llama-3.2-3B", **_PAPER_TRAIN},
                     "analysis": {}},

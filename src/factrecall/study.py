@@ -33,6 +33,7 @@ from factrecall.analysis.graft import graft_run
 from factrecall.analysis.inspect import inspect_run
 from factrecall.analysis.shared import analyze_run
 from factrecall.artifacts import as_json, read_json, sha256_files, write_json
+from factrecall.claims import consistency_headline
 from factrecall.data.generate import DATA_FILES, generate_dataset
 from factrecall.errors import UserError
 from factrecall.presets import StudyConfig, study_config
@@ -165,16 +166,16 @@ def run_study(out: Path, preset: str | None = None, config_file: Path | None = N
                  lambda run=run: _graft_line(run))
             step(f"heads/{strategy}", [a.k, a.heads_on, a.heads_eval_people, a.neuron_points],
                  (*reads, f"graft/{strategy}"), lambda run=run: _heads(run, a), lambda run=run: _heads_line(run, a))
-            step(f"inspect/{strategy}", [], (*reads, f"heads/{strategy}"),
-                 lambda run=run: _inspect(run), lambda: "attention pattern and logit lens")
-            step(f"attention/{strategy}", [a.attention_people], reads,
+            step(f"inspect/{strategy}", [], (*reads, f"shared/{strategy}"),
+                 lambda run=run: _inspect(run), lambda run=run: _inspect_line(run))
+            step(f"attention/{strategy}", [a.attention_people], (*reads, f"shared/{strategy}"),
                  lambda run=run: (attention_stats(run, people=a.attention_people),
                                   _files(run / "analysis" / "attention.json"))[1],
-                 lambda: "attention shares per head")
-            step(f"consistency/{strategy}", [a.consistency_people], reads,
-                 lambda run=run: (consistency_run(run, people=a.consistency_people),
+                 lambda run=run: _attention_line(run))
+            step(f"consistency/{strategy}", [a.consistency_people, a.probe_people], reads,
+                 lambda run=run: (consistency_run(run, people=a.consistency_people, probe_people=a.probe_people),
                                   _files(run / "analysis" / "consistency.json"))[1],
-                 lambda: "BIO–QA consistency per layer")
+                 lambda run=run: _consistency_line(run))
 
         summary = summarize_study(out)
         write_json(out / "summary.json", summary)
@@ -223,3 +224,23 @@ def _heads_line(run: Path, a) -> str:
     h = read_json(run / "analysis" / f"heads{suffix}.json", "heads")
     m = h["metrics"]["shared_size"]
     return f"shared_size heads: minimal sufficient {m['minimal_sufficient']}, critical {m['critical']} of {h['units']}"
+
+
+def _inspect_line(run: Path) -> str:
+    r = read_json(run / "analysis" / "inspect" / "inspect.json", "inspection")
+    return f"person {r['person']['person_id']} ({r['person']['split']}), head L{r['layer']}.H{r['head']}"
+
+
+def _attention_line(run: Path) -> str:
+    top = read_json(run / "analysis" / "attention.json", "attention statistics").get("top_shared_head")
+    if not top:
+        return "attention shares per head"
+    return (f"top shared head L{top['layer']}.H{top['head']}: relation share BIO {top['bio']['relation']:.2f} "
+            f"QA {top['qa']['relation']:.2f}, subject share BIO {top['bio']['subject']:.2f} QA {top['qa']['subject']:.2f}")
+
+
+def _consistency_line(run: Path) -> str:
+    h = consistency_headline(read_json(run / "analysis" / "consistency.json", "consistency"))
+    rep = ", ".join(f"{p} {v:+.3f}" for p, v in h["representation_gap"].items())
+    probe = "n/a" if h["gradient_probe_gap"] is None else f"{h['gradient_probe_gap']:+.3f}"
+    return f"gradient probe gap {probe}; representation gap {rep}"

@@ -21,3 +21,4 @@ class AnalysisConfig:
     neuron_points: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # fractions of neurons
     attention_people: int = 500  # people in the aggregate attention statistics
     consistency_people: int = 200  # people in the representation consistency
+    probe_people: int = 100  # people in the gradient probe (one backward pass per person and form)

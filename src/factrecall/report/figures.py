@@ -83,12 +83,13 @@ def shared_sweep(shared: dict) -> Figure:
 
 def shared_heatmaps(grids: dict[str, tuple[list[str], list[str], np.ndarray]]) -> Figure:
     """Shared entries by layer × module, one panel per strategy: {strategy: (layers, modules, counts)}."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
     top = max(float(g[2].max()) for g in grids.values()) or 1.0
     for ax, strategy in zip(axes, STRATEGIES):
         layers, modules, counts = grids[strategy]
         image = ax.imshow(counts, cmap="viridis", vmin=0, vmax=top, aspect="auto")
-        ax.set_xticks(range(len(modules)), modules, rotation=35, ha="right", fontsize=7)
+        ax.set_xticks(range(len(modules)), [m.removesuffix(".weight") for m in modules], rotation=35, ha="right",
+                      fontsize=7)
         ax.set_yticks(range(len(layers)), [f"layer {layer}" for layer in layers])
         for (i, j), v in np.ndenumerate(counts):
             ax.text(j, i, f"{int(v)}", ha="center", va="center", fontsize=7, color="white" if v < top / 2 else "k")
@@ -181,11 +182,13 @@ def circuit(curves: dict, kind: str) -> Figure:
 
 def per_layer(series: dict[str, dict[str, list[float]]], title: str, ylabel: str) -> Figure:
     """Lines per layer: {panel: {strategy: [value per layer]}}."""
-    fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(series), figsize=(3.2 * len(series), 3.2), squeeze=False)
     for ax, (panel, by_strategy) in zip(axes[0], series.items()):
         for strategy, values in by_strategy.items():
             ax.plot(range(len(values)), values, marker="o", color=COLORS.get(strategy), label=strategy.capitalize())
         ax.set(xlabel="layer", ylabel=ylabel, title=panel)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.title.set_fontsize(9)
         ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
@@ -213,13 +216,17 @@ def attention(stats: dict) -> Figure:
 
 
 def consistency(runs: dict) -> Figure:
-    """BIO–QA consistency per layer: trace-direction cosine and representation gap at both positions."""
-    def layers(by_layer: dict) -> list[float]:
-        return [v if v is not None else np.nan for k, v in by_layer.items() if k.isdigit()]
+    """BIO–QA consistency per layer: gradient probe, representation gap at both positions, trace direction."""
+    def blocks(by_layer: dict) -> list[float]:
+        return [np.nan if v is None else v for k, v in by_layer.items() if k.isdigit()]
 
-    series = {"trace direction cos(Δ_BIO, Δ_QA)": {s: layers(runs[s]["trace_direction"]["by_layer"])
-                                                   for s in STRATEGIES if runs[s].get("trace_direction")}}
+    series = {}
+    if all(runs[s].get("gradient_probe") for s in STRATEGIES):
+        series["gradient probe gap (blocks)"] = {s: blocks(runs[s]["gradient_probe"]["all"]["gap"]) for s in STRATEGIES}
     for position in runs["mix"]["representation"]:
-        series[f"representation gap at {position}"] = {
+        series[f"representation gap at {position} (0 = embeddings)"] = {
             s: runs[s]["representation"][position]["all"]["gap"] for s in STRATEGIES}
-    return per_layer(series, "BIO–QA consistency (representation layers count the embeddings as 0)", "cosine")
+    if all(runs[s].get("trace_direction") for s in STRATEGIES):
+        series["trace direction cos(Δ_BIO, Δ_QA) (blocks)"] = {
+            s: blocks(runs[s]["trace_direction"]["by_layer"]) for s in STRATEGIES}
+    return per_layer(series, "BIO–QA consistency per layer", "cosine")

@@ -104,9 +104,9 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
     out = Path(out)
     dataset = load_dataset(data_dir)
     record = _run_record(cfg, dataset)
+    resuming = _prepare_run_dir(out, record, resume, force)  # checks a run in `out` has this config
     if resume and (out / "eval.json").is_file() and (out / "model").is_dir():
         return read_json(out / "eval.json", "final evaluation")
-    resuming = _prepare_run_dir(out, record, resume, force)
     if not (out / "config.json").is_file():  # a new run: θ_pre first, then the record that makes it a run
         write_base(cfg.model, dataset, cfg.seed, out / "base")
         write_json(out / "config.json", record)
