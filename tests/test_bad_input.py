@@ -62,7 +62,7 @@ CASES = [
     ("out-is-a-file", lambda t, d, r: (t.joinpath("f").write_text("x"), ["data", "generate", "--out", t / "f"])[1],
      "is a file"),
     ("qa-fraction-out-of-range", lambda t, d, r: ["data", "generate", "--out", t / "o", "--qa-train-fraction", 1.5],
-     "strictly between 0 and 1"),
+     r"must lie in \(0, 1\]"),
     ("unknown-data-preset", lambda t, d, r: ["data", "generate", "--out", t / "o", "--preset", "huge"],
      "unknown preset 'huge'; choose one of"),
     ("missing-data-dir", lambda t, d, r: ["train", "--data", t / "none", "--out", t / "o", "--strategy", "mix"],

@@ -99,8 +99,8 @@ def test_word_tokenizer_covers_every_fragment_and_text(small_data):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"people": 1}, "at least 2"),
-    ({"qa_train_fraction": 1.0}, "strictly between 0 and 1"),
-    ({"qa_train_fraction": 0.0}, "strictly between 0 and 1"),
+    ({"qa_train_fraction": 1.5}, r"must lie in \(0, 1\]"),
+    ({"qa_train_fraction": 0.0}, r"must lie in \(0, 1\]"),
     ({"bios_per_person": 0}, "at least 1"),
 ])
 def test_bad_generator_config(tmp_path, kwargs, message):

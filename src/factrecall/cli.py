@@ -16,6 +16,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Study how language models learn to recall facts (arXiv 2505.16178).")
 data_app = typer.Typer(no_args_is_help=True, help="Synthetic people: BIO and QA data.")
 app.add_typer(data_app, name="data")
+base_app = typer.Typer(no_args_is_help=True, help="Base models (θ_pre) that already know another population.")
+app.add_typer(base_app, name="base")
 
 _DEBUG = {"on": bool(os.environ.get("FACTRECALL_DEBUG"))}
 
@@ -43,6 +45,8 @@ def data_generate(
     templates_per_attribute: Annotated[Optional[int], typer.Option(help="Use the first N templates; 0 = all.")] = None,
     question_paraphrases: Annotated[Optional[bool], typer.Option("--question-paraphrases/--no-question-paraphrases")] = None,
     pools: Annotated[Optional[Path], typer.Option(help="Directory of your own pools and templates.")] = None,
+    exclude: Annotated[Optional[list[Path]], typer.Option(
+        help="A dataset (or base) directory whose people must not be drawn again; repeatable.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing directory.")] = False,
 ):
     """Generate a population (SPEC §1): people.jsonl, bio.jsonl, qa.jsonl, meta.json."""
@@ -52,13 +56,40 @@ def data_generate(
     cfg = data_config(preset, people=people, seed=seed, qa_train_fraction=qa_train_fraction,
                       bios_per_person=bios_per_person, permute=permute, fullname=fullname,
                       templates_per_attribute=templates_per_attribute,
-                      question_paraphrases=question_paraphrases, pools=str(pools) if pools else None)
+                      question_paraphrases=question_paraphrases, pools=str(pools) if pools else None,
+                      exclude=tuple(str(_dataset_of(e).resolve()) for e in exclude or ()))
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise UserError(f"--out {out} is not empty; choose another directory or pass --force to replace it")
     meta = generate_dataset(cfg, out)
     typer.echo(f"wrote {out}: {json.dumps(meta['counts'])} hash {meta['content_hash'][:12]}")
+
+
+def _dataset_of(path: Path) -> Path:
+    """A dataset directory, or the population inside a base directory from 'factrecall base build'."""
+    return path / "data" if (path / "base.json").is_file() else path
+
+
+@base_app.command("build")
+def base_build(
+    kind: Annotated[str, typer.Option(help="language (BIO only) or skill (BIO and all QA).")],
+    out: Annotated[Path, typer.Option(help="Directory of the base: an HF model directory with base.json.")],
+    preset: Annotated[str, typer.Option(help="Settings (model, epochs, lr, data shape) to start from.")] = "default",
+    people: Annotated[int, typer.Option(help="People in the base's own population.")] = 500,
+    seed: Annotated[int, typer.Option(help="Seed of the base's population and training.")] = 1,
+    exclude: Annotated[Optional[list[Path]], typer.Option(
+        help="Datasets whose people the base's population must not contain; repeatable.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Preset or model directory to train (default: the preset's).")] =
+        None,
+    force: Annotated[bool, typer.Option(help="Replace a base in --out.")] = False,
+):
+    """Train a tiny model on a population of its own, to fine-tune from with 'train --model DIR'."""
+    from factrecall.bases import build_base
+
+    record = build_base(kind, out, preset, people, seed, tuple(_dataset_of(e) for e in exclude or ()), model, force)
+    typer.echo(f"{kind} base on {record['population']['people']} people: "
+               + _numbers(record["accuracy"]) + f"; written to {out}")
 
 
 @app.command("train")
@@ -84,6 +115,12 @@ def train_command(
     trace_mode: Annotated[Optional[str], typer.Option(help="signed or abs.")] = None,
     grad_consistency: Annotated[Optional[int], typer.Option(
         help="Every N steps, log the per-layer cosine of the latest BIO and QA gradients; 0 = off.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32, or bf16 (autocast; weights, AdamW and trace stay fp32).")] = None,
+    gradient_checkpointing: Annotated[Optional[bool], typer.Option(
+        "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in the backward pass.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto (a GPU if there is one), cpu or cuda.")] = None,
+    distributed: Annotated[Optional[str], typer.Option(
+        help="With several processes: ddp (replicas) or fsdp (FSDP2, sharded).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     force: Annotated[bool, typer.Option(help="Replace a run in --out.")] = False,
 ):
@@ -95,7 +132,8 @@ def train_command(
                        bio_epochs=bio_epochs or epochs, qa_epochs=qa_epochs or epochs, max_steps=max_steps,
                        bio_batch_size=batch_size, qa_batch_size=qa_batch_size, grad_accum=grad_accum, lr=lr,
                        qa_phase_lr=qa_phase_lr, eval_every=eval_every, checkpoint_every=checkpoint_every,
-                       trace=trace, trace_mode=trace_mode, grad_consistency=grad_consistency)
+                       trace=trace, trace_mode=trace_mode, grad_consistency=grad_consistency, precision=precision,
+                       gradient_checkpointing=gradient_checkpointing, device=device, distributed=distributed)
     result = train(cfg, data, out, resume=resume, force=force)
     if int(os.environ.get("RANK", "0")) == 0:  # one report under torchrun / accelerate launch
         typer.echo(_accuracy_line(result))
@@ -278,13 +316,13 @@ def study_command(
 def report_command(study: Annotated[Path, typer.Option(help="Study directory (from 'factrecall study').")]):
     """Rebuild summary.json and report/index.html from a study's artifacts."""
     from factrecall.artifacts import write_json
-    from factrecall.report.build import build_report
+    from factrecall.report.build import build_reports
     from factrecall.summary import summarize_study
 
     if not (study / "study.json").is_file():
         raise UserError(f"--study {study} holds no study (no study.json); run 'factrecall study --out {study}'")
     write_json(study / "summary.json", summarize_study(study))
-    typer.echo(f"report: {build_report(study)}")
+    typer.echo(f"report: {build_reports(study)}")
 
 
 def _numbers(values: dict[str, float], spec: str = ".3f") -> str:

@@ -6,9 +6,11 @@ minutes. `smoke` only exercises the code paths (tests, CI); its accuracies mean 
 `paper-llama` and `paper-pythia` are GPU settings for the paper's models (they name hub ids;
 point `train.model` at a local copy): validated here, runnable only where the weights are.
 
-A config file (TOML) may name a preset and override any setting of its sections::
+A config file (TOML) may name a preset, list the bases to compare, and override any setting of
+its sections::
 
     preset = "default"
+    bases = ["random", "language", "skill"]
     [data]
     people = 1000
     [train]
@@ -47,13 +49,24 @@ PRESETS: dict[str, dict[str, dict]] = {
         "analysis": {"ablation_seeds": 1, "ablation_eval_people": 10, "graft_sparsity": 0.4, "graft_steps": 2,
                      "graft_eval_people": 10, "heads_eval_people": 10, "neuron_points": (0.0, 0.5, 1.0),
                      "attention_people": 20, "consistency_people": 20, "probe_people": 10},
+        "base": {"people": 40},
     },
     "paper-llama": {"data": _PAPER_DATA, "train": {"model": "meta-llama/Llama-3.2-3B", **_PAPER_TRAIN},
                     "analysis": {}},
     "paper-pythia": {"data": _PAPER_DATA, "train": {"model": "EleutherAI/pythia-2.8b", **_PAPER_TRAIN},
                      "analysis": {}},
 }
-SECTIONS = {"data": DataConfig, "train": TrainConfig, "analysis": AnalysisConfig}
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """How a study builds its `language` and `skill` bases (training settings come from [train])."""
+    people: int = 500
+    seed: int = 1  # of the base's population and training (the study's population uses [data] seed)
+
+
+SECTIONS = {"data": DataConfig, "train": TrainConfig, "analysis": AnalysisConfig, "base": BaseConfig}
+BASE_KINDS = ("random", "language", "skill")  # or a model directory
 
 
 def _preset(name: str) -> dict[str, dict]:
@@ -112,11 +125,16 @@ def analysis_config(preset: str = "default", **overrides) -> AnalysisConfig:
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """Everything a study runs with; `train.strategy` is set per run by the study."""
+    """Everything a study runs with; `train.strategy` is set per run by the study.
+
+    `bases`: θ_pre of each comparison (`random`, `language`, `skill` or a model directory); the
+    first is the study's own (its runs in `runs/`), the others go to `bases/<name>/`."""
     preset: str
     data: DataConfig
     train: TrainConfig
     analysis: AnalysisConfig
+    base: BaseConfig
+    bases: tuple[str, ...] = ("random",)
 
 
 def study_config(preset: str | None = None, file: Path | None = None) -> StudyConfig:
@@ -130,10 +148,10 @@ def study_config(preset: str | None = None, file: Path | None = None) -> StudyCo
             table = tomllib.loads(file.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"--config {file} is not valid TOML ({e}); fix the file") from None
-    unknown = sorted(set(table) - {"preset", *SECTIONS})
+    unknown = sorted(set(table) - {"preset", "bases", *SECTIONS})
     if unknown:
         raise UserError(f"{file}: unknown section or key {unknown[0]!r}; "
-                        f"allowed: preset, {', '.join(f'[{s}]' for s in SECTIONS)}")
+                        f"allowed: preset, bases, {', '.join(f'[{s}]' for s in SECTIONS)}")
     name = preset or table.get("preset") or "default"
     if not isinstance(name, str):
         raise UserError(f"{file}: preset must be a string naming one of {', '.join(PRESETS)}")
@@ -147,7 +165,13 @@ def study_config(preset: str | None = None, file: Path | None = None) -> StudyCo
         if section == "train" and "strategy" in overrides:
             raise UserError(f"{file}: train.strategy cannot be set; a study trains both strategies")
         where = f"{section} setting" if file is None else f"{file}: {section} setting"
-        sections[section] = _apply(_apply(make(), _preset(name)[section]), overrides, where)
+        sections[section] = _apply(_apply(make(), _preset(name).get(section, {})), overrides, where)
     sections["data"].validate()
     sections["train"].validate()
-    return StudyConfig(name, **sections)
+    bases = _coerce(f"{file}: bases", tuple[str, ...], table.get("bases", ["random"]))
+    for base in bases:
+        if base not in BASE_KINDS and not (Path(base) / "config.json").is_file():
+            raise UserError(f"{file}: unknown base {base!r}; give {', '.join(BASE_KINDS)} or a model directory")
+    if not bases or len(set(bases)) != len(bases):
+        raise UserError(f"{file}: bases must name at least one base, each once (got {list(bases)})")
+    return StudyConfig(name, **sections, bases=bases)

@@ -2,8 +2,13 @@
 
 Steps, in order, for both strategies where it applies:
 
-    data → train/{stage,mix} → shared → ablate → graft → heads (and neurons) → inspect → attention
-    → consistency → summary.json → report/index.html
+    data → [base] → train/{stage,mix} → shared → ablate → graft → heads (and neurons) → inspect
+    → attention → consistency → [forgetting] → summary.json → report/index.html
+
+With several `bases` (random, language, skill, or a model directory) the steps run once per base:
+the first base's runs are the study's own (`runs/`), each other base gets `bases/<name>/` with its
+own runs, summary and report; `language` and `skill` bases are built first on a population
+disjoint from the study's (`bases/<kind>/model`), and their runs also measure forgetting.
 
 `manifest.json` records every finished step: a key hashing its settings and the output hashes of
 the steps it reads, and the sha256 of each file it wrote. Re-running the same command skips a step
@@ -32,13 +37,15 @@ from factrecall.analysis.consistency import consistency_run
 from factrecall.analysis.graft import graft_run
 from factrecall.analysis.inspect import inspect_run
 from factrecall.analysis.shared import analyze_run
+from factrecall.bases import KINDS, build_base
 from factrecall.artifacts import as_json, read_json, sha256_files, write_json
 from factrecall.claims import consistency_headline
 from factrecall.data.generate import DATA_FILES, generate_dataset
 from factrecall.errors import UserError
+from factrecall.evaluation.forgetting import forgetting_run
 from factrecall.presets import StudyConfig, study_config
 from factrecall.provenance import package_versions
-from factrecall.summary import summarize_study
+from factrecall.summary import base_name, summarize_study
 from factrecall.training.config import STRATEGIES
 from factrecall.training.loop import train
 
@@ -114,11 +121,10 @@ def _files(*paths: Path) -> list[Path]:
 def run_study(out: Path, preset: str | None = None, config_file: Path | None = None, force: bool = False,
               log: Callable[[str], None] = print) -> dict:
     """Run (or resume) every step; writes `summary.json` and `report/index.html`; returns the summary."""
-    from factrecall.report.build import build_report
+    from factrecall.report.build import build_reports
 
     out = Path(out)
     config = study_config(preset, config_file)
-    a = config.analysis
     with study_lock(out):
         _prepare(out, config, force)
         manifest = Manifest(out)
@@ -138,51 +144,93 @@ def run_study(out: Path, preset: str | None = None, config_file: Path | None = N
         step("data", asdict(config.data), (),
              lambda: (generate_dataset(config.data, data), _files(data / "meta.json", *(data / f for f in DATA_FILES)))[1],
              lambda: f"{read_json(data / 'meta.json', 'dataset meta')['counts']}")
-        for strategy in STRATEGIES:
-            run = out / "runs" / strategy
-            cfg = replace(config.train, strategy=strategy)
-
-            def train_step(cfg=cfg, run=run, strategy=strategy) -> list[Path]:
-                # an unfinished run continues from its checkpoint; a finished one whose files changed retrains
-                train(cfg, data, run, resume=True, force=f"train/{strategy}" in manifest.steps)
-                return _files(run / "eval.json", run / "trace.safetensors", *sorted((run / "model").glob("*")))
-
-            step(f"train/{strategy}", asdict(cfg), ("data",), train_step, lambda run=run: _accuracy(run))
-
-        for strategy in STRATEGIES:
-            run, reads = out / "runs" / strategy, (f"train/{strategy}",)
-            step(f"shared/{strategy}", [a.k, a.sweep], reads,
-                 lambda run=run: (analyze_run(run, a.k, a.sweep), _files(*sorted((run / "shared").glob("*"))))[1],
-                 lambda run=run: _shared_line(run))
-            step(f"ablate/{strategy}", [a.ablation_k, a.ablation_seeds, a.ablation_eval_people], reads,
-                 lambda run=run: (ablate_run(run, a.ablation_k, a.ablation_seeds, a.ablation_eval_people),
-                                  _files(run / "analysis" / "ablation.json"))[1],
-                 lambda run=run: _ablation_line(run))
-            step(f"graft/{strategy}", [a.graft_sparsity, a.graft_steps, a.graft_lr, a.graft_eval_people],
-                 (*reads, f"shared/{strategy}"),
-                 lambda run=run: (graft_run(run, a.graft_sparsity, a.graft_steps, a.graft_lr,
-                                            eval_people=a.graft_eval_people),
-                                  _files(run / "analysis" / "graft.json", run / "analysis" / "graft_mask.safetensors"))[1],
-                 lambda run=run: _graft_line(run))
-            step(f"heads/{strategy}", [a.k, a.heads_on, a.heads_eval_people, a.neuron_points],
-                 (*reads, f"graft/{strategy}"), lambda run=run: _heads(run, a), lambda run=run: _heads_line(run, a))
-            step(f"inspect/{strategy}", [], (*reads, f"shared/{strategy}"),
-                 lambda run=run: _inspect(run), lambda run=run: _inspect_line(run))
-            step(f"attention/{strategy}", [a.attention_people], (*reads, f"shared/{strategy}"),
-                 lambda run=run: (attention_stats(run, people=a.attention_people),
-                                  _files(run / "analysis" / "attention.json"))[1],
-                 lambda run=run: _attention_line(run))
-            step(f"consistency/{strategy}", [a.consistency_people, a.probe_people], reads,
-                 lambda run=run: (consistency_run(run, people=a.consistency_people, probe_people=a.probe_people),
-                                  _files(run / "analysis" / "consistency.json"))[1],
-                 lambda run=run: _consistency_line(run))
-
+        for i, base in enumerate(config.bases):
+            name = base_name(base)
+            root, prefix = (out, "") if i == 0 else (out / "bases" / name, f"{name}/")
+            model = _base_step(step, manifest, out, base, config)
+            reads = ("data",) if base == "random" else ("data", f"base/{name}")
+            sub = replace(config, train=replace(config.train, model=model), bases=(base,))
+            if i:
+                write_json(root / "study.json", {"config": as_json(asdict(sub)), "provenance": package_versions()})
+            _strategy_steps(step, manifest, root, data, sub, prefix, reads)
+            if i:
+                write_json(root / "summary.json", summarize_study(root))
         summary = summarize_study(out)
         write_json(out / "summary.json", summary)
         t0 = time.perf_counter()
-        report = build_report(out)
+        report = build_reports(out)
         log(f"{'report':<22} {time.perf_counter() - t0:6.1f}s     {report}")
     return summary
+
+
+def _base_step(step, manifest: Manifest, out: Path, base: str, config: StudyConfig) -> str:
+    """The `train.model` of runs on `base`, building a `language`/`skill` base (on a disjoint population) first."""
+    if base == "random":
+        return config.train.model
+    if base not in KINDS:
+        return str(Path(base).resolve())
+    where = out / "bases" / base / "model"
+
+    def work() -> list[Path]:
+        # a base finished before whose files changed is rebuilt; an unfinished one continues
+        build_base(base, where, config.preset, config.base.people, config.base.seed, exclude=(out / "data",),
+                   model=config.train.model, force=f"base/{base}" in manifest.steps)
+        return _files(where / "base.json", *sorted(where.glob("*.safetensors")))
+
+    step(f"base/{base}", [asdict(config.base), asdict(config.train)], ("data",), work,
+         lambda: _base_line(where))
+    return str(where.resolve())
+
+
+def _strategy_steps(step, manifest: Manifest, root: Path, data: Path, config: StudyConfig, prefix: str,
+                    base_reads: tuple[str, ...]) -> None:
+    """Train both strategies under `root/runs/` and run every analysis on them (step names start with `prefix`)."""
+    a = config.analysis
+    for strategy in STRATEGIES:
+        run = root / "runs" / strategy
+        cfg = replace(config.train, strategy=strategy)
+
+        def train_step(cfg=cfg, run=run, name=f"{prefix}train/{strategy}") -> list[Path]:
+            # an unfinished run continues from its checkpoint; a finished one whose files changed retrains
+            train(cfg, data, run, resume=True, force=name in manifest.steps)
+            return _files(run / "eval.json", run / "trace.safetensors", *sorted((run / "model").glob("*")))
+
+        step(f"{prefix}train/{strategy}", asdict(cfg), base_reads, train_step, lambda run=run: _accuracy(run))
+
+    for strategy in STRATEGIES:
+        run = root / "runs" / strategy
+        name = (lambda kind, s=strategy: f"{prefix}{kind}/{s}")
+        reads = (name("train"),)
+        step(name("shared"), [a.k, a.sweep], reads,
+             lambda run=run: (analyze_run(run, a.k, a.sweep), _files(*sorted((run / "shared").glob("*"))))[1],
+             lambda run=run: _shared_line(run))
+        step(name("ablate"), [a.ablation_k, a.ablation_seeds, a.ablation_eval_people], reads,
+             lambda run=run: (ablate_run(run, a.ablation_k, a.ablation_seeds, a.ablation_eval_people),
+                              _files(run / "analysis" / "ablation.json"))[1],
+             lambda run=run: _ablation_line(run))
+        step(name("graft"), [a.graft_sparsity, a.graft_steps, a.graft_lr, a.graft_eval_people],
+             (*reads, name("shared")),
+             lambda run=run: (graft_run(run, a.graft_sparsity, a.graft_steps, a.graft_lr,
+                                        eval_people=a.graft_eval_people),
+                              _files(run / "analysis" / "graft.json", run / "analysis" / "graft_mask.safetensors"))[1],
+             lambda run=run: _graft_line(run))
+        step(name("heads"), [a.k, a.heads_on, a.heads_eval_people, a.neuron_points], (*reads, name("graft")),
+             lambda run=run: _heads(run, a), lambda run=run: _heads_line(run, a))
+        step(name("inspect"), [], (*reads, name("shared")),
+             lambda run=run: _inspect(run), lambda run=run: _inspect_line(run))
+        step(name("attention"), [a.attention_people], (*reads, name("shared")),
+             lambda run=run: (attention_stats(run, people=a.attention_people),
+                              _files(run / "analysis" / "attention.json"))[1],
+             lambda run=run: _attention_line(run))
+        step(name("consistency"), [a.consistency_people, a.probe_people], reads,
+             lambda run=run: (consistency_run(run, people=a.consistency_people, probe_people=a.probe_people),
+                              _files(run / "analysis" / "consistency.json"))[1],
+             lambda run=run: _consistency_line(run))
+        if config.bases[0] in KINDS:
+            step(name("forgetting"), [a.heads_eval_people], reads,
+                 lambda run=run: (forgetting_run(run, a.heads_eval_people),
+                                  _files(run / "analysis" / "forgetting.json"))[1],
+                 lambda run=run: _forgetting_line(run))
 
 
 def _heads(run: Path, a) -> list[Path]:
@@ -244,3 +292,14 @@ def _consistency_line(run: Path) -> str:
     rep = ", ".join(f"{p} {v:+.3f}" for p, v in h["representation_gap"].items())
     probe = "n/a" if h["gradient_probe_gap"] is None else f"{h['gradient_probe_gap']:+.3f}"
     return f"gradient probe gap {probe}; representation gap {rep}"
+
+
+def _base_line(base: Path) -> str:
+    r = read_json(base / "base.json", "base record")
+    acc = "  ".join(f"{m} {v:.3f}" for m, v in r["accuracy"].items())
+    return f"{r['kind']} base on {r['population']['people']} other people: {acc}"
+
+
+def _forgetting_line(run: Path) -> str:
+    f = read_json(run / "analysis" / "forgetting.json", "forgetting")
+    return "base population " + ", ".join(f"{m} {f['before'][m]:.3f} → {f['after'][m]:.3f}" for m in f["after"])

@@ -63,9 +63,30 @@ def summarize_study(study: Path) -> dict:
         "attention": _attention,
         "consistency": consistency_headline,
     }
-    preset = read_json(Path(study) / "study.json", "study record")["config"]["preset"]
+    config = read_json(Path(study) / "study.json", "study record")["config"]
+    preset = config["preset"]
     summary = {"preset": preset, "accuracy": accuracy, **{name: {s: f(art[name][s]) for s in STRATEGIES} for name, f in per.items()}}
+    forgetting = {s: Path(study) / "runs" / s / "analysis" / "forgetting.json" for s in STRATEGIES}
+    if all(f.is_file() for f in forgetting.values()):
+        summary["forgetting"] = {s: {k: v for k, v in read_json(f, "forgetting").items() if k in ("before", "after")}
+                                 for s, f in forgetting.items()}
     summary["claims"] = [c1_accuracy(accuracy), c2_shared_size(art["shared"]), c3_concentration(art["shared"]),
                          c4_ablation(art["ablation"]), c5_grafting(art["graft"], accuracy),
                          c6_heads(art["heads"], art["neurons"]), c7_consistency(art["consistency"])]
+    bases = config.get("bases", ["random"])
+    if len(bases) > 1:  # the first base is this study's own; each other one is a study under bases/<name>/
+        roots = {base_name(b): (Path(study) / "bases" / base_name(b) if i else Path(study)) for i, b in enumerate(bases)}
+        summary["bases"] = {name: _base_entry(summary if root == Path(study) else summarize_study(root),
+                                              root.relative_to(study)) for name, root in roots.items()}
     return summary
+
+
+def base_name(base: str) -> str:
+    """A base's name in step names and folders: its kind, or its directory's name."""
+    return base if base in ("random", "language", "skill") else Path(base).name
+
+
+def _base_entry(summary: dict, root: Path) -> dict:
+    return {"accuracy": summary["accuracy"], "forgetting": summary.get("forgetting"),
+            "claims": [{k: c[k] for k in ("id", "holds", "evidence")} for c in summary["claims"]],
+            "report": str(root / "report" / "index.html")}

@@ -41,12 +41,14 @@ class DataConfig:
     first_year: int = 1900
     last_year: int = 2099
     pools: str | None = None  # directory of user pools; None = the package's
+    exclude: tuple[str, ...] = ()  # dataset directories whose people's full names are never drawn
 
     def validate(self) -> None:
         if self.people < 2:
             raise UserError(f"--people must be at least 2 (got {self.people}): ID and OOD need one person each")
-        if not 0.0 < self.qa_train_fraction < 1.0:
-            raise UserError(f"--qa-train-fraction must lie strictly between 0 and 1 (got {self.qa_train_fraction})")
+        if not 0.0 < self.qa_train_fraction <= 1.0:
+            raise UserError(f"--qa-train-fraction must lie in (0, 1] (got {self.qa_train_fraction}); "
+                            f"1 trains every person's QA (a skill base's population)")
         if self.bios_per_person < 1:
             raise UserError(f"--bios-per-person must be at least 1 (got {self.bios_per_person})")
         if self.templates_per_attribute < 0:
@@ -55,13 +57,25 @@ class DataConfig:
             raise UserError(f"first_year {self.first_year} is after last_year {self.last_year}")
 
 
-def sample_people(pools: Pools, config: DataConfig) -> list[dict]:
-    """People with unique full names and uniformly drawn attributes, split into ID and OOD."""
-    capacity = len(pools.first_names) * len(pools.middle_names) * len(pools.last_names)
+def excluded_names(config: DataConfig) -> tuple[set[str], dict[str, str]]:
+    """Full names of the people in `config.exclude`'s datasets, and each dataset's content hash."""
+    from factrecall.data.dataset import load_dataset
+
+    names, hashes = set(), {}
+    for path in config.exclude:
+        other = load_dataset(Path(path))
+        names.update(p["name"] for p in other.people)
+        hashes[str(path)] = other.content_hash
+    return names, hashes
+
+
+def sample_people(pools: Pools, config: DataConfig, exclude: set[str] = frozenset()) -> list[dict]:
+    """People with unique full names (none of `exclude`) and uniformly drawn attributes, split into ID and OOD."""
+    capacity = len(pools.first_names) * len(pools.middle_names) * len(pools.last_names) - len(exclude)
     if config.people > capacity // 2:
         raise UserError(f"--people {config.people} is too many for these name pools (capacity {capacity}); add names")
     rng = random.Random(f"factrecall:{config.seed}:people")
-    seen: set[str] = set()
+    seen: set[str] = set(exclude)
     people = []
     while len(people) < config.people:
         first, gender = rng.choice(pools.first_names)
@@ -79,7 +93,8 @@ def sample_people(pools: Pools, config: DataConfig) -> list[dict]:
         })
     order = list(range(config.people))
     random.Random(f"factrecall:{config.seed}:split").shuffle(order)
-    n_id = min(max(1, round(config.qa_train_fraction * config.people)), config.people - 1)
+    n_id = config.people if config.qa_train_fraction == 1.0 else \
+        min(max(1, round(config.qa_train_fraction * config.people)), config.people - 1)
     id_people = set(order[:n_id])
     for p in people:
         p["split"] = "id" if p["person_id"] in id_people else "ood"
@@ -140,7 +155,8 @@ def generate_dataset(config: DataConfig, out: Path) -> dict:
     """Write the dataset directory `out` atomically; returns its meta.json content."""
     config.validate()
     pools = load_pools(Path(config.pools) if config.pools else None)
-    people = sample_people(pools, config)
+    exclude, excluded_hashes = excluded_names(config)
+    people = sample_people(pools, config, exclude)
     bio_rng = random.Random(f"factrecall:{config.seed}:bio")
     question_rng = random.Random(f"factrecall:{config.seed}:questions")
     bios, qa = [], []
@@ -162,6 +178,7 @@ def generate_dataset(config: DataConfig, out: Path) -> dict:
         meta = {
             "generator_version": GENERATOR_VERSION,
             "config": asdict(config),
+            "excluded": excluded_hashes,  # content hash of every excluded dataset
             "counts": {"people": len(people), "id_people": n_id, "ood_people": len(people) - n_id,
                        "bios": len(bios), "qa": len(qa)},
             "content_hash": sha256_files(tmp / f for f in DATA_FILES),

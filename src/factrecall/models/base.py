@@ -1,15 +1,33 @@
-"""θ_pre of a run: a preset built from a seed, or a local model directory, saved as `base/`."""
+"""θ_pre of a run: a preset built from a seed, or a local model directory, saved as `base/`.
+
+A model directory with a `base.json` (from `factrecall base build`) was trained on a population of
+its own; fine-tuning data that shares people with it is refused, and `base.json` is kept in the
+run's `base/` so later steps can measure forgetting of that population.
+"""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from factrecall.artifacts import atomic_directory
+from factrecall.artifacts import atomic_directory, read_json
 from factrecall.data.dataset import Dataset
 from factrecall.errors import UserError
 from factrecall.models.loading import load_model
 from factrecall.models.presets import MODEL_PRESETS, build_preset_model
 from factrecall.models.tokenizer import first_uncovered_word, word_tokenizer
+
+
+RECORD = "base.json"  # provenance of a built base
+
+
+def base_population_overlap(base_dir: Path, dataset: Dataset) -> int:
+    """People of `dataset` whose full name is in the population `base_dir` was trained on (0 without base.json)."""
+    path = Path(base_dir) / RECORD
+    if not path.is_file():
+        return 0
+    names = set(read_json(path, "base record")["population"]["names"])
+    return sum(p["name"] in names for p in dataset.people)
 
 
 def write_base(model_spec: str, dataset: Dataset, seed: int, out: Path) -> None:
@@ -19,6 +37,11 @@ def write_base(model_spec: str, dataset: Dataset, seed: int, out: Path) -> None:
         model = build_preset_model(model_spec, tokenizer, seed)
     elif Path(model_spec).exists():
         model, tokenizer = load_model(Path(model_spec))
+        shared = base_population_overlap(Path(model_spec), dataset)
+        if shared:
+            raise UserError(f"the dataset {dataset.path} shares {shared} of its {len(dataset.people)} people with the "
+                            f"population base {model_spec} was trained on; draw it with "
+                            f"'factrecall data generate --exclude {Path(model_spec) / 'data'}'")
     else:
         raise UserError(f"--model {model_spec!r} is neither a preset ({', '.join(MODEL_PRESETS)}) "
                         f"nor an existing model directory")
@@ -30,3 +53,5 @@ def write_base(model_spec: str, dataset: Dataset, seed: int, out: Path) -> None:
     with atomic_directory(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if model_spec not in MODEL_PRESETS and (Path(model_spec) / RECORD).is_file():
+            shutil.copyfile(Path(model_spec) / RECORD, tmp / RECORD)

@@ -103,3 +103,13 @@ def build_report(study: Path) -> Path:
     out = study / "report" / "index.html"
     write_bytes(out, page.encode("utf-8"))
     return out
+
+
+def build_reports(study: Path) -> Path:
+    """The study's report and, when it compares several bases, each base's own report first."""
+    summary = read_json(Path(study) / "summary.json", "study summary")
+    for entry in summary.get("bases", {}).values():
+        root = Path(study) / Path(entry["report"]).parent.parent
+        if root != Path(study):
+            build_report(root)
+    return build_report(study)

@@ -1,9 +1,15 @@
 """Checkpoints as safetensors + JSON (never pickle), written atomically and verified on load.
 
-A checkpoint directory holds `model.safetensors`, `optimizer.safetensors` (AdamW state flattened
-to `state/<param index>/<key>`), `trace.safetensors`, `rng.safetensors` and `state.json`: the
-position in the schedule (phase, step), the optimizer's param groups, the length of
-`metrics.jsonl` at save time, and a sha256 of every tensor file.
+A checkpoint directory holds `model.safetensors` (the parameters; buffers are never trained),
+`optimizer.safetensors` (AdamW state flattened to `state/<param index>/<key>`),
+`trace.safetensors`, `rng.safetensors` and `state.json`: the position in the schedule (phase,
+step), the optimizer's param groups, the length of `metrics.jsonl` at save time, and a sha256 of
+every tensor file.
+
+The files always hold full tensors, whatever the layout in memory: under FSDP2 a parameter (and
+its AdamW moments) is a DTensor of which each rank holds some rows. `full_state` gathers them one
+tensor at a time (a collective) and keeps them, on CPU, on the main process only; `load_checkpoint`
+hands every rank its own rows again. A run checkpointed under one layout resumes under another.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from factrecall.artifacts import atomic_directory, load_tensors, read_json, save_tensors, sha256_files, write_json
 from factrecall.errors import UserError
@@ -19,37 +25,66 @@ from factrecall.errors import UserError
 _TENSOR_FILES = ("model.safetensors", "optimizer.safetensors", "trace.safetensors", "rng.safetensors")
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+def _full(t: torch.Tensor, keep: bool) -> torch.Tensor | None:
+    """The whole tensor on CPU (all-gathered if sharded; every rank must call), or None when not `keep`."""
+    t = t.detach()
+    if isinstance(t, DTensor):
+        t = t.full_tensor()
+    return t.cpu() if keep else None
+
+
+def _like(full: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """`full` laid out like `ref`: this rank's rows when `ref` is a DTensor, else `full` itself."""
+    if isinstance(ref, DTensor):
+        return distribute_tensor(full.to(ref.device), ref.device_mesh, ref.placements, src_data_rank=None)
+    return full
+
+
+def full_state(model, optimizer: torch.optim.Optimizer, keep: bool) -> tuple[dict, dict, list[dict]]:
+    """(parameters, flat optimizer state, param groups) as full CPU tensors; empty unless `keep`."""
+    params = {n: _full(p, keep) for n, p in model.named_parameters()}  # a tied tensor appears once
     sd = optimizer.state_dict()
-    tensors = {f"state/{i}/{k}": v for i, s in sd["state"].items() for k, v in s.items()}
-    return tensors, sd["param_groups"]
+    flat = {f"state/{i}/{k}": _full(v, keep) for i, s in sd["state"].items() for k, v in s.items()}
+    if not keep:
+        return {}, {}, []
+    return params, flat, sd["param_groups"]
 
 
-def save_checkpoint(path: Path, model, optimizer, trace: dict[str, torch.Tensor], position: dict) -> None:
-    tensors, groups = _optimizer_tensors(optimizer)
+def save_checkpoint(path: Path, params: dict[str, torch.Tensor], optimizer_tensors: dict[str, torch.Tensor],
+                    param_groups: list[dict], trace: dict[str, torch.Tensor], position: dict) -> None:
     with atomic_directory(path) as tmp:
-        save_model(model, str(tmp / "model.safetensors"))
-        save_tensors(tmp / "optimizer.safetensors", tensors)
+        save_tensors(tmp / "model.safetensors", params)
+        save_tensors(tmp / "optimizer.safetensors", optimizer_tensors)
         save_tensors(tmp / "trace.safetensors", trace)
         save_tensors(tmp / "rng.safetensors", {"torch": torch.get_rng_state()})
         hashes = {f: sha256_files([tmp / f]) for f in _TENSOR_FILES}
-        write_json(tmp / "state.json", {"position": position, "param_groups": groups, "sha256": hashes})
+        write_json(tmp / "state.json", {"position": position, "param_groups": param_groups, "sha256": hashes})
 
 
+@torch.no_grad()
 def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer | None) -> dict[str, torch.Tensor]:
-    """Restore model, optimizer (unless None) and RNG in place; returns the trace tensors."""
+    """Restore parameters, optimizer (unless None) and RNG in place; returns the (full) trace tensors."""
     state = read_json(path / "state.json", "checkpoint state")
     for f in _TENSOR_FILES:
         if not (path / f).is_file() or sha256_files([path / f]) != state["sha256"].get(f):
             raise UserError(f"checkpoint {path} is damaged ({f} does not match its hash); "
                             f"rerun with --force to start over")
-    load_model(model, str(path / "model.safetensors"))
+    saved = load_tensors(path / "model.safetensors", "checkpoint model")
+    params = dict(model.named_parameters())
+    if saved.keys() != params.keys():
+        raise UserError(f"checkpoint {path} holds another model's parameters; rerun with --force to start over")
+    for name, p in params.items():
+        value = _like(saved[name], p)
+        (p.to_local() if isinstance(p, DTensor) else p).copy_(
+            value.to_local() if isinstance(value, DTensor) else value)
     if optimizer is not None:
         flat = load_tensors(path / "optimizer.safetensors", "optimizer state")
+        ordered = [p for group in optimizer.param_groups for p in group["params"]]
         per_param: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in flat.items():
             _, index, name = key.split("/")
-            per_param.setdefault(int(index), {})[name] = value
+            ref = ordered[int(index)]
+            per_param.setdefault(int(index), {})[name] = _like(value, ref) if value.shape == ref.shape else value
         optimizer.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
     torch.set_rng_state(load_tensors(path / "rng.safetensors", "RNG state")["torch"])
     return load_tensors(path / "trace.safetensors", "trace")

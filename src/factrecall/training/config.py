@@ -8,6 +8,9 @@ from factrecall.errors import UserError
 
 STRATEGIES = ("stage", "mix")
 TRACE_MODES = ("signed", "abs")
+PRECISIONS = ("fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+DISTRIBUTED = ("ddp", "fsdp")
 
 
 @dataclass(frozen=True)
@@ -36,15 +39,26 @@ class TrainConfig:
     trace_mode: str = "signed"  # "signed": Σ lr·g; "abs": Σ lr·|g|
     trace_include: tuple[str, ...] = field(default=())  # extra tensors: biases, norms, embeddings, unembedding
     grad_consistency: int = 0  # steps between BIO–QA gradient cosines per layer in metrics.jsonl; 0 = off
+    precision: str = "fp32"  # "bf16": autocast forward/backward; weights, optimizer and trace stay float32
+    gradient_checkpointing: bool = False  # recompute each block's activations in the backward pass
+    device: str = "auto"  # "auto": a GPU when there is one, else CPU; "cuda" refuses to run without one
+    distributed: str = "ddp"  # several processes: "ddp" (full replicas) or "fsdp" (FSDP2, sharded per parameter)
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
             raise UserError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        if self.trace_mode not in TRACE_MODES:
-            raise UserError(f"unknown trace mode {self.trace_mode!r}; choose one of {', '.join(TRACE_MODES)}")
-        for name in ("bio_epochs", "qa_epochs", "bio_batch_size", "qa_batch_size", "grad_accum"):
+        for name, allowed in (("trace_mode", TRACE_MODES), ("precision", PRECISIONS), ("device", DEVICES),
+                              ("distributed", DISTRIBUTED)):
+            if getattr(self, name) not in allowed:
+                raise UserError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
+        for name in ("bio_batch_size", "qa_batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1 (got {getattr(self, name)})")
+        # one task may have 0 epochs (a language base trains BIO only), a strategy compares both
+        if min(self.bio_epochs, self.qa_epochs) < 0 or self.bio_epochs + self.qa_epochs < 1 or (
+                self.strategy == "stage" and min(self.bio_epochs, self.qa_epochs) < 1):
+            raise UserError(f"bio_epochs and qa_epochs must be ≥ 0 with at least one positive, both ≥ 1 under "
+                            f"stage (got {self.bio_epochs}, {self.qa_epochs})")
         for name in ("max_steps", "eval_every", "checkpoint_every", "eval_people", "clip", "qa_phase_lr",
                      "weight_decay", "grad_consistency"):
             if getattr(self, name) < 0:

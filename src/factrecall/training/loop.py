@@ -10,6 +10,20 @@
 A run directory is resumable: its checkpoint holds the model, optimizer, trace, RNG and the step
 index, and the schedule is a pure function of the config, so a resumed run continues exactly
 where the interrupted one was.
+
+Scale (the same code on one CPU process and on n GPUs, started by `torchrun` or `accelerate launch`):
+
+* every rank takes every W-th row of each micro-batch (`_micro_batch_loss`), so W must divide the
+  micro-batch sizes, and the averaged gradient is the single-process one;
+* `distributed="ddp"`: Accelerate's DDP; every rank holds the whole model, optimizer and trace;
+* `distributed="fsdp"`: FSDP2 (`torch.distributed.fsdp.fully_shard`, per block, then the root):
+  parameters, gradients, AdamW moments and trace accumulators are sharded by rows over the ranks,
+  gradients are reduce-scattered after every micro-batch (the trace needs each one), and every
+  rank runs the evaluations (a sharded forward is a collective);
+* `precision="bf16"`: forward and backward under bf16 autocast (Accelerate's mixed precision);
+  weights, gradients, AdamW state and the trace stay float32;
+* `gradient_checkpointing`: each block's activations are recomputed in the backward pass
+  (non-reentrant, so parameter hooks and the trace see the same gradients).
 """
 
 from __future__ import annotations
@@ -18,11 +32,13 @@ import contextlib
 import json
 import shutil
 import time
+import types
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
 from factrecall.artifacts import append_jsonl, as_json, atomic_directory, read_json, save_tensors, write_json
@@ -30,11 +46,12 @@ from factrecall.data.dataset import Dataset, load_dataset
 from factrecall.encode import Encoded, collate, encode_bio, encode_qa, pad_id
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
-from factrecall.models.adapters import tracked_parameter_names
+from factrecall.models.adapters import adapter_for, tracked_parameter_names
 from factrecall.models.base import write_base
 from factrecall.models.loading import load_model
+from factrecall.models.presets import MODEL_PRESETS
 from factrecall.provenance import package_versions
-from factrecall.training.checkpoint import load_checkpoint, save_checkpoint
+from factrecall.training.checkpoint import full_state, load_checkpoint, save_checkpoint
 from factrecall.training.config import TrainConfig
 from factrecall.training.consistency import GradientConsistency
 from factrecall.training.schedule import build_phases, lr_at
@@ -51,14 +68,15 @@ def _run_record(cfg: TrainConfig, dataset: Dataset) -> dict:
     }
 
 
-def _prepare_run_dir(out: Path, record: dict, resume: bool, force: bool) -> bool:
-    """Check what `out` holds; returns True when a checkpoint should be resumed."""
+def _prepare_run_dir(out: Path, record: dict, resume: bool, force: bool, main: bool) -> bool:
+    """Check what `out` holds; returns True when a checkpoint should be resumed (only `main` deletes)."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory")
     if out.is_dir() and any(out.iterdir()):
         config = out / "config.json"
         if force:
-            shutil.rmtree(out)
+            if main:
+                shutil.rmtree(out)
         elif not config.is_file():
             raise UserError(f"--out {out} is not empty and holds no run; choose another directory or pass --force")
         else:
@@ -81,6 +99,53 @@ def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
+FSDP_FAMILIES = ("llama", "gpt_neox")  # adapter families whose FSDP2 path is tested (tests/test_scale.py)
+
+
+def _accelerator(cfg: TrainConfig) -> Accelerator:
+    """The process's Accelerator, after refusing settings this machine or process count cannot run."""
+    has_gpu = torch.accelerator.current_accelerator() is not None
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' asks for a GPU but torch sees none on this machine; "
+                        "use --device auto (CPU here) or run on a GPU machine")
+    # cpu=True where no accelerator exists lets Accelerate run several CPU processes (gloo) under torchrun
+    accelerator = Accelerator(cpu=cfg.device == "cpu" or not has_gpu,
+                              mixed_precision="bf16" if cfg.precision == "bf16" else "no")
+    world = accelerator.num_processes
+    for name in ("bio_batch_size", "qa_batch_size"):
+        if getattr(cfg, name) % world:
+            raise UserError(f"{name} {getattr(cfg, name)} is not divisible by the {world} processes; "
+                            f"choose a multiple of {world} or launch a number of processes that divides it")
+    if cfg.distributed == "fsdp":  # refused even on one process, where it would run unsharded
+        family = _family(cfg.model)
+        if family not in FSDP_FAMILIES:
+            raise UserError(f"distributed 'fsdp' does not support the {family!r} family of {cfg.model}; "
+                            f"supported: {', '.join(FSDP_FAMILIES)} (use --distributed ddp)")
+        if cfg.grad_consistency:
+            raise UserError("grad_consistency needs each rank's full gradients, which FSDP never holds; "
+                            "set it to 0 or use --distributed ddp")
+    return accelerator
+
+
+def _family(model_spec: str) -> str:
+    """The adapter family of a preset name or model directory (an unsupported one is a UserError)."""
+    if model_spec in MODEL_PRESETS:
+        model_type = MODEL_PRESETS[model_spec][0].model_type
+    else:
+        config = Path(model_spec) / "config.json"
+        model_type = json.loads(config.read_text()).get("model_type") if config.is_file() else None
+    return adapter_for(types.SimpleNamespace(model_type=model_type)).family
+
+
+def _shard(model) -> None:
+    """FSDP2 in place: each block, then the root (embeddings, final norm, unembedding)."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in model.get_submodule(adapter_for(model.config).layers):
+        fully_shard(block)
+    fully_shard(model)
+
+
 def _micro_batch_loss(model, examples: list[Encoded], rows: tuple[int, ...], pad: int, accelerator) -> torch.Tensor:
     """This rank's share of a micro-batch's mean token loss.
 
@@ -95,26 +160,34 @@ def _micro_batch_loss(model, examples: list[Encoded], rows: tuple[int, ...], pad
         mine, weight = rows[:1], 0.0
     n_items = sum(examples[r].n_trained for r in rows) / world
     batch = {k: v.to(accelerator.device) for k, v in collate([examples[r] for r in mine], pad).items()}
-    return model(**batch, num_items_in_batch=n_items).loss * weight
+    with accelerator.autocast():  # bf16 under precision="bf16", else a no-op
+        return model(**batch, num_items_in_batch=n_items).loss * weight
 
 
 def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, force: bool = False) -> dict:
     """Train one strategy; writes the run directory and returns the final evaluation."""
     cfg.validate()
+    accelerator = _accelerator(cfg)
+    sharded = cfg.distributed == "fsdp" and accelerator.num_processes > 1
     out = Path(out)
     dataset = load_dataset(data_dir)
     record = _run_record(cfg, dataset)
-    resuming = _prepare_run_dir(out, record, resume, force)  # checks a run in `out` has this config
+    resuming = _prepare_run_dir(out, record, resume, force, accelerator.is_main_process)  # same config?
+    accelerator.wait_for_everyone()
     if resume and (out / "eval.json").is_file() and (out / "model").is_dir():
         return read_json(out / "eval.json", "final evaluation")
-    if not (out / "config.json").is_file():  # a new run: θ_pre first, then the record that makes it a run
+    # a new run: θ_pre first, then the record that makes it a run (one writer; the others wait for it)
+    if not (out / "config.json").is_file() and accelerator.is_main_process:
         write_base(cfg.model, dataset, cfg.seed, out / "base")
         write_json(out / "config.json", record)
+    accelerator.wait_for_everyone()
 
-    # cpu=True where no accelerator exists lets Accelerate run several CPU processes (gloo) under torchrun
-    accelerator = Accelerator(cpu=torch.accelerator.current_accelerator() is None)
     model, tokenizer = load_model(out / "base")
     model.to(accelerator.device)
+    if cfg.gradient_checkpointing:
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    if sharded:
+        _shard(model)
     pad = pad_id(tokenizer)
     examples = {"bio": [encode_bio(tokenizer, b) for b in dataset.bios],
                 "qa": [encode_qa(tokenizer, q) for q in dataset.qa_split("id")]}
@@ -124,7 +197,7 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
 
     tracked = dict(model.named_parameters())
     tracked = {name: tracked[name] for name in tracked_parameter_names(model, cfg.trace_include)}
-    trace = TraceRecorder(tracked, cfg.trace_mode) if cfg.trace else None
+    trace = TraceRecorder(tracked, cfg.trace_mode, sharded) if cfg.trace else None
     consistency = GradientConsistency(tracked, cfg.grad_consistency) if cfg.grad_consistency else None
     metrics = out / "metrics.jsonl"
 
@@ -141,10 +214,11 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
         """Called by every rank. Saves the trace reduced over ranks: on resume each rank adds its new
         local sums to it, and the mean at the end is still the single-process trace."""
         trace_state = trace.reduced(accelerator) if trace else {}
+        params, optimizer_tensors, groups = full_state(model, optimizer, accelerator.is_main_process)
         if accelerator.is_main_process:
             position = {"phase": phase_index, "step": step, "phase_evals": phase_evals, "global_step": global_step,
                         "metrics_bytes": metrics.stat().st_size if metrics.exists() else 0}
-            save_checkpoint(checkpoint_dir, accelerator.unwrap_model(model), optimizer, trace_state, position)
+            save_checkpoint(checkpoint_dir, params, optimizer_tensors, groups, trace_state, position)
         accelerator.wait_for_everyone()
 
     model.train()
@@ -152,14 +226,16 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
         if phase_index < start_phase:
             continue
         optimizer = _optimizer(model, cfg)
-        prepared_model, optimizer = accelerator.prepare(model, optimizer)
+        if sharded:  # FSDP2 is applied by `_shard`; Accelerate still launches, places and autocasts
+            prepared_model = model
+        else:
+            prepared_model, optimizer = accelerator.prepare(model, optimizer)
         if consistency:
             consistency.new_phase()
         first_step = 0
         if resuming and phase_index == start_phase:
             # a checkpoint at step 0 of a phase carries no optimizer state: each phase starts a fresh AdamW
-            trace_state = load_checkpoint(checkpoint_dir, accelerator.unwrap_model(prepared_model),
-                                          optimizer if start_step > 0 else None)
+            trace_state = load_checkpoint(checkpoint_dir, model, optimizer if start_step > 0 else None)
             if trace:
                 trace.load_state_dict(trace_state)
             first_step = start_step
@@ -175,7 +251,8 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
             micro_batches = phase.steps[step]
             for i, mb in enumerate(micro_batches):
                 last = i == len(micro_batches) - 1
-                sync = contextlib.nullcontext() if last else accelerator.no_sync(prepared_model)
+                # FSDP2 reduce-scatters after every backward: the trace needs each micro-batch's gradient
+                sync = contextlib.nullcontext() if last or sharded else accelerator.no_sync(prepared_model)
                 attribute = trace.attribute(mb.task, lr) if trace else contextlib.nullcontext()
                 observe = consistency.attribute(mb.task, global_step + 1) if consistency else contextlib.nullcontext()
                 with sync:  # DDP all-reduces only on a step's last micro-batch
@@ -184,6 +261,8 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
                         accelerator.backward(loss / len(micro_batches))
                 losses.setdefault(mb.task, []).append(loss.item())
             grad_norm = accelerator.clip_grad_norm_(prepared_model.parameters(), cfg.clip) if cfg.clip else None
+            if isinstance(grad_norm, DTensor):
+                grad_norm = grad_norm.full_tensor()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             global_step += 1
@@ -197,21 +276,24 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
             if accelerator.is_main_process:
                 append_jsonl(metrics, row)
             bar.set_postfix({t: f"{v:.3f}" for t, v in row["loss"].items()})
-            if cfg.eval_every and global_step % cfg.eval_every == 0 and accelerator.is_main_process:
-                append_jsonl(metrics, {"event": "eval", "phase": phase.name, "global_step": global_step,
-                                       "subset_people": cfg.eval_people,
-                                       **_accuracies(evaluate(model, periodic_sets, pad))})
+            if cfg.eval_every and global_step % cfg.eval_every == 0 and (accelerator.is_main_process or sharded):
+                periodic = _accuracies(evaluate(model, periodic_sets, pad))  # every rank when sharded
+                if accelerator.is_main_process:
+                    append_jsonl(metrics, {"event": "eval", "phase": phase.name, "global_step": global_step,
+                                           "subset_people": cfg.eval_people, **periodic})
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < n_steps:
                 checkpoint(phase_index, step + 1, optimizer)
         bar.close()
-        if accelerator.is_main_process:
+        if accelerator.is_main_process or sharded:
             phase_evals[phase.name] = evaluate(model, full_sets, pad)
+        if accelerator.is_main_process:
             append_jsonl(metrics, {"event": "eval", "phase": phase.name, "global_step": global_step,
                                    "phase_end": True, **_accuracies(phase_evals[phase.name])})
         if phase_index + 1 < len(phases):
             checkpoint(phase_index + 1, 0, optimizer)
 
     trace_state = trace.reduced(accelerator) if trace else None  # a collective: every rank takes part
+    params = full_state(model, optimizer, accelerator.is_main_process)[0]  # a collective too
     if trace:
         trace.close()
     if consistency:
@@ -223,12 +305,24 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
                 "dataset_hash": dataset.content_hash,
                 "steps": json.dumps({p.name: len(p.steps) for p in phases})})
         with atomic_directory(out / "model") as tmp:
-            accelerator.unwrap_model(model).save_pretrained(tmp)
+            _save_pretrained(model, params, tmp)
             tokenizer.save_pretrained(tmp)
         write_json(out / "eval.json", {**phase_evals[phases[-1].name], "phases": phase_evals})
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     accelerator.wait_for_everyone()
     return read_json(out / "eval.json", "final evaluation")
+
+
+def _save_pretrained(model, params: dict[str, torch.Tensor], directory: Path) -> None:
+    """Save the model as an HF directory from its full parameters (`full_state`), sharded or not."""
+    if not any(isinstance(p, DTensor) for p in model.parameters()):
+        model.save_pretrained(directory)
+        return
+    with torch.device("meta"):
+        plain = type(model)(model.config)
+    plain.load_state_dict(params, strict=False, assign=True)
+    plain.tie_weights()
+    plain.save_pretrained(directory)
 
 
 def _accuracies(evaluation: dict) -> dict:

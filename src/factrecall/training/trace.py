@@ -14,6 +14,14 @@ per tensor per micro-batch into a float32 accumulator.
 Under DDP the hooks see the rank's local gradient (before the all-reduce); `reduced()` averages
 the accumulators across ranks at save time, which equals the single-process trace because the
 sum is linear. Saved as safetensors keyed `bio/<name>` and `qa/<name>`.
+
+Under FSDP2 (`sharded=True`) a parameter is a DTensor holding this rank's rows, and the unsharded
+gradient is reduce-scattered into `.grad` after every backward, so no hook ever sees a micro-batch's
+full gradient. Each rank instead accumulates its own shard of the *reduced* gradient (already the
+average over ranks): a post-accumulate-grad hook fires once `.grad` holds the new sum, and the
+micro-batch's part is that sum minus what `.grad` held before the backward (subtracted on entry
+to `attribute` in "signed" mode; kept as a copy of the shard for "abs"). Accumulators are 1/W of
+the full size per rank; `reduced()` all-gathers them one tensor at a time at save time.
 """
 
 from __future__ import annotations
@@ -22,51 +30,108 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from factrecall.training.schedule import TASKS
 
 
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (FSDP2), or the tensor itself."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
 class TraceRecorder:
-    def __init__(self, named_parameters: dict[str, torch.nn.Parameter], mode: str = "signed"):
-        self.mode = mode
+    def __init__(self, named_parameters: dict[str, torch.nn.Parameter], mode: str = "signed", sharded: bool = False):
+        self.mode, self.sharded = mode, sharded
+        self.params = named_parameters
         self.accumulators = {
-            task: {name: torch.zeros_like(p, dtype=torch.float32) for name, p in named_parameters.items()}
+            task: {name: torch.zeros_like(_local(p), dtype=torch.float32) for name, p in named_parameters.items()}
             for task in TASKS
         }
         self._task: str | None = None
         self._lr = 0.0
-        self._handles = [p.register_hook(self._hook(name)) for name, p in named_parameters.items()]
+        self._before: dict[str, torch.Tensor] = {}  # sharded "abs": each shard's .grad before the backward
+        self._fired: set[str] = set()
+        if sharded:
+            self._handles = [p.register_post_accumulate_grad_hook(self._sharded_hook(name))
+                             for name, p in named_parameters.items()]
+        else:
+            self._handles = [p.register_hook(self._hook(name)) for name, p in named_parameters.items()]
+
+    def _add(self, name: str, g: torch.Tensor) -> None:
+        g = g.abs() if self.mode == "abs" else g
+        self.accumulators[self._task][name].add_(g.to(torch.float32), alpha=self._lr)
 
     def _hook(self, name: str):
         def add(grad: torch.Tensor) -> None:
             if self._task is not None:
-                g = grad.abs() if self.mode == "abs" else grad
-                self.accumulators[self._task][name].add_(g.to(torch.float32), alpha=self._lr)
+                self._add(name, grad)
+        return add
+
+    def _sharded_hook(self, name: str):
+        def add(param: torch.Tensor) -> None:
+            if self._task is None:
+                return
+            self._fired.add(name)
+            grad = _local(param.grad)
+            if self.mode == "signed":  # the pre-backward sum was subtracted on entry
+                self.accumulators[self._task][name].add_(grad.to(torch.float32), alpha=self._lr)
+            else:
+                before = self._before.pop(name, None)
+                self._add(name, grad if before is None else grad - before)
         return add
 
     @contextlib.contextmanager
     def attribute(self, task: str, lr: float) -> Iterator[None]:
         """Gradients of backward passes inside this block count towards `task` with weight `lr`."""
         self._task, self._lr = task, lr
+        held = {n: _local(p.grad) for n, p in self.params.items() if self.sharded and p.grad is not None}
+        for name, grad in held.items():
+            if self.mode == "signed":
+                self.accumulators[task][name].add_(grad.to(torch.float32), alpha=-lr)
+            else:
+                self._before[name] = grad.clone()
         try:
             yield
         finally:
+            for name in set(held) - self._fired:  # no gradient this time: undo the subtraction
+                if self.mode == "signed":
+                    self.accumulators[task][name].add_(held[name].to(torch.float32), alpha=lr)
+            self._before.clear()
+            self._fired.clear()
             self._task = None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"{task}/{name}": t for task, acc in self.accumulators.items() for name, t in acc.items()}
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Load a full (saved) trace; under FSDP2 each rank keeps its shard of every tensor."""
         for task, acc in self.accumulators.items():
             for name, t in acc.items():
-                t.copy_(tensors[f"{task}/{name}"])
+                full = tensors[f"{task}/{name}"]
+                if self.sharded:
+                    p = self.params[name]
+                    full = distribute_tensor(full.to(t.device), p.device_mesh, p.placements, src_data_rank=None)
+                t.copy_(_local(full))
 
     def reduced(self, accelerator) -> dict[str, torch.Tensor]:
-        """The trace summed over micro-batches of every rank (averaged like DDP averages gradients)."""
+        """The full trace of every rank's micro-batches (a collective: every rank calls it).
+
+        DDP: accumulators averaged over ranks, like DDP averages gradients. FSDP2: each shard
+        all-gathered, one tensor at a time; only the main process keeps the full tensors (on CPU).
+        """
         state = self.state_dict()
         if accelerator.num_processes == 1:
             return state
-        return {k: accelerator.reduce(v.clone(), reduction="mean") for k, v in state.items()}
+        if not self.sharded:
+            return {k: accelerator.reduce(v.clone(), reduction="mean") for k, v in state.items()}
+        out = {}
+        for key, shard in state.items():
+            p = self.params[key.split("/", 1)[1]]
+            full = DTensor.from_local(shard, p.device_mesh, p.placements, shape=p.shape, stride=p.stride()).full_tensor()
+            if accelerator.is_main_process:
+                out[key] = full.cpu()
+        return out
 
     def close(self) -> None:
         for h in self._handles:

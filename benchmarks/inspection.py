@@ -1,24 +1,21 @@
 """Time of one inspection, the aggregate attention statistics and the consistency analysis.
 
-Usage: python benchmarks/inspect.py [RUN_DIR] [PEOPLE]   (default: studies/default/runs/mix, 500)
+Usage: python benchmarks/inspection.py [RUN_DIR] [PEOPLE]   (default: studies/default/runs/mix, 500)
 Writes the run's analysis/inspect/, analysis/attention.json and analysis/consistency.json.
 Prints one JSON object: {"seconds_one", "seconds_aggregate", "seconds_consistency", "people"}.
 Targets: one person ≤ 10 s, 500 people ≤ 60 s on 2 CPU cores (model loading included).
 """
 
+import json
 import sys
+import time
+from pathlib import Path
 
-sys.path.remove(sys.path[0])  # this script's folder: its name would shadow the standard library's `inspect`
+import torch
 
-import json  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
-
-from factrecall.analysis.attention import attention_stats  # noqa: E402
-from factrecall.analysis.consistency import consistency_run  # noqa: E402
-from factrecall.analysis.inspect import inspect_run  # noqa: E402
+from factrecall.analysis.attention import attention_stats
+from factrecall.analysis.consistency import consistency_run
+from factrecall.analysis.inspect import inspect_run
 
 run = Path(sys.argv[1] if len(sys.argv) > 1 else "studies/default/runs/mix")
 people = int(sys.argv[2]) if len(sys.argv) > 2 else 500

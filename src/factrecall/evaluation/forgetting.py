@@ -1,0 +1,37 @@
+"""Forgetting: what a built base knew about its own population, before and after fine-tuning.
+
+A run whose θ_pre came from `factrecall base build` keeps the base's `base.json` in `base/`; its
+population is evaluated with θ_pre (`before`) and θ_ft (`after`) on the same people.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from factrecall.artifacts import read_json, write_json
+from factrecall.data.dataset import load_dataset
+from factrecall.encode import pad_id
+from factrecall.errors import UserError
+from factrecall.evaluation.exact_match import eval_sets, evaluate
+from factrecall.models.base import RECORD
+from factrecall.models.loading import load_model
+
+
+def forgetting_run(run: Path, eval_people: int = 100) -> dict | None:
+    """Write `analysis/forgetting.json` for a run fine-tuned from a built base; None for other bases."""
+    run = Path(run)
+    if not (run / "base" / RECORD).is_file():
+        return None
+    record = read_json(run / "base" / RECORD, "base record")
+    population = record["population"]
+    dataset = load_dataset(Path(population["path"]))
+    if dataset.content_hash != population["content_hash"]:
+        raise UserError(f"{population['path']} is not the population the base of {run} was trained on "
+                        f"(content hash differs); rebuild the base")
+    result = {"base": record["kind"], "population": population["path"], "eval_people": eval_people}
+    for when, which in (("before", "base"), ("after", "model")):
+        model, tokenizer = load_model(run / which)
+        sets = {n: s for n, s in eval_sets(tokenizer, dataset, eval_people).items() if s.examples}
+        result[when] = {n: r["accuracy"] for n, r in evaluate(model, sets, pad_id(tokenizer)).items()}
+    write_json(run / "analysis" / "forgetting.json", result)
+    return result
