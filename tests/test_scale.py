@@ -3,8 +3,10 @@
 FSDP2 (`fully_shard`) runs on CPU with gloo in torch 2.13, so two processes are compared with one,
 as `test_ddp.py` does for DDP. Tolerances, and why:
 
-* trace: 1e-5 relative per tensor. Each rank accumulates its shard of the reduce-scattered
-  gradient as (sum after the backward − sum before), so only float summation order differs;
+* trace: 1e-4 relative per tensor. Each rank accumulates its shard of the reduce-scattered
+  gradient as (sum after the backward − sum before): besides summation order, that difference
+  rounds at float32 precision of the step's summed gradient (measured up to 1.3e-5; a lost or
+  doubled micro-batch is an error of order 1);
 * weights: as in `test_ddp.py`, at most 0.1 % of entries differ by more than 1e-5 (Adam's g/√v
   turns summation noise in a near-zero gradient into up to one step's size);
 * gradient checkpointing recomputes the same forward: 1e-6 relative (trace) and 1e-6 (weights);
@@ -47,7 +49,7 @@ def _tensors(run, name):
     return load_file(str(run / name))
 
 
-def _assert_same_run(a, b, trace_tol=1e-5, weight_tol=1e-5, weight_share=1e-3):
+def _assert_same_run(a, b, trace_tol=1e-4, weight_tol=1e-5, weight_share=1e-3):
     ta, tb = _tensors(a, "trace.safetensors"), _tensors(b, "trace.safetensors")
     assert ta.keys() == tb.keys()
     for k in tb:
