@@ -1,7 +1,10 @@
 import json
 import re
+import shutil
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from factrecall.artifacts import read_jsonl
 from factrecall.data.dataset import load_dataset
@@ -145,3 +148,42 @@ def test_files_load_with_the_datasets_library(small_data, tmp_path):
     assert loaded["qa"].num_rows == 240 and loaded["bio"].num_rows == 80 and loaded["people"].num_rows == 40
     assert set(loaded["qa"]["split"]) == {"id", "ood"}
     assert loaded["bio"][0]["spans"]["university"][1] > loaded["bio"][0]["spans"]["university"][0]
+
+
+_json_values = st.recursive(st.none() | st.booleans() | st.integers(-3, 10**6) | st.text(max_size=8),
+                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                         max_size=3), max_leaves=6)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny") / "d"
+    generate_dataset(DataConfig(people=4, bios_per_person=1), out)
+    return out
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(file=st.sampled_from(["people.jsonl", "bio.jsonl", "qa.jsonl"]), row=st.integers(0, 3),
+       key=st.sampled_from(["person_id", "split", "text", "spans", "prompt", "answer", "answer_start", "attribute",
+                            "name", "birth_city", "bio_index", "extra"]),
+       value=_json_values, cut=st.one_of(st.none(), st.integers(0, 400)))
+def test_any_damaged_dataset_loads_and_encodes_or_is_refused_cleanly(tiny_data, tmp_path_factory, file, row, key,
+                                                                     value, cut):
+    """Whatever one field holds (or wherever a file is cut), loading and encoding give data or a UserError."""
+    from factrecall.encode import encode_bio, encode_qa
+
+    d = tmp_path_factory.mktemp("damaged") / "d"
+    shutil.copytree(tiny_data, d)
+    rows = read_jsonl(d / file)
+    rows[row % len(rows)][key] = value
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    (d / file).write_text(text if cut is None else text[:cut])
+    try:
+        ds = load_dataset(d)
+        tokenizer = word_tokenizer(ds.vocabulary_fragments())
+        for b in ds.bios:
+            encode_bio(tokenizer, b)
+        for q in ds.qa:
+            encode_qa(tokenizer, q)
+    except UserError as e:
+        assert "\n" not in str(e)

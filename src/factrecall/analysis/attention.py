@@ -30,16 +30,22 @@ from factrecall.models.adapters import geometry
 FORMS = ("bio", "qa")
 
 
-def person_views(tokenizer, dataset, people: int) -> list[tuple[dict, list[View], list[View]]]:
-    """(person, six BIO views of the first bio, six QA views) for the first `people` people (≥ 1)."""
-    if people < 1:
-        raise UserError(f"--people must be at least 1 (got {people})")
-    pools = dataset_pools(dataset)
+def first_bio_and_questions(dataset) -> tuple[dict[int, dict], dict[int, list[dict]]]:
+    """{person_id: their first bio}, {person_id: their questions}."""
     first_bio, questions = {}, {}
     for b in dataset.bios:
         first_bio.setdefault(b["person_id"], b)
     for q in dataset.qa:
         questions.setdefault(q["person_id"], []).append(q)
+    return first_bio, questions
+
+
+def person_views(tokenizer, dataset, people: int) -> list[tuple[dict, list[View], list[View]]]:
+    """(person, six BIO views of the first bio, six QA views) for the first `people` people (≥ 1)."""
+    if people < 1:
+        raise UserError(f"--people must be at least 1 (got {people})")
+    pools = dataset_pools(dataset)
+    first_bio, questions = first_bio_and_questions(dataset)
     chosen = dataset.people[:people]
     return [(p, bio_views(tokenizer, first_bio[p["person_id"]], p, pools),
              [qa_view(tokenizer, q, p, pools) for q in questions[p["person_id"]]]) for p in chosen]

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from factrecall.analysis.attention import batches, person_views
+from factrecall.analysis.attention import batches, first_bio_and_questions, person_views
 from factrecall.analysis.readout import ON, analysis_model, read
 from factrecall.analysis.run import load_trace, model_config, run_dataset
 from factrecall.analysis.shared import layer_of, split_trace
@@ -136,11 +136,7 @@ def gradient_probe(model, tokenizer, dataset, people: int) -> dict:
     """Per split (all, id, ood): mean matched and mismatched cosine of BIO-value and QA-answer gradients per layer."""
     params = {n: p for n, p in model.named_parameters() if n in set(tracked_parameter_names(model))}
     pad, device = pad_id(tokenizer), next(model.parameters()).device
-    first_bio, questions = {}, {}
-    for b in dataset.bios:
-        first_bio.setdefault(b["person_id"], b)
-    for q in dataset.qa:
-        questions.setdefault(q["person_id"], []).append(q)
+    first_bio, questions = first_bio_and_questions(dataset)
     chosen = dataset.people[:people]
     rows: list[tuple[str, str, dict[str, float]]] = []  # (split, matched|mismatched, {layer: cos})
     previous_bio = None
