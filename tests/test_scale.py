@@ -63,13 +63,14 @@ def _assert_same_run(a, b, trace_tol=1e-4, weight_tol=1e-5, weight_share=1e-3):
         assert (diff > weight_tol).float().mean() <= weight_share and diff.max() <= max_step, k
 
 
-@pytest.mark.parametrize("model", ["tiny-llama-gqa", "tiny-neox"])
-def test_two_process_fsdp_equals_single_process(model, small_data, tmp_path):
+@pytest.mark.parametrize("model, mode", [("tiny-llama-gqa", "signed"), ("tiny-neox", "signed"),
+                                         ("tiny-neox", "abs")])
+def test_two_process_fsdp_equals_single_process(model, mode, small_data, tmp_path):
     # a checkpoint after step 2 gathers the sharded model, AdamW state and trace mid-run
     _torchrun("--data", str(small_data), "--out", str(tmp_path / "fsdp"), "--model", model, *COMMON,
-              "--max-steps", "3", "--checkpoint-every", "2", "--distributed", "fsdp")
-    loop.train(train_config("smoke", strategy="mix", model=model, max_steps=3, grad_accum=2, checkpoint_every=0),
-               small_data, tmp_path / "single")
+              "--max-steps", "3", "--checkpoint-every", "2", "--distributed", "fsdp", "--trace-mode", mode)
+    loop.train(train_config("smoke", strategy="mix", model=model, max_steps=3, grad_accum=2, checkpoint_every=0,
+                            trace_mode=mode), small_data, tmp_path / "single")
     _assert_same_run(tmp_path / "fsdp", tmp_path / "single")
     config = json.loads((tmp_path / "fsdp" / "model" / "config.json").read_text())
     assert config["model_type"] == ("llama" if "llama" in model else "gpt_neox")
@@ -132,6 +133,7 @@ def _cli(monkeypatch, capsys, *args):
     (["--model", "tiny-gpt2", "--distributed", "fsdp"],
      "distributed 'fsdp' does not support the 'gpt2' family of tiny-gpt2; supported: llama, gpt_neox"),
     (["--distributed", "zero3"], "unknown distributed 'zero3'; choose one of ddp, fsdp"),
+    (["--distributed", "fsdp", "--grad-consistency", "2"], "grad_consistency needs each rank's full gradients"),
     (["--precision", "fp16"], "unknown precision 'fp16'; choose one of fp32, bf16"),
     pytest.param(["--device", "cuda"], "device 'cuda' asks for a GPU but torch sees none",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
@@ -144,7 +146,13 @@ def test_scale_settings_refused_in_one_line(extra, message, small_data, tmp_path
     assert not (tmp_path / "run").exists()  # refused before anything is written
 
 
-def test_world_size_that_does_not_divide_the_batch_is_refused(small_data, tmp_path):
+@pytest.mark.parametrize("extra, message", [
+    (["--batch-size", "15"], "bio_batch_size 15 is not divisible by the 2 processes; "
+                             "choose a multiple of 2 or launch a number of processes that divides it"),
+    (["--trace-mode", "abs"], "trace mode 'abs' under DDP would sum each rank's |g| instead of |g| of the averaged "
+                              "gradient; use --distributed fsdp (it sees the averaged gradient) or one process"),
+])
+def test_two_process_settings_refused_on_every_rank(extra, message, small_data, tmp_path):
     """Two ranks started by hand (what torchrun does), so each rank's own exit code is visible."""
     port = _free_port()
     procs = []
@@ -153,12 +161,11 @@ def test_world_size_that_does_not_divide_the_batch_is_refused(small_data, tmp_pa
                "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "factrecall", "train", "--data", str(small_data), "--out", str(tmp_path / "run"),
-             *COMMON, "--batch-size", "15"], env=env, stderr=subprocess.PIPE, text=True))
+             *COMMON, *extra], env=env, stderr=subprocess.PIPE, text=True))
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 2, err[-2000:]
         lines = [line for line in err.splitlines() if "factrecall: error:" in line]
-        assert lines == ["factrecall: error: bio_batch_size 15 is not divisible by the 2 processes; "
-                         "choose a multiple of 2 or launch a number of processes that divides it"], err[-2000:]
+        assert lines == [f"factrecall: error: {message}"], err[-2000:]
         assert "Traceback" not in err
     assert not (tmp_path / "run").exists()

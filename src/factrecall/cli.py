@@ -293,6 +293,25 @@ def consistency_command(
     typer.echo(f"written to {run / 'analysis' / 'consistency.json'}")
 
 
+@app.command("plan")
+def plan_command(
+    preset: Annotated[str, typer.Option(help="Preset to plan (e.g. paper-llama, paper-pythia, default).")],
+    gpus: Annotated[int, typer.Option(help="GPUs (one process each).")] = 1,
+    gpu_memory: Annotated[float, typer.Option(help="Memory per GPU, GiB.")] = 80.0,
+    seq_len: Annotated[int, typer.Option(help="Tokens of the longest bio in a micro-batch.")] = 128,
+    qa_seq_len: Annotated[int, typer.Option(help="Tokens of the longest question + answer.")] = 32,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 or bf16 (default: the preset's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+):
+    """Memory plan of a preset's training run per GPU (DDP and FSDP2, with and without gradient
+    checkpointing): weights, gradients, AdamW, trace, activations; whether it fits; disk."""
+    from factrecall.artifacts import dumps_json
+    from factrecall.plan import format_plan, preset_plan
+
+    result = preset_plan(preset, gpus, gpu_memory, seq_len, qa_seq_len, precision)
+    typer.echo(dumps_json(result).rstrip() if as_json else format_plan(result))
+
+
 @app.command("study")
 def study_command(
     out: Annotated[Path, typer.Option(help="Study directory.")] = Path("studies/default"),

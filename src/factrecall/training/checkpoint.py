@@ -7,9 +7,9 @@ step), the optimizer's param groups, the length of `metrics.jsonl` at save time,
 every tensor file.
 
 The files always hold full tensors, whatever the layout in memory: under FSDP2 a parameter (and
-its AdamW moments) is a DTensor of which each rank holds some rows. `full_state` gathers them one
-tensor at a time (a collective) and keeps them, on CPU, on the main process only; `load_checkpoint`
-hands every rank its own rows again. A run checkpointed under one layout resumes under another.
+its AdamW moments) is a DTensor of which each rank holds some rows. `full_parameters` and
+`full_optimizer_state` gather them one tensor at a time (collectives: every rank calls them) and keep
+them, on CPU, on the main process only; `load_checkpoint` hands every rank its own rows again. A run checkpointed under one layout resumes under another.
 """
 
 from __future__ import annotations
@@ -40,14 +40,17 @@ def _like(full: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return full
 
 
-def full_state(model, optimizer: torch.optim.Optimizer, keep: bool) -> tuple[dict, dict, list[dict]]:
-    """(parameters, flat optimizer state, param groups) as full CPU tensors; empty unless `keep`."""
-    params = {n: _full(p, keep) for n, p in model.named_parameters()}  # a tied tensor appears once
+def full_parameters(model, keep: bool) -> dict[str, torch.Tensor]:
+    """{name: full CPU tensor} of the parameters (a tied tensor once); empty unless `keep`."""
+    params = {n: _full(p, keep) for n, p in model.named_parameters()}
+    return params if keep else {}
+
+
+def full_optimizer_state(optimizer: torch.optim.Optimizer, keep: bool) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """(flat AdamW state `state/<param index>/<key>` as full CPU tensors, param groups); empty unless `keep`."""
     sd = optimizer.state_dict()
     flat = {f"state/{i}/{k}": _full(v, keep) for i, s in sd["state"].items() for k, v in s.items()}
-    if not keep:
-        return {}, {}, []
-    return params, flat, sd["param_groups"]
+    return (flat, sd["param_groups"]) if keep else ({}, [])
 
 
 def save_checkpoint(path: Path, params: dict[str, torch.Tensor], optimizer_tensors: dict[str, torch.Tensor],

@@ -20,8 +20,10 @@ Scale (the same code on one CPU process and on n GPUs, started by `torchrun` or 
   parameters, gradients, AdamW moments and trace accumulators are sharded by rows over the ranks,
   gradients are reduce-scattered after every micro-batch (the trace needs each one), and every
   rank runs the evaluations (a sharded forward is a collective);
-* `precision="bf16"`: forward and backward under bf16 autocast (Accelerate's mixed precision);
-  weights, gradients, AdamW state and the trace stay float32;
+* `precision="bf16"`: forward and backward under `torch.autocast(bfloat16)` on the run's device
+  (what Accelerate's `mixed_precision="bf16"` does, without fixing it for the whole process:
+  Accelerate's state is a per-process singleton, and a process may train several runs);
+  weights, gradients, AdamW state and the trace stay float32; bf16 needs no loss scaling;
 * `gradient_checkpointing`: each block's activations are recomputed in the backward pass
   (non-reentrant, so parameter hooks and the trace see the same gradients).
 """
@@ -51,7 +53,7 @@ from factrecall.models.base import write_base
 from factrecall.models.loading import load_model
 from factrecall.models.presets import MODEL_PRESETS
 from factrecall.provenance import package_versions
-from factrecall.training.checkpoint import full_state, load_checkpoint, save_checkpoint
+from factrecall.training.checkpoint import full_optimizer_state, full_parameters, load_checkpoint, save_checkpoint
 from factrecall.training.config import TrainConfig
 from factrecall.training.consistency import GradientConsistency
 from factrecall.training.schedule import build_phases, lr_at
@@ -109,13 +111,15 @@ def _accelerator(cfg: TrainConfig) -> Accelerator:
         raise UserError("device 'cuda' asks for a GPU but torch sees none on this machine; "
                         "use --device auto (CPU here) or run on a GPU machine")
     # cpu=True where no accelerator exists lets Accelerate run several CPU processes (gloo) under torchrun
-    accelerator = Accelerator(cpu=cfg.device == "cpu" or not has_gpu,
-                              mixed_precision="bf16" if cfg.precision == "bf16" else "no")
+    accelerator = Accelerator(cpu=cfg.device == "cpu" or not has_gpu)
     world = accelerator.num_processes
     for name in ("bio_batch_size", "qa_batch_size"):
         if getattr(cfg, name) % world:
             raise UserError(f"{name} {getattr(cfg, name)} is not divisible by the {world} processes; "
                             f"choose a multiple of {world} or launch a number of processes that divides it")
+    if world > 1 and cfg.distributed == "ddp" and cfg.trace and cfg.trace_mode == "abs":
+        raise UserError("trace mode 'abs' under DDP would sum each rank's |g| instead of |g| of the averaged "
+                        "gradient; use --distributed fsdp (it sees the averaged gradient) or one process")
     if cfg.distributed == "fsdp":  # refused even on one process, where it would run unsharded
         family = _family(cfg.model)
         if family not in FSDP_FAMILIES:
@@ -146,7 +150,8 @@ def _shard(model) -> None:
     fully_shard(model)
 
 
-def _micro_batch_loss(model, examples: list[Encoded], rows: tuple[int, ...], pad: int, accelerator) -> torch.Tensor:
+def _micro_batch_loss(model, examples: list[Encoded], rows: tuple[int, ...], pad: int, accelerator,
+                      bf16: bool = False) -> torch.Tensor:
     """This rank's share of a micro-batch's mean token loss.
 
     Rank r takes rows r, r+W, … of the micro-batch and divides its summed token loss by the
@@ -160,7 +165,7 @@ def _micro_batch_loss(model, examples: list[Encoded], rows: tuple[int, ...], pad
         mine, weight = rows[:1], 0.0
     n_items = sum(examples[r].n_trained for r in rows) / world
     batch = {k: v.to(accelerator.device) for k, v in collate([examples[r] for r in mine], pad).items()}
-    with accelerator.autocast():  # bf16 under precision="bf16", else a no-op
+    with torch.autocast(accelerator.device.type, torch.bfloat16, enabled=bf16):
         return model(**batch, num_items_in_batch=n_items).loss * weight
 
 
@@ -214,7 +219,8 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
         """Called by every rank. Saves the trace reduced over ranks: on resume each rank adds its new
         local sums to it, and the mean at the end is still the single-process trace."""
         trace_state = trace.reduced(accelerator) if trace else {}
-        params, optimizer_tensors, groups = full_state(model, optimizer, accelerator.is_main_process)
+        params = full_parameters(model, accelerator.is_main_process)
+        optimizer_tensors, groups = full_optimizer_state(optimizer, accelerator.is_main_process)
         if accelerator.is_main_process:
             position = {"phase": phase_index, "step": step, "phase_evals": phase_evals, "global_step": global_step,
                         "metrics_bytes": metrics.stat().st_size if metrics.exists() else 0}
@@ -256,7 +262,8 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
                 attribute = trace.attribute(mb.task, lr) if trace else contextlib.nullcontext()
                 observe = consistency.attribute(mb.task, global_step + 1) if consistency else contextlib.nullcontext()
                 with sync:  # DDP all-reduces only on a step's last micro-batch
-                    loss = _micro_batch_loss(prepared_model, examples[mb.task], mb.rows, pad, accelerator)
+                    loss = _micro_batch_loss(prepared_model, examples[mb.task], mb.rows, pad, accelerator,
+                                             cfg.precision == "bf16")
                     with attribute, observe:
                         accelerator.backward(loss / len(micro_batches))
                 losses.setdefault(mb.task, []).append(loss.item())
@@ -293,7 +300,7 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
             checkpoint(phase_index + 1, 0, optimizer)
 
     trace_state = trace.reduced(accelerator) if trace else None  # a collective: every rank takes part
-    params = full_state(model, optimizer, accelerator.is_main_process)[0]  # a collective too
+    params = full_parameters(model, accelerator.is_main_process) if sharded else {}  # a collective too
     if trace:
         trace.close()
     if consistency:
@@ -314,8 +321,8 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
 
 
 def _save_pretrained(model, params: dict[str, torch.Tensor], directory: Path) -> None:
-    """Save the model as an HF directory from its full parameters (`full_state`), sharded or not."""
-    if not any(isinstance(p, DTensor) for p in model.parameters()):
+    """Save the model as an HF directory; a sharded one from its gathered `params` (`full_parameters`)."""
+    if not params:
         model.save_pretrained(directory)
         return
     with torch.device("meta"):

@@ -51,7 +51,6 @@ class TraceRecorder:
         self._task: str | None = None
         self._lr = 0.0
         self._before: dict[str, torch.Tensor] = {}  # sharded "abs": each shard's .grad before the backward
-        self._fired: set[str] = set()
         if sharded:
             self._handles = [p.register_post_accumulate_grad_hook(self._sharded_hook(name))
                              for name, p in named_parameters.items()]
@@ -72,7 +71,6 @@ class TraceRecorder:
         def add(param: torch.Tensor) -> None:
             if self._task is None:
                 return
-            self._fired.add(name)
             grad = _local(param.grad)
             if self.mode == "signed":  # the pre-backward sum was subtracted on entry
                 self.accumulators[self._task][name].add_(grad.to(torch.float32), alpha=self._lr)
@@ -83,22 +81,22 @@ class TraceRecorder:
 
     @contextlib.contextmanager
     def attribute(self, task: str, lr: float) -> Iterator[None]:
-        """Gradients of backward passes inside this block count towards `task` with weight `lr`."""
+        """Gradients of backward passes inside this block count towards `task` with weight `lr`.
+
+        Sharded: every tracked parameter must take part in the backward (true of block weights),
+        since the sum its `.grad` held before is subtracted here and added back by its hook."""
         self._task, self._lr = task, lr
-        held = {n: _local(p.grad) for n, p in self.params.items() if self.sharded and p.grad is not None}
-        for name, grad in held.items():
+        for name, p in self.params.items():
+            if not self.sharded or p.grad is None:
+                continue
             if self.mode == "signed":
-                self.accumulators[task][name].add_(grad.to(torch.float32), alpha=-lr)
+                self.accumulators[task][name].add_(_local(p.grad).to(torch.float32), alpha=-lr)
             else:
-                self._before[name] = grad.clone()
+                self._before[name] = _local(p.grad).clone()
         try:
             yield
         finally:
-            for name in set(held) - self._fired:  # no gradient this time: undo the subtraction
-                if self.mode == "signed":
-                    self.accumulators[task][name].add_(held[name].to(torch.float32), alpha=lr)
             self._before.clear()
-            self._fired.clear()
             self._task = None
 
     def state_dict(self) -> dict[str, torch.Tensor]:

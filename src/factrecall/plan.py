@@ -1,0 +1,277 @@
+"""The memory plan of a training run, per GPU, from the model's config alone (no weights needed).
+
+The model is built on the `meta` device (shapes without storage), so the plan of Llama-3.2-3B
+costs nothing here. Bytes, with P = parameters (a tied tensor once), Q = traced entries, t =
+parameter tensors, N = GPUs:
+
+State — exact (`tests/test_plan.py` compares it with the tensors of a real run on CPU)
+    weights      4·P          float32 master weights (bf16 autocast keeps them float32)
+    gradients    4·P
+    AdamW        8·P + 4·t    two float32 moments per entry and a float32 `step` per tensor
+    trace        8·Q          Δ_BIO and Δ_QA accumulators, float32
+DDP: every GPU holds all of it, plus DDP's gradient buckets (4·P, when N > 1). FSDP2: every
+tensor is split by rows, a GPU holds ⌈rows/N⌉·cols of each, plus a working set of unsharded
+tensors: the root's (embeddings, final norm, unembedding) and two blocks (the current one and the
+prefetched one), each with weights and gradients (8 B per entry). Not counted: the trace mode
+"abs" under FSDP2 with grad_accum > 1 keeps one more shard of the traced gradients (4·Q/N).
+
+Activations — an estimate, within 25 % of the peak measured on CPU (`tests/test_plan.py`)
+    per token and block, elements autograd keeps for the backward pass (counted on tiny models
+    with saved-tensor hooks at two depths; the T term is the padding mask's row, H the
+    attention's log-sum-exp):
+        Llama (SwiGLU MLP, RMSNorm)          4·i + 10·h + T + H
+        GPT-NeoX (GELU MLP, parallel)        3·i +  4·h + T + H
+    once per token: the log-probabilities (V, float32), the mask row (T) and the final norm
+    (2.5·h RMSNorm, 1.5·h LayerNorm); on top, the larger of two transients: the two float32
+    [tokens, V] gradients at the start of the backward pass, or a gradient as wide as the MLP
+    (i) inside a block's backward.
+    Element size 4 B in fp32; under bf16 autocast 2 B for block activations (matmul outputs),
+    float32 for the loss (the logits are upcast). With gradient checkpointing a block keeps only
+    its input (h per token, float32: the residual stream) and one block is recomputed at a time
+    (its activations and the i-wide gradient on top of the kept inputs). bf16 autocast also keeps, for the backward pass, the bf16 copy of every weight it multiplied:
+    2·P (with checkpointing: of the root and one block). Under FSDP2 those copies are unsharded,
+    so they do not shrink with N (FSDP2's own MixedPrecisionPolicy would avoid them; not used here).
+A micro-batch's tokens are its rows / N times its padded length: bios (`seq_len`) and questions
+(`qa_seq_len`) are planned separately and the larger counts.
+
+Disk: the trace file (8·Q), the shared-set masks (sorted int32 indices of top_BIO, top_QA and
+shared at k %: at most 3·k/100·Q·4 B), θ_pre and θ_ft (4·P each) and, while training, a
+checkpoint (weights, AdamW, trace). Saving gathers full tensors on CPU in the main process: host
+memory of 4·P + 8·P + 8·Q during a checkpoint under FSDP.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from factrecall.errors import UserError
+from factrecall.models.adapters import adapter_for, tracked_parameter_names
+
+GIB = 2**30
+# Hub ids of the paper presets -> the configs shipped in factrecall/models/configs/
+SHIPPED = {"meta-llama/Llama-3.2-3B": "Llama-3.2-3B.json", "EleutherAI/pythia-2.8b": "pythia-2.8b.json"}
+_BLOCK = {"llama": (4, 10), "gpt_neox": (3, 4)}  # (MLP-width, hidden) elements per token and block
+_FINAL_NORM = {"llama": 2.5, "gpt_neox": 1.5}  # hidden elements per token kept by the final norm
+_NORM_FP32 = {"llama": 4, "gpt_neox": 2}  # bf16 only: extra 2-byte units for the float32 norm tensors of a block
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """What the plan needs of a model: counts and the shapes of its parameter tensors."""
+    family: str
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    vocab: int
+    tensors: dict[str, tuple[int, ...]]  # parameter name -> shape (a tied tensor once)
+    traced: tuple[str, ...]
+    root: tuple[str, ...]  # parameters outside the blocks (FSDP's root unit)
+    block: tuple[str, ...]  # the parameters of block 0 (every block has the same shapes)
+
+    @property
+    def params(self) -> int:
+        return sum(math.prod(s) for s in self.tensors.values())
+
+    @property
+    def traced_entries(self) -> int:
+        return sum(math.prod(self.tensors[n]) for n in self.traced)
+
+
+def shipped_config(model: str):
+    """The HF config of `model`: a hub id with a shipped config, or a local model directory."""
+    if model in SHIPPED:
+        text = resources.files("factrecall.models.configs").joinpath(SHIPPED[model]).read_text(encoding="utf-8")
+        fields = json.loads(text)
+    elif (Path(model) / "config.json").is_file():
+        fields = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
+    else:
+        raise UserError(f"no config for model {model!r}: plan knows {', '.join(SHIPPED)}, the tiny presets and "
+                        f"local model directories")
+    fields.pop("architectures", None)
+    return AutoConfig.for_model(fields.pop("model_type"), **fields)
+
+
+def model_shapes(config, trace_include: tuple[str, ...] = ()) -> Shapes:
+    """Shapes of the model of `config`, built on the meta device (no memory, no weights)."""
+    a = adapter_for(config)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    tensors = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    prefix = a.layers + "."
+    block0 = a.layers + ".0."
+    intermediate = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * config.hidden_size
+    return Shapes(family=a.family, layers=config.num_hidden_layers, hidden=config.hidden_size,
+                  intermediate=intermediate, heads=config.num_attention_heads, vocab=config.vocab_size,
+                  tensors=tensors, traced=tuple(tracked_parameter_names(model, trace_include)),
+                  root=tuple(n for n in tensors if not n.startswith(prefix)),
+                  block=tuple(n for n in tensors if n.startswith(block0)))
+
+
+def state_bytes(shapes: Shapes, gpus: int = 1) -> dict[str, int]:
+    """Weights, gradients, AdamW state and trace accumulators held by one of `gpus` FSDP ranks (1: all)."""
+    def entries(names) -> int:
+        return sum(math.ceil(shapes.tensors[n][0] / gpus) * math.prod(shapes.tensors[n][1:]) for n in names)
+    p = entries(shapes.tensors)
+    return {"weights": 4 * p, "gradients": 4 * p, "optimizer": 8 * p + 4 * len(shapes.tensors),
+            "trace": 8 * entries(shapes.traced)}
+
+
+def activation_bytes(shapes: Shapes, tokens: int, seq_len: int, precision: str = "fp32",
+                     checkpointing: bool = False) -> int:
+    """Estimated peak activation memory of one forward + backward over `tokens` tokens padded to `seq_len`."""
+    if shapes.family not in _BLOCK:
+        raise UserError(f"the activation estimate covers the {' and '.join(_BLOCK)} families, not {shapes.family!r}")
+    mlp, hidden = _BLOCK[shapes.family]
+    block = mlp * shapes.intermediate + hidden * shapes.hidden + seq_len + shapes.heads  # elements per token
+    element = 2 if precision == "bf16" else 4
+    if precision == "bf16":  # norms run in float32 under autocast: their kept tensors stay 4 B
+        block += _NORM_FP32[shapes.family] * shapes.hidden
+    head = 4 * (shapes.vocab + seq_len + _FINAL_NORM[shapes.family] * shapes.hidden)
+    loss_peak = 2 * 4 * shapes.vocab  # two float32 [tokens, V] gradients at the start of the backward
+    block_peak = element * shapes.intermediate  # inside a block's backward: a gradient as wide as the MLP
+    if checkpointing:  # block inputs kept (float32 residual stream); one block recomputed at a time
+        kept = 4 * shapes.hidden * shapes.layers + head
+        return round(tokens * (kept + max(loss_peak, element * block + block_peak)))
+    return round(tokens * (element * block * shapes.layers + head + max(loss_peak, block_peak)))
+
+
+def autocast_copy_bytes(shapes: Shapes, precision: str, checkpointing: bool) -> int:
+    """bf16 copies of the weights that autocast keeps for the backward pass: every weight, or with
+    checkpointing those of the root and of the one block being recomputed; 0 in fp32."""
+    if precision != "bf16":
+        return 0
+    cast = (*shapes.root, *shapes.block) if checkpointing else shapes.tensors
+    return 2 * sum(math.prod(shapes.tensors[n]) for n in cast)
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """The run being planned: micro-batches, lengths, precision, checkpointing, GPUs."""
+    bio_rows: int
+    qa_rows: int
+    seq_len: int = 128  # tokens of the longest bio in a micro-batch (bios are ≤ ~330 characters)
+    qa_seq_len: int = 32  # tokens of the longest question + answer
+    precision: str = "bf16"
+    gpus: int = 1
+    gpu_memory_gib: float = 80.0
+    k: float = 1.0  # top-k percent of the shared set (for its disk size)
+
+
+def _check(s: PlanSettings) -> None:
+    if s.gpus < 1 or s.gpu_memory_gib <= 0:
+        raise UserError(f"--gpus must be at least 1 and --gpu-memory positive (got {s.gpus}, {s.gpu_memory_gib})")
+    for rows, task in ((s.bio_rows, "bio"), (s.qa_rows, "qa")):
+        if rows % s.gpus:
+            raise UserError(f"{task}_batch_size {rows} is not divisible by --gpus {s.gpus}; "
+                            f"choose a GPU count that divides both micro-batch sizes")
+
+
+def _layout(shapes: Shapes, s: PlanSettings, layout: str, gpus: int) -> dict:
+    """One GPU's bytes under `layout` ("ddp" | "fsdp") on `gpus` GPUs, plain and with checkpointing."""
+    state = state_bytes(shapes, gpus if layout == "fsdp" else 1)
+    if layout == "ddp":
+        state["ddp_buckets"] = 4 * shapes.params if gpus > 1 else 0
+    else:
+        gathered = (*shapes.root, *shapes.block, *shapes.block)
+        state["unsharded_working_set"] = 8 * sum(math.prod(shapes.tensors[n]) for n in gathered) if gpus > 1 else 0
+    out = {"state": state}
+    for mode, checkpointing in (("plain", False), ("checkpointing", True)):
+        act = max(activation_bytes(shapes, s.bio_rows // gpus * s.seq_len, s.seq_len, s.precision, checkpointing),
+                  activation_bytes(shapes, s.qa_rows // gpus * s.qa_seq_len, s.qa_seq_len, s.precision,
+                                   checkpointing))
+        copies = autocast_copy_bytes(shapes, s.precision, checkpointing)
+        total = sum(state.values()) + act + copies
+        out[mode] = {"activations": act, "autocast_weight_copies": copies, "total": total,
+                     "fits": total <= s.gpu_memory_gib * GIB}
+    return out
+
+
+def plan(shapes: Shapes, s: PlanSettings) -> dict:
+    """Per-GPU memory under DDP and FSDP2, plain and with gradient checkpointing (both are always shown),
+    whether it fits, the fewest FSDP2 GPUs that fit, and disk."""
+    _check(s)
+    p, q = shapes.params, shapes.traced_entries
+    top = math.ceil(s.k / 100 * q)
+    usable = [n for n in range(1, 65) if s.bio_rows % n == 0 and s.qa_rows % n == 0]
+    needed = {mode: next((n for n in usable if _layout(shapes, s, "fsdp", n)[mode]["fits"]), None)
+              for mode in ("plain", "checkpointing")}
+    return {
+        "model": {"family": shapes.family, "parameters": p, "traced": q, "tensors": len(shapes.tensors),
+                  "layers": shapes.layers, "hidden": shapes.hidden, "intermediate": shapes.intermediate,
+                  "heads": shapes.heads, "vocab": shapes.vocab},
+        "settings": asdict(s),
+        "tokens_per_gpu": {"bio": s.bio_rows // s.gpus * s.seq_len, "qa": s.qa_rows // s.gpus * s.qa_seq_len},
+        "per_gpu": {layout: _layout(shapes, s, layout, s.gpus) for layout in ("ddp", "fsdp")},
+        "fsdp_gpus_needed": needed,  # the fewest GPUs (dividing both batch sizes, ≤ 64) on which FSDP2 fits
+        "disk": {"trace": 8 * q, "shared_masks_max": 3 * top * 4, "theta_pre_and_ft": 2 * 4 * p,
+                 "checkpoint": 4 * p + 8 * p + 4 * len(shapes.tensors) + 8 * q},
+        "host_memory_at_save": 4 * p + 8 * p + 8 * q,
+    }
+
+
+def format_plan(p: dict) -> str:
+    """The plan as a text table (GiB)."""
+    def gib(b: int) -> str:
+        return f"{b / GIB:8.2f}"
+    m, s = p["model"], p["settings"]
+    lines = [f"{m['family']}: {m['parameters'] / 1e9:.3f} B parameters, {m['traced'] / 1e9:.3f} B traced; "
+             f"{s['gpus']} GPU(s) of {s['gpu_memory_gib']:g} GiB, {s['precision']}, micro-batch "
+             f"{s['bio_rows']} bios × {s['seq_len']} / {s['qa_rows']} questions × {s['qa_seq_len']} tokens",
+             "", f"{'per GPU (GiB)':<28}{'DDP':>10}{'FSDP2':>10}"]
+    ddp, fsdp = p["per_gpu"]["ddp"], p["per_gpu"]["fsdp"]
+    keys = ["weights", "gradients", "optimizer", "trace", "ddp_buckets", "unsharded_working_set"]
+    for key in keys:
+        lines.append(f"{key:<28}{gib(ddp['state'].get(key, 0)):>10}{gib(fsdp['state'].get(key, 0)):>10}")
+    for mode in ("plain", "checkpointing"):
+        label = "activations" + (" (checkpointing)" if mode == "checkpointing" else "")
+        lines.append(f"{label:<28}{gib(ddp[mode]['activations']):>10}{gib(fsdp[mode]['activations']):>10}")
+        copies = "  autocast weight copies"
+        lines.append(f"{copies:<28}{gib(ddp[mode]['autocast_weight_copies']):>10}"
+                     f"{gib(fsdp[mode]['autocast_weight_copies']):>10}")
+        lines.append(f"{'  total':<28}{gib(ddp[mode]['total']):>10}{gib(fsdp[mode]['total']):>10}")
+        lines.append(f"{'  fits':<28}{'yes' if ddp[mode]['fits'] else 'no':>10}{'yes' if fsdp[mode]['fits'] else 'no':>10}")
+    need = p["fsdp_gpus_needed"]
+    lines.append("")
+    lines.append(f"FSDP2 GPUs needed: {need['plain'] or '> 64'} (plain), {need['checkpointing'] or '> 64'} "
+                 f"(gradient checkpointing)")
+    d = p["disk"]
+    lines.append(f"disk (GiB): trace {d['trace'] / GIB:.2f}, shared masks ≤ {d['shared_masks_max'] / GIB:.2f}, "
+                 f"θ_pre + θ_ft {d['theta_pre_and_ft'] / GIB:.2f}, checkpoint {d['checkpoint'] / GIB:.2f}; "
+                 f"host memory while saving {p['host_memory_at_save'] / GIB:.2f}")
+    return "\n".join(lines)
+
+
+def preset_plan(preset: str, gpus: int = 1, gpu_memory_gib: float = 80.0, seq_len: int = 128, qa_seq_len: int = 32,
+                precision: str | None = None) -> dict:
+    """The plan of a preset's training run (`precision` defaults to the preset's)."""
+    from factrecall.data.generate import vocabulary_fragments
+    from factrecall.data.pools import load_pools
+    from factrecall.models.presets import MODEL_PRESETS
+    from factrecall.models.tokenizer import word_tokenizer
+    from factrecall.presets import analysis_config, data_config, train_config
+
+    cfg = train_config(preset)
+    if precision is not None and precision not in ("fp32", "bf16"):
+        raise UserError(f"unknown precision {precision!r}; choose one of fp32, bf16")
+    if cfg.model in MODEL_PRESETS:  # a tiny preset: its vocabulary is the word tokenizer of the preset's data
+        data = data_config(preset)
+        pools = load_pools(Path(data.pools) if data.pools else None)
+        config_class, kwargs = MODEL_PRESETS[cfg.model]
+        config = config_class(vocab_size=len(word_tokenizer(vocabulary_fragments(pools, data))), **kwargs)
+    else:
+        config = shipped_config(cfg.model)
+    if min(seq_len, qa_seq_len) < 1:
+        raise UserError(f"--seq-len and --qa-seq-len must be at least 1 (got {seq_len}, {qa_seq_len})")
+    settings = PlanSettings(bio_rows=cfg.bio_batch_size, qa_rows=cfg.qa_batch_size, seq_len=seq_len,
+                            qa_seq_len=qa_seq_len, precision=precision or cfg.precision, gpus=gpus,
+                            gpu_memory_gib=gpu_memory_gib,
+                            k=analysis_config(preset).k)
+    return {"preset": preset, "model_name": cfg.model, **plan(model_shapes(config, cfg.trace_include), settings)}
