@@ -145,6 +145,8 @@ CASES = [
     ("study-unknown-base", lambda t, d, r: (t.joinpath("c.toml").write_text('bases = ["random", "oracle"]\n'),
                                             ["study", "--out", t / "s", "--config", t / "c.toml"])[1],
      "unknown base 'oracle'; give random, language, skill or a model directory"),
+    ("forgetting-of-a-random-base", lambda t, d, r: ["forgetting", "--run", _with_run(t, r)],
+     "was not built by 'factrecall base build'"),
     ("unknown-study-preset", lambda t, d, r: ["study", "--out", t / "s", "--preset", "huge"],
      "unknown preset 'huge'; choose one of default, smoke"),
     ("study-config-unknown-key", lambda t, d, r: (t.joinpath("c.toml").write_text("[train]\nepochz = 3\n"),

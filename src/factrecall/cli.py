@@ -312,6 +312,20 @@ def plan_command(
     typer.echo(dumps_json(result).rstrip() if as_json else format_plan(result))
 
 
+@app.command("forgetting")
+def forgetting_command(run: RunDir, eval_people: EvalPeople = 100):
+    """Accuracy on the base's own population before and after fine-tuning (runs from 'factrecall base build')."""
+    from factrecall.evaluation.forgetting import forgetting_run
+
+    result = forgetting_run(run, eval_people)
+    if result is None:
+        raise UserError(f"the θ_pre of {run} was not built by 'factrecall base build' (no base/base.json): "
+                        f"it has no population of its own to forget")
+    for when in ("before", "after"):
+        typer.echo(f"{when:<7} {_numbers(result[when])}")
+    typer.echo(f"written to {run / 'analysis' / 'forgetting.json'}")
+
+
 @app.command("study")
 def study_command(
     out: Annotated[Path, typer.Option(help="Study directory.")] = Path("studies/default"),
