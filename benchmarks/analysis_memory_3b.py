@@ -54,7 +54,7 @@ def blocks(names) -> list[tuple[str, int, int]]:
 
 
 def synthetic(block: tuple[str, int, int], kind: str) -> torch.Tensor:
-    """Rows [start, stop) of tensor `name`, flattened: the pool from a seeded offset, wrapped, times a per-tensor scale."""
+    """Rows [start, stop) of tensor `name`, flattened: the pool from a seeded offset (wrapped), scaled per tensor."""
     name, start, stop = block
     seed = zlib.crc32(f"{kind}/{name}".encode())
     width = math.prod(shapes.tensors[name][1:])

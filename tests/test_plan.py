@@ -139,7 +139,7 @@ def test_plan_cli_table_json_and_bad_input(monkeypatch, capsys):
     assert result["per_gpu"]["fsdp"]["state"]["weights"] < result["per_gpu"]["ddp"]["state"]["weights"]
     code, out, _ = run("--preset", "default")
     assert code == 0 and "FSDP2 GPUs needed" in out and "trace" in out
-    for args, message in ((("--preset", "paper-llama", "--gpus", "3"), "bio_batch_size 16 is not divisible by --gpus 3"),
+    for args, message in ((("--preset", "paper-llama", "--gpus", "3"), "bio_batch_size 16 is not divisible by --gpus"),
                           (("--preset", "paper-llama", "--gpus", "0"), "--gpus must be at least 1"),
                           (("--preset", "nope"), "unknown preset 'nope'")):
         code, _, err = run(*args)

@@ -26,9 +26,11 @@ Activations — an estimate, within 25 % of the peak measured on CPU (`tests/tes
     [tokens, V] gradients at the start of the backward pass, or a gradient as wide as the MLP
     (i) inside a block's backward.
     Element size 4 B in fp32; under bf16 autocast 2 B for block activations (matmul outputs),
-    float32 for the loss (the logits are upcast). With gradient checkpointing a block keeps only
+    plus 4·h (Llama) or 2·h (NeoX) more 2-byte units per block for the norms, which run in float32,
+    and float32 for the loss (the logits are upcast). With gradient checkpointing a block keeps only
     its input (h per token, float32: the residual stream) and one block is recomputed at a time
-    (its activations and the i-wide gradient on top of the kept inputs). bf16 autocast also keeps, for the backward pass, the bf16 copy of every weight it multiplied:
+    (its activations and the i-wide gradient on top of the kept inputs). bf16 autocast also
+    keeps, for the backward pass, the bf16 copy of every weight it multiplied:
     2·P (with checkpointing: of the root and one block). Under FSDP2 those copies are unsharded,
     so they do not shrink with N (FSDP2's own MixedPrecisionPolicy would avoid them; not used here).
 A micro-batch's tokens are its rows / N times its padded length: bios (`seq_len`) and questions
@@ -107,7 +109,8 @@ def model_shapes(config, trace_include: tuple[str, ...] = ()) -> Shapes:
     tensors = {n: tuple(p.shape) for n, p in model.named_parameters()}
     prefix = a.layers + "."
     block0 = a.layers + ".0."
-    intermediate = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * config.hidden_size
+    intermediate = (getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None)
+                    or 4 * config.hidden_size)
     return Shapes(family=a.family, layers=config.num_hidden_layers, hidden=config.hidden_size,
                   intermediate=intermediate, heads=config.num_attention_heads, vocab=config.vocab_size,
                   tensors=tensors, traced=tuple(tracked_parameter_names(model, trace_include)),
@@ -237,7 +240,8 @@ def format_plan(p: dict) -> str:
         lines.append(f"{copies:<28}{gib(ddp[mode]['autocast_weight_copies']):>10}"
                      f"{gib(fsdp[mode]['autocast_weight_copies']):>10}")
         lines.append(f"{'  total':<28}{gib(ddp[mode]['total']):>10}{gib(fsdp[mode]['total']):>10}")
-        lines.append(f"{'  fits':<28}{'yes' if ddp[mode]['fits'] else 'no':>10}{'yes' if fsdp[mode]['fits'] else 'no':>10}")
+        fits = ["yes" if layout[mode]["fits"] else "no" for layout in (ddp, fsdp)]
+        lines.append(f"{'  fits':<28}{fits[0]:>10}{fits[1]:>10}")
     need = p["fsdp_gpus_needed"]
     lines.append("")
     lines.append(f"FSDP2 GPUs needed: {need['plain'] or '> 64'} (plain), {need['checkpointing'] or '> 64'} "

@@ -9,7 +9,8 @@ every tensor file.
 The files always hold full tensors, whatever the layout in memory: under FSDP2 a parameter (and
 its AdamW moments) is a DTensor of which each rank holds some rows. `full_parameters` and
 `full_optimizer_state` gather them one tensor at a time (collectives: every rank calls them) and keep
-them, on CPU, on the main process only; `load_checkpoint` hands every rank its own rows again. A run checkpointed under one layout resumes under another.
+them, on CPU, on the main process only; `load_checkpoint` hands every rank its own rows again.
+A run checkpointed under one layout resumes under another.
 """
 
 from __future__ import annotations

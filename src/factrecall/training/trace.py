@@ -126,7 +126,8 @@ class TraceRecorder:
         out = {}
         for key, shard in state.items():
             p = self.params[key.split("/", 1)[1]]
-            full = DTensor.from_local(shard, p.device_mesh, p.placements, shape=p.shape, stride=p.stride()).full_tensor()
+            full = DTensor.from_local(shard, p.device_mesh, p.placements, shape=p.shape,
+                                      stride=p.stride()).full_tensor()
             if accelerator.is_main_process:
                 out[key] = full.cpu()
         return out
