@@ -40,8 +40,9 @@ def test_excluded_populations_share_no_names(tmp_path, seeds):
 @pytest.fixture(scope="module")
 def bases(small_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("bases")
-    return {kind: build_base(kind, root / kind, "smoke", people=16, seed=5, exclude=(small_data,)) and root / kind
-            for kind in ("language", "skill")}
+    for kind in ("language", "skill"):
+        build_base(kind, root / kind, "smoke", people=16, seed=5, exclude=(small_data,), epochs=2)
+    return {kind: root / kind for kind in ("language", "skill")}
 
 
 def test_base_build_records_provenance(bases, small_data):
@@ -57,7 +58,7 @@ def test_base_build_records_provenance(bases, small_data):
         assert train_rows["qa_epochs"] == (0 if kind == "language" else 2) and train_rows["trace"] is False
     skill = load_dataset(bases["skill"] / "data")
     assert {p["split"] for p in skill.people} == {"id"}  # a skill base trains every person's QA
-    assert build_base("language", bases["language"], "smoke", people=16, seed=5, exclude=(small_data,))[
+    assert build_base("language", bases["language"], "smoke", people=16, seed=5, exclude=(small_data,), epochs=2)[
         "population"]["people"] == 16  # the same settings again: the finished base is returned
 
 

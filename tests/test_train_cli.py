@@ -94,7 +94,7 @@ def test_resume_after_interruption_equals_uninterrupted(small_data, tmp_path, mo
 
 @pytest.mark.parametrize("args, message", [
     (["data", "generate", "--people", "1"], "at least 2"),
-    (["data", "generate", "--qa-train-fraction", "1.5"], r"must lie in \(0, 1\]"),
+    (["data", "generate", "--qa-train-fraction", "1.5"], "must lie in (0, 1]"),
     (["data", "generate", "--preset", "nope"], "unknown preset 'nope'; choose one of default, smoke"),
     (["train", "--data", "{tmp}/none", "--strategy", "mix"], "does not exist"),
     (["train", "--data", "{data}", "--strategy", "both"], "unknown strategy 'both'"),

@@ -35,7 +35,8 @@ KINDS = ("language", "skill")
 
 
 def build_base(kind: str, out: Path, preset: str = "default", people: int = 500, seed: int = 1,
-               exclude: tuple[Path, ...] = (), model: str | None = None, force: bool = False) -> dict:
+               exclude: tuple[Path, ...] = (), model: str | None = None, force: bool = False,
+               epochs: int = 15) -> dict:
     """Train a `language` or `skill` base on a fresh population (none of `exclude`'s people); returns base.json."""
     if kind not in KINDS:
         raise UserError(f"unknown base kind {kind!r}; choose one of {', '.join(KINDS)} "
@@ -44,7 +45,7 @@ def build_base(kind: str, out: Path, preset: str = "default", people: int = 500,
     data_cfg = data_config(preset, people=people, seed=seed, exclude=tuple(str(Path(e).resolve()) for e in exclude),
                            qa_train_fraction=1.0 if kind == "skill" else None)
     train_cfg = train_config(preset, strategy="mix", seed=seed, model=model, trace=False, eval_every=0,
-                             qa_epochs=0 if kind == "language" else None)
+                             bio_epochs=epochs, qa_epochs=0 if kind == "language" else epochs)
     settings = as_json({"kind": kind, "data": asdict(data_cfg), "train": asdict(train_cfg)})
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory")

@@ -78,6 +78,7 @@ def base_build(
     preset: Annotated[str, typer.Option(help="Settings (model, epochs, lr, data shape) to start from.")] = "default",
     people: Annotated[int, typer.Option(help="People in the base's own population.")] = 500,
     seed: Annotated[int, typer.Option(help="Seed of the base's population and training.")] = 1,
+    epochs: Annotated[int, typer.Option(help="Passes over the population's BIO (and, for skill, its QA).")] = 15,
     exclude: Annotated[Optional[list[Path]], typer.Option(
         help="Datasets whose people the base's population must not contain; repeatable.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Preset or model directory to train (default: the preset's).")] =
@@ -87,7 +88,8 @@ def base_build(
     """Train a tiny model on a population of its own, to fine-tune from with 'train --model DIR'."""
     from factrecall.bases import build_base
 
-    record = build_base(kind, out, preset, people, seed, tuple(_dataset_of(e) for e in exclude or ()), model, force)
+    record = build_base(kind, out, preset, people, seed, tuple(_dataset_of(e) for e in exclude or ()), model, force,
+                        epochs)
     typer.echo(f"{kind} base on {record['population']['people']} people: "
                + _numbers(record["accuracy"]) + f"; written to {out}")
 

@@ -49,11 +49,15 @@ PRESETS: dict[str, dict[str, dict]] = {
         "analysis": {"ablation_seeds": 1, "ablation_eval_people": 10, "graft_sparsity": 0.4, "graft_steps": 2,
                      "graft_eval_people": 10, "heads_eval_people": 10, "neuron_points": (0.0, 0.5, 1.0),
                      "attention_people": 20, "consistency_people": 20, "probe_people": 10},
-        "base": {"people": 40},
+        "base": {"people": 40, "epochs": 2},
     },
-    "paper-llama": {"data": _PAPER_DATA, "train": {"model": "meta-llama/Llama-3.2-3B", **_PAPER_TRAIN},
+    # bf16 autocast; Llama-3.2-3B fits one 80 GB GPU with its trace only with gradient checkpointing
+    # (`factrecall plan --preset paper-llama`: 85.96 GiB plain, 73.45 GiB checkpointed)
+    "paper-llama": {"data": _PAPER_DATA, "train": {"model": "meta-llama/Llama-3.2-3B", **_PAPER_TRAIN,
+                                                   "precision": "bf16", "gradient_checkpointing": True},
                     "analysis": {}},
-    "paper-pythia": {"data": _PAPER_DATA, "train": {"model": "EleutherAI/pythia-2.8b", **_PAPER_TRAIN},
+    "paper-pythia": {"data": _PAPER_DATA, "train": {"model": "EleutherAI/pythia-2.8b", **_PAPER_TRAIN,
+                                                    "precision": "bf16"},
                      "analysis": {}},
 }
 
@@ -63,6 +67,7 @@ class BaseConfig:
     """How a study builds its `language` and `skill` bases (training settings come from [train])."""
     people: int = 500
     seed: int = 1  # of the base's population and training (the study's population uses [data] seed)
+    epochs: int = 15  # passes over the base population's BIO (and, for skill, its QA)
 
 
 SECTIONS = {"data": DataConfig, "train": TrainConfig, "analysis": AnalysisConfig, "base": BaseConfig}

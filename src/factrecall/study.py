@@ -174,7 +174,7 @@ def _base_step(step, manifest: Manifest, out: Path, base: str, config: StudyConf
     def work() -> list[Path]:
         # a base finished before whose files changed is rebuilt; an unfinished one continues
         build_base(base, where, config.preset, config.base.people, config.base.seed, exclude=(out / "data",),
-                   model=config.train.model, force=f"base/{base}" in manifest.steps)
+                   model=config.train.model, force=f"base/{base}" in manifest.steps, epochs=config.base.epochs)
         return _files(where / "base.json", *sorted(where.glob("*.safetensors")))
 
     step(f"base/{base}", [asdict(config.base), asdict(config.train)], ("data",), work,
