@@ -93,3 +93,15 @@ def test_a_base_whose_tokenizer_misses_a_word_is_refused(bases, tmp_path):
 def test_unknown_base_kind(tmp_path):
     with pytest.raises(UserError, match="unknown base kind 'wisdom'; choose one of language, skill"):
         build_base("wisdom", tmp_path / "b")
+
+
+def test_a_study_over_a_random_base_and_a_model_directory(bases, tmp_path):
+    from factrecall.study import run_study
+
+    config = tmp_path / "study.toml"
+    config.write_text(f'preset = "smoke"\nbases = ["random", "{bases["skill"]}"]\n')
+    summary = run_study(tmp_path / "s", config_file=config, log=lambda _: None)
+    assert list(summary["bases"]) == ["random", "skill"] and summary["bases"]["random"]["forgetting"] is None
+    assert set(summary["bases"]["skill"]["forgetting"]["mix"]["after"]) == {"qa_id", "bio"}
+    assert (tmp_path / "s" / summary["bases"]["skill"]["report"]).is_file()
+    assert [c["id"] for c in summary["bases"]["skill"]["claims"]] == [f"C{i}" for i in range(1, 8)]

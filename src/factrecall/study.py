@@ -43,6 +43,7 @@ from factrecall.claims import consistency_headline
 from factrecall.data.generate import DATA_FILES, generate_dataset
 from factrecall.errors import UserError
 from factrecall.evaluation.forgetting import forgetting_run
+from factrecall.models.base import RECORD
 from factrecall.presets import StudyConfig, study_config
 from factrecall.provenance import package_versions
 from factrecall.summary import base_name, summarize_study
@@ -148,7 +149,7 @@ def run_study(out: Path, preset: str | None = None, config_file: Path | None = N
             name = base_name(base)
             root, prefix = (out, "") if i == 0 else (out / "bases" / name, f"{name}/")
             model = _base_step(step, manifest, out, base, config)
-            reads = ("data",) if base == "random" else ("data", f"base/{name}")
+            reads = ("data", f"base/{name}") if base in KINDS else ("data",)  # a directory: its path is in the key
             sub = replace(config, train=replace(config.train, model=model), bases=(base,))
             if i:
                 write_json(root / "study.json", {"config": as_json(asdict(sub)), "provenance": package_versions()})
@@ -226,7 +227,7 @@ def _strategy_steps(step, manifest: Manifest, root: Path, data: Path, config: St
              lambda run=run: (consistency_run(run, people=a.consistency_people, probe_people=a.probe_people),
                               _files(run / "analysis" / "consistency.json"))[1],
              lambda run=run: _consistency_line(run))
-        if config.bases[0] in KINDS:
+        if (Path(config.train.model) / RECORD).is_file():  # a built base: it has a population to forget
             step(name("forgetting"), [a.heads_eval_people], reads,
                  lambda run=run: (forgetting_run(run, a.heads_eval_people),
                                   _files(run / "analysis" / "forgetting.json"))[1],

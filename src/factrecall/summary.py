@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from factrecall.artifacts import read_json
+from factrecall.presets import BASE_KINDS
 from factrecall.claims import (c1_accuracy, c2_shared_size, c3_concentration, c4_ablation, c5_grafting, c6_heads,
                                c7_consistency, consistency_headline)
 from factrecall.training.config import STRATEGIES
@@ -83,7 +84,7 @@ def summarize_study(study: Path) -> dict:
 
 def base_name(base: str) -> str:
     """A base's name in step names and folders: its kind, or its directory's name."""
-    return base if base in ("random", "language", "skill") else Path(base).name
+    return base if base in BASE_KINDS else Path(base).name
 
 
 def _base_entry(summary: dict, root: Path) -> dict:
