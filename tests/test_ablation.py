@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from factrecall.analysis.ablation import ablate_run, random_like, reset_to_base, sample_from
+from factrecall.analysis.ablation import ablate_run, reset_to_base
+from factrecall.analysis.masks import IndexMask
+from factrecall.analysis.run import WeightFiles
 from factrecall.errors import UserError
 from factrecall.models.loading import load_model
 from factrecall.presets import train_config
@@ -25,35 +27,29 @@ def test_empty_set_changes_nothing_and_full_set_gives_theta_pre(run):
     base, _ = load_model(run / "base")
     model.eval()
     base.eval()
-    base_state = {n: p.detach() for n, p in base.named_parameters()}
+    base_files = WeightFiles(run / "base")  # θ_pre read from disk a tensor at a time, as ablate_run does
+    assert base_files.shapes == {n: tuple(p.shape) for n, p in base.named_parameters()}
     ids = torch.tensor([tok("Which university did he attend? Answer:")["input_ids"]])
     before = _logits(model, ids)
     params = dict(model.named_parameters())
-    empty = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in params.items()}
-    with reset_to_base(model, base_state, empty):
+    empty = IndexMask.from_dense({n: torch.zeros_like(p, dtype=torch.bool) for n, p in params.items()})
+    with reset_to_base(model, base_files, empty):
         assert torch.equal(_logits(model, ids), before)
-    everything = {n: torch.ones_like(p, dtype=torch.bool) for n, p in params.items()}
-    with reset_to_base(model, base_state, everything):
+    everything = IndexMask.from_dense({n: torch.ones_like(p, dtype=torch.bool) for n, p in params.items()})
+    with reset_to_base(model, base_files, everything):
         assert torch.equal(_logits(model, ids), _logits(base, ids))
     assert torch.equal(_logits(model, ids), before)  # θ_ft restored after the block
-
-
-def test_random_sets_match_counts_per_tensor_and_differ_between_seeds():
+    # a dense bool mask and its index mask reset the same entries to the same values
     gen = torch.Generator().manual_seed(0)
-    masks = {"a": torch.rand(30, 40, generator=gen) > 0.9, "b": torch.rand(50, generator=gen) > 0.5}
-    r0, r1 = random_like(masks, 0), random_like(masks, 1)
-    for n in masks:
-        assert r0[n].sum() == r1[n].sum() == masks[n].sum() and r0[n].shape == masks[n].shape
-    assert not all(torch.equal(r0[n], r1[n]) for n in masks)
-    assert all(torch.equal(r0[n], random_like(masks, 0)[n]) for n in masks)
-
-
-def test_sample_from_stays_inside_candidates_with_the_requested_size():
-    gen = torch.Generator().manual_seed(1)
-    candidates = {"a": torch.rand(20, 20, generator=gen) > 0.7, "b": torch.rand(100, generator=gen) > 0.2}
-    picked = sample_from(candidates, 37, seed=3)
-    assert sum(int(m.sum()) for m in picked.values()) == 37
-    assert all(not (picked[n] & ~candidates[n]).any() for n in candidates)
+    dense = {n: torch.rand(p.shape, generator=gen) < 0.3 for n, p in params.items()}
+    with reset_to_base(model, base_files, dense):
+        by_dense = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with reset_to_base(model, base_files, IndexMask.from_dense(dense)):
+        by_index = {n: p.detach().clone() for n, p in model.named_parameters()}
+    pre = dict(base.named_parameters())
+    for n, p in params.items():
+        assert torch.equal(by_dense[n], by_index[n])
+        assert torch.equal(by_dense[n], torch.where(dense[n], pre[n].detach(), p.detach()))
 
 
 def test_ablate_run_writes_every_set(run):

@@ -2,7 +2,17 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from factrecall.analysis.graft import base_patch, graft_run, grafted_parameters, relaxed_mask
+from factrecall.analysis.graft import (
+    base_patch,
+    graft_run,
+    grafted,
+    load_weights,
+    make_grafted,
+    relaxed_mask,
+    score_gradient,
+)
+from factrecall.analysis.masks import IndexMask, load_mask, save_masks
+from factrecall.analysis.run import WeightFiles
 from factrecall.errors import UserError
 from factrecall.models.loading import load_model
 from factrecall.presets import train_config
@@ -29,73 +39,104 @@ def _params(model):
     return {n: p.detach() for n, p in model.named_parameters()}
 
 
-def test_all_ones_is_theta_ft_and_all_zeros_is_theta_pre(models):
-    ft, pre, tok = models
-    p_ft, p_pre = _params(ft), _params(pre)
-    delta = {n: p_ft[n] - p_pre[n] for n in p_ft}
-    ids = torch.tensor([tok("Where did he work? Answer:")["input_ids"]])
+def _logits(model, ids):
     with torch.no_grad():
-        for fill, reference in ((1.0, ft), (0.0, pre)):
-            gamma = {n: torch.full_like(d, fill) for n, d in delta.items()}
-            grafted = functional_call(ft, grafted_parameters(p_pre, delta, gamma), args=(ids,))
-            torch.testing.assert_close(grafted.logits, reference(ids).logits, rtol=1e-5, atol=1e-5)
-    assert all(torch.equal(p_ft[n], _params(ft)[n]) for n in p_ft)  # nothing edited in place
+        return model(ids).logits
+
+
+def test_all_ones_is_theta_ft_and_all_zeros_is_theta_pre(run, models):
+    ft, pre, tok = models
+    ids = torch.tensor([tok("Where did he work? Answer:")["input_ids"]])
+    shapes = {n: tuple(p.shape) for n, p in ft.named_parameters()}
+    for fill, reference in ((True, ft), (False, pre)):
+        copy, _ = load_model(run / "model")
+        mask = IndexMask.from_dense({n: torch.full(s, fill) for n, s in shapes.items()})
+        make_grafted(copy.eval(), WeightFiles(run / "base"), mask)
+        assert torch.equal(_logits(copy, ids), _logits(reference, ids))
+        # the relaxed formula at γ ≡ 1 / 0, in the functional form
+        p_ft, p_pre = _params(ft), _params(pre)
+        params = {n: grafted(p_pre[n], p_ft[n], torch.full_like(p_ft[n], float(fill))) for n in p_ft}
+        with torch.no_grad():
+            torch.testing.assert_close(functional_call(ft, params, args=(ids,)).logits, _logits(reference, ids),
+                                       rtol=1e-5, atol=1e-5)
 
 
 def test_base_patch_takes_the_largest_moves():
-    delta = {"a": torch.tensor([0.1, -5.0, 0.2]), "b": torch.tensor([[3.0, -0.05], [0.0, 1.0]])}
-    patch = base_patch(delta, 3 / 7)
-    assert patch["a"].tolist() == [0.0, 1.0, 0.0] and patch["b"].tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    ft = {"a": torch.tensor([0.1, -5.0, 0.2]), "b": torch.tensor([[3.0, -0.05], [0.0, 1.0]])}
+    pre = {n: torch.zeros_like(t) for n, t in ft.items()}
+    patch = base_patch({"a": (3,), "b": (2, 2)}, ft, pre, 3 / 7)
+    assert patch.dense("a").tolist() == [False, True, False]
+    assert patch.dense("b").tolist() == [[True, False], [False, True]]
 
 
-def test_mask_gradient_matches_finite_differences(models, small_data):
-    ft, pre, tok = models
+def test_score_gradient_is_the_chain_rule_checked_by_autograd_and_finite_differences(run, small_data):
     from factrecall.data.dataset import load_dataset
     from factrecall.encode import collate, encode_qa
-    ft64, pre64 = ft.double(), pre.double()
-    try:
-        p_pre = _params(pre64)
-        noise = torch.Generator().manual_seed(3)  # a sizeable Δ: a 4-step run moves weights by ~1e-3 only
-        delta = {n: torch.randn(p.shape, generator=noise, dtype=torch.float64) * 0.05 for n, p in p_pre.items()}
-        base = {n: (torch.rand(d.shape, generator=torch.Generator().manual_seed(1)) < 0.5).double()
-                for n, d in delta.items()}
-        gen = torch.Generator().manual_seed(2)
-        scores = {n: (torch.rand(d.shape, generator=gen, dtype=torch.float64) * 4 - 2) for n, d in delta.items()}
-        rows = load_dataset(small_data).qa_split("id")[:8]
-        batch = collate([encode_qa(tok, q) for q in rows], tok.pad_token_id)
+    model, tok = load_model(run / "model")
+    base_model, _ = load_model(run / "base")
+    model, p_pre = model.double().eval(), _params(base_model.double())
+    names = list(p_pre)
+    noise = torch.Generator().manual_seed(3)  # a sizeable Δ: a 4-step run moves weights by ~1e-3 only
+    delta = {n: torch.randn(p.shape, generator=noise, dtype=torch.float64) * 0.05 for n, p in p_pre.items()}
+    p_ft = {n: p_pre[n] + delta[n] for n in names}
+    base = {n: (torch.rand(d.shape, generator=torch.Generator().manual_seed(1)) < 0.5).double()
+            for n, d in delta.items()}
+    gen = torch.Generator().manual_seed(2)
+    scores = {n: (torch.rand(d.shape, generator=gen, dtype=torch.float64) * 4 - 2) for n, d in delta.items()}
+    rows = load_dataset(small_data).qa_split("id")[:8]
+    batch = collate([encode_qa(tok, q) for q in rows], tok.pad_token_id)
+    labels = batch.pop("labels")[:, 1:]
 
-        labels = batch.pop("labels")[:, 1:]
+    def loss(logits):  # in float64 (HF's own loss upcasts only to float32); bias 0 keeps σ' large
+        return torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=-100)
 
-        def loss(s):  # bias 0 keeps σ' large; the loss in float64 (HF's own loss upcasts only to float32)
-            logits = functional_call(ft64, grafted_parameters(p_pre, delta, relaxed_mask(base, s, bias=0.0)),
-                                     args=(), kwargs=batch).logits[:, :-1]
-            return torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100)
+    def theta(s):
+        return {n: grafted(p_pre[n], p_ft[n], relaxed_mask(base[n], s[n], bias=0.0)) for n in names}
 
-        name = "model.layers.0.self_attn.q_proj.weight"
-        s = {n: v.clone().requires_grad_(n == name) for n, v in scores.items()}
-        grad = torch.autograd.grad(loss(s), s[name])[0]
-        eps = 1e-2  # HF computes rotary cos/sin in float32 even in a float64 model: ~1e-7 noise in the loss
-        largest = grad.abs().flatten().topk(3).indices  # entries whose loss change stands above rounding
-        for index in [tuple(int(i) for i in torch.unravel_index(j, grad.shape)) for j in largest]:
-            plus = {n: v.detach().clone() for n, v in s.items()}
-            minus = {n: v.detach().clone() for n, v in s.items()}
-            plus[name][index] += eps
-            minus[name][index] -= eps
-            fd = (loss(plus) - loss(minus)) / (2 * eps)
-            assert float(grad[index]) == pytest.approx(float(fd), rel=5e-3)
-    finally:
-        ft.float()
-        pre.float()
+    # what graft_run does: the model's own parameter gradients at θ(γ(S)), then the chain rule per tensor
+    at = theta(scores)
+    load_weights(model, lambda n, p: at[n])
+    model.zero_grad(set_to_none=True)
+    loss(model(**batch).logits).backward()
+    chain = {n: score_gradient(p.grad, delta[n], base[n], scores[n], bias=0.0) for n, p in model.named_parameters()}
+
+    # autograd through the functional θ(γ(S)) with S as leaves
+    s = {n: v.clone().requires_grad_() for n, v in scores.items()}
+    auto = torch.autograd.grad(loss(functional_call(model, theta(s), args=(), kwargs=batch).logits),
+                               [s[n] for n in names])
+    for n, g in zip(names, auto):
+        torch.testing.assert_close(chain[n], g, rtol=1e-9, atol=1e-12)
+
+    # and finite differences on the entries that move the loss most
+    name = "model.layers.0.self_attn.q_proj.weight"
+    eps = 1e-2  # HF computes rotary cos/sin in float32 even in a float64 model: ~1e-7 noise in the loss
+    for j in chain[name].abs().flatten().topk(3).indices:
+        index = tuple(int(i) for i in torch.unravel_index(j, chain[name].shape))
+        values = []
+        for sign in (1, -1):
+            moved = {n: v.clone() for n, v in scores.items()}
+            moved[name][index] += sign * eps
+            with torch.no_grad():
+                values.append(loss(functional_call(model, theta(moved), args=(), kwargs=batch).logits))
+        fd = (values[0] - values[1]) / (2 * eps)
+        assert float(chain[name][index]) == pytest.approx(float(fd), rel=5e-3)
 
 
-def test_graft_run_writes_mask_and_json(run):
+def test_graft_run_writes_mask_and_json(run, models):
     result = graft_run(run, sparsity=0.5, steps=2, eval_people=5)
     assert (run / "analysis" / "graft.json").is_file() and (run / "analysis" / "graft_mask.safetensors").is_file()
     assert result["base_patch"]["size"] == round(0.5 * result["parameters"])
     assert set(result["graft"]["accuracy"]) == {"qa_id", "qa_ood", "bio"}
-    from factrecall.analysis.shared import load_masks
-    mask = load_masks(run / "analysis" / "graft_mask.safetensors", "graft")
-    assert sum(int(m.sum()) for m in mask.values()) == result["graft"]["size"]
+    mask = load_mask(run / "analysis" / "graft_mask.safetensors", "graft")
+    assert mask.size() == result["graft"]["size"]
+    # the reported accuracy is that of θ_pre + γ ⊙ Δ rebuilt from the saved mask
+    from factrecall.analysis.run import run_dataset
+    from factrecall.encode import pad_id
+    from factrecall.evaluation.exact_match import eval_sets, evaluate
+    copy, tok = load_model(run / "model")
+    make_grafted(copy.eval(), WeightFiles(run / "base"), mask)
+    acc = evaluate(copy, eval_sets(tok, run_dataset(run), 5), pad_id(tok))
+    assert {m: a["accuracy"] for m, a in acc.items()} == result["graft"]["accuracy"]
 
 
 @pytest.mark.parametrize("kwargs, message", [({"sparsity": 0.0}, "strictly between 0 and 1"),
@@ -110,21 +151,18 @@ def test_heads_on_the_grafted_model(run, models, tmp_path):
     import shutil
 
     from factrecall.analysis.circuit import circuit_curves
-    from factrecall.analysis.graft import make_grafted
-    from factrecall.analysis.shared import load_masks, save_bool_masks
-
     graft_run(run, sparsity=0.5, steps=1, eval_people=5)
     r = circuit_curves(run, "head", ("shared_size",), eval_people=5, on="grafted")
     assert r["on"] == "grafted" and (run / "analysis" / "heads-grafted.json").is_file()
     assert set(r["unablated"]) == {"qa_id", "qa_ood"}  # BIO only with bio=True
     # the in-memory grafted copy equals the functional θ_pre + γ⊙Δ, in logits
     ft, pre, tok = models
-    mask = load_masks(run / "analysis" / "graft_mask.safetensors", "graft")
+    mask = load_mask(run / "analysis" / "graft_mask.safetensors", "graft")
     p_ft, p_pre = _params(ft), _params(pre)
-    params = grafted_parameters(p_pre, {n: p_ft[n] - p_pre[n] for n in p_ft}, {n: m.float() for n, m in mask.items()})
+    params = {n: grafted(p_pre[n], p_ft[n], mask.dense(n).float()) for n in p_ft}
     ids = torch.tensor([tok("Where did he work? Answer:")["input_ids"]])
     copy, _ = load_model(run / "model")
-    make_grafted(copy.eval(), p_pre, mask)
+    make_grafted(copy.eval(), WeightFiles(run / "base"), mask)
     with torch.no_grad():
         torch.testing.assert_close(copy(ids).logits, functional_call(ft, params, args=(ids,)).logits,
                                    rtol=1e-6, atol=1e-6)
@@ -132,8 +170,8 @@ def test_heads_on_the_grafted_model(run, models, tmp_path):
     # a graft mask of another model is refused, and so is --on grafted without a mask
     other = tmp_path / "other"
     shutil.copytree(run, other)
-    bad = {n: torch.zeros(3, 3, dtype=torch.bool) for n in mask}
-    save_bool_masks(other / "analysis" / "graft_mask.safetensors", {"graft": bad}, {})
+    bad = IndexMask.from_dense({n: torch.zeros(3, 3, dtype=torch.bool) for n in mask.index})
+    save_masks(other / "analysis" / "graft_mask.safetensors", {"graft": bad}, {})
     with pytest.raises(UserError, match="belongs to another model: its graft mask"):
         circuit_curves(other, "head", ("shared_size",), eval_people=2, on="grafted")
     (other / "analysis" / "graft_mask.safetensors").unlink()

@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from factrecall.analysis import threshold
-from factrecall.analysis.shared import analyze_run, gini, load_masks, select, summarize, top_unit_share, unit_counts
+from factrecall.analysis.masks import IndexMask, load_mask
+from factrecall.analysis.shared import analyze_run, gini, scan, select, top_unit_share, unit_counts
 from factrecall.errors import UserError
 from factrecall.presets import train_config
 from factrecall.training.loop import train
@@ -29,6 +30,8 @@ def test_kth_largest_matches_topk(sizes, seed, k_percent, ties):
     assert chosen[top.indices].all()  # ⊇ topk's pick; equal without ties at the threshold
     if (flat == value).sum() == 1:
         assert chosen.sum() == k
+    ks = sorted({1, k, flat.numel(), max(1, k // 2)})
+    assert threshold.kth_largest_many(lambda: iter(tensors), ks) == [float(torch.topk(flat, j).values[-1]) for j in ks]
 
 
 def test_kth_largest_streams_in_chunks(monkeypatch):
@@ -66,9 +69,9 @@ def test_shared_sets_against_direct_computation(run):
     from factrecall.analysis.run import load_trace, model_config
     trace, config = load_trace(run), model_config(run)
     result = analyze_run(run, k=2.0, sweep=(1.0, 5.0))
-    names = [k[4:] for k in trace if k.startswith("bio/")]
-    bio = torch.cat([trace[f"bio/{n}"].abs().flatten() for n in names])
-    qa = torch.cat([trace[f"qa/{n}"].abs().flatten() for n in names])
+    names = trace.names
+    bio = torch.cat([trace.delta("bio", n).abs().flatten() for n in names])
+    qa = torch.cat([trace.delta("qa", n).abs().flatten() for n in names])
     n = math.ceil(0.02 * bio.numel())
     top_bio = torch.zeros_like(bio, dtype=torch.bool)
     top_bio[torch.topk(bio, n).indices] = True
@@ -81,16 +84,46 @@ def test_shared_sets_against_direct_computation(run):
     assert result["jaccard"] == pytest.approx(shared / int((top_bio | top_qa).sum()))
     assert [s["k"] for s in result["sweep"]] == [1.0, 5.0]
     per_tensor = result["per_tensor"]
-    assert per_tensor["top_bio"] == sum(math.ceil(0.02 * trace[f"bio/{n}"].numel()) for n in names)
-    masks = load_masks(run / "shared" / "mask.safetensors")
-    assert int(sum(m.sum() for m in masks.values())) == shared
+    assert per_tensor["top_bio"] == sum(math.ceil(0.02 * trace.delta("bio", n).numel()) for n in names)
+    # the saved masks are the dense top sets above, as sorted indices per tensor
+    for kind, dense in (("shared", top_bio & top_qa), ("top_bio", top_bio), ("top_qa", top_qa)):
+        saved = load_mask(run / "shared" / "mask.safetensors", kind)
+        assert torch.equal(torch.cat([saved.dense(n).flatten() for n in names]), dense)
+    masks = load_mask(run / "shared" / "mask.safetensors")
+    assert masks.size() == shared
     # every shared attention entry lands on heads, every MLP entry on neurons
-    attention = sum(int(m.sum()) for n, m in masks.items() if "self_attn" in n)
-    mlp = sum(int(m.sum()) for n, m in masks.items() if ".mlp." in n)
+    attention = sum(masks.count(n) for n in names if "self_attn" in n)
+    mlp = sum(masks.count(n) for n in names if ".mlp." in n)
     units = unit_counts(config, masks)
     assert float(units["heads"].sum()) == pytest.approx(attention)
     assert float(units["neurons"].sum()) == pytest.approx(mlp)
     assert sum(result["by_layer"].values()) == sum(result["by_module"].values()) == shared
+    # heads counted from the indices = heads counted from the dense masks by the unit layout
+    from factrecall.models.adapters import tensor_units
+    heads = torch.zeros_like(units["heads"])
+    for name in names:
+        layout = tensor_units(config, name)
+        if layout is None or layout.kind != "head":
+            continue
+        dense = masks.dense(name)
+        per_feature = dense.sum(dim=1 - layout.axis).double()
+        per_unit = torch.bincount(layout.feature_unit, weights=per_feature)
+        heads[layout.layer] += (per_unit / layout.group_size).repeat_interleave(layout.group_size)
+    assert torch.allclose(heads, units["heads"])
+
+
+def test_one_scan_gives_what_separate_selections_give(run):
+    from factrecall.analysis.run import load_trace, model_config
+    trace, config = load_trace(run), model_config(run)
+    points = [(1.0, "global"), (10.0, "per_tensor"), (5.0, "global")]
+    summaries, kept = scan(trace, config, points, keep=(10.0, "per_tensor"))
+    for k, mode in points:
+        alone = select(trace, k, mode)
+        assert summaries[(k, mode)]["shared"] == alone.shared.size()
+        assert summaries[(k, mode)]["top_bio"] == alone.top_bio.size()
+        assert summaries[(k, mode)]["heads"] == unit_counts(config, alone.shared)["heads"].tolist()
+    alone = select(trace, 10.0, "per_tensor")
+    assert all(torch.equal(kept.top_qa.index[n], alone.top_qa.index[n]) for n in trace.names)
 
 
 def test_kv_group_entries_count_a_share_towards_each_head(run):
@@ -98,15 +131,17 @@ def test_kv_group_entries_count_a_share_towards_each_head(run):
     config = model_config(run)  # 4 query heads, 2 K/V groups
     mask = torch.zeros(64, 128, dtype=torch.bool)
     mask[0:32, :] = True  # all of K/V group 0 (head_dim 32)
-    units = unit_counts(config, {"model.layers.1.self_attn.k_proj.weight": mask})
+    units = unit_counts(config, IndexMask.from_dense({"model.layers.1.self_attn.k_proj.weight": mask}))
     assert units["heads"][1].tolist() == [2048.0, 2048.0, 0.0, 0.0]
 
 
 def test_selection_modes(run):
     from factrecall.analysis.run import load_trace, model_config
     trace = load_trace(run)
-    s = summarize(model_config(run), select(trace, 10.0, "per_tensor"))
+    s = scan(trace, model_config(run), [(10.0, "per_tensor")])[0][(10.0, "per_tensor")]
     assert s["mode"] == "per_tensor" and s["top_bio"] >= 0.1 * s["tracked"]
+    for name in trace.names:  # per tensor: at least 10 % of each tensor
+        assert select(trace, 10.0, "per_tensor").top_bio.count(name) >= 0.1 * trace.delta("bio", name).numel()
 
 
 def test_bad_runs(run, tmp_path):

@@ -4,6 +4,9 @@ Reset a set of entries to their θ_pre values and re-evaluate ID-QA, OOD-QA and 
 
     θ_ablated = where(mask, θ_pre, θ_ft)          (tensor by tensor; θ_pre and θ_ft never edited)
 
+The model in memory is the only copy of the weights: sets are index masks, θ_pre is read from
+its file a tensor at a time, and a reset keeps just the values it overwrote.
+
 Sets compared with the shared set S = Top_BIO ∩ Top_QA at k:
 * `random`: the same number of entries in every tensor as S, at random positions (one per seed);
 * `top_bio_only` / `top_qa_only`: |S| entries drawn at random from Top_BIO∖S (resp. Top_QA∖S)
@@ -13,13 +16,14 @@ Sets compared with the shared set S = Top_BIO ∩ Top_QA at k:
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from factrecall.analysis.masks import IndexMask, random_like, sample_from
 from factrecall.analysis.run import load_pair, load_trace, run_dataset
 from factrecall.analysis.shared import select
 from factrecall.analysis.threshold import top_count
@@ -28,56 +32,35 @@ from factrecall.encode import pad_id
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
 
-Masks = dict[str, torch.Tensor]  # parameter name -> bool tensor of its shape
 METRICS = ("qa_id", "qa_ood", "bio")
 
 
-def random_like(masks: Masks, seed: int) -> Masks:
-    """Masks with the same number of True entries per tensor as `masks`, at random positions."""
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, m in masks.items():
-        flat = torch.zeros(m.numel(), dtype=torch.bool)
-        flat[torch.randperm(m.numel(), generator=gen)[: int(m.sum())]] = True
-        out[name] = flat.view(m.shape)
-    return out
-
-
-def sample_from(candidates: Masks, count: int, seed: int) -> Masks:
-    """`count` entries drawn uniformly from all True entries of `candidates` (across tensors)."""
-    names = list(candidates)
-    sizes = torch.tensor([int(candidates[n].sum()) for n in names])
-    count = min(count, int(sizes.sum()))
-    gen = torch.Generator().manual_seed(seed)
-    chosen = torch.randperm(int(sizes.sum()), generator=gen)[:count]
-    bounds = sizes.cumsum(0)
-    out = {}
-    for i, name in enumerate(names):
-        start = int(bounds[i - 1]) if i else 0
-        local = chosen[(chosen >= start) & (chosen < int(bounds[i]))] - start
-        positions = candidates[name].flatten().nonzero().squeeze(1)[local]
-        flat = torch.zeros(candidates[name].numel(), dtype=torch.bool)
-        flat[positions] = True
-        out[name] = flat.view(candidates[name].shape)
-    return out
-
-
 @contextmanager
-def reset_to_base(model, base_state: dict[str, torch.Tensor], masks: Masks) -> Iterator[None]:
-    """Inside the block, the masked entries of `model` hold θ_pre; afterwards θ_ft again."""
+def reset_to_base(model, base: Mapping[str, torch.Tensor],
+                  masks: IndexMask | dict[str, torch.Tensor]) -> Iterator[None]:
+    """Inside the block, the masked entries of `model` hold θ_pre; afterwards their own values again.
+
+    `base` gives θ_pre per tensor (a dict, or `WeightFiles` reading it from disk); `masks` is an
+    `IndexMask` (sorted flat positions) or {name: bool tensor of the parameter's shape} (unit
+    masks). Works a tensor at a time and keeps only the overwritten values (4 B each) to restore.
+    """
     params = dict(model.named_parameters())
-    kept = {}
+    flat = isinstance(masks, IndexMask)
+    kept = []
     with torch.no_grad():
-        for name, m in masks.items():
-            if m.any():
-                kept[name] = params[name].detach().clone()
-                params[name].copy_(torch.where(m.to(params[name].device), base_state[name], params[name]))
+        for name, where in (masks.index if flat else masks).items():
+            if not (where.numel() if flat else bool(where.any())):
+                continue
+            p = params[name]
+            target, where = (p.view(-1) if flat else p), where.to(p.device)
+            kept.append((target, where, target[where]))  # advanced indexing copies the values
+            target[where] = base[name].to(p.device, p.dtype).view_as(target)[where]
     try:
         yield
     finally:
         with torch.no_grad():
-            for name, value in kept.items():
-                params[name].copy_(value)
+            for target, where, values in kept:
+                target[where] = values
 
 
 def _result(acc: dict, reference: dict, size: int) -> dict:
@@ -91,28 +74,26 @@ def ablate_run(run: Path, k: float = 1.0, seeds: int = 3, eval_people: int = 0, 
     top_count(k, 1)
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1 (got {seeds})")
-    model, tokenizer, base_state = load_pair(run, "ablation resets entries to it")
+    model, tokenizer, base = load_pair(run, "ablation resets entries to it")
     trace = load_trace(run)
     dataset = run_dataset(run, data)
     sets, pad = eval_sets(tokenizer, dataset, eval_people), pad_id(tokenizer)
 
     selection = select(trace, k, "global")
     shared = selection.shared
-    n_shared = int(sum(int(m.sum()) for m in shared.values()))
-    bio_only = {n: selection.top_bio[n] & ~shared[n] for n in shared}
-    qa_only = {n: selection.top_qa[n] & ~shared[n] for n in shared}
-    jobs = [("shared", None, shared)]
-    jobs += [("random", s, random_like(shared, s)) for s in range(seeds)]
-    jobs += [("top_bio_only", s, sample_from(bio_only, n_shared, s)) for s in range(seeds)]
-    jobs += [("top_qa_only", s, sample_from(qa_only, n_shared, s)) for s in range(seeds)]
+    bio_only, qa_only = selection.top_bio - shared, selection.top_qa - shared
+    jobs = [("shared", None, lambda: shared)]  # sets are drawn when their turn comes: one in memory at a time
+    jobs += [("random", s, lambda s=s: random_like(shared, s)) for s in range(seeds)]
+    jobs += [("top_bio_only", s, lambda s=s: sample_from(bio_only, shared.size(), s)) for s in range(seeds)]
+    jobs += [("top_qa_only", s, lambda s=s: sample_from(qa_only, shared.size(), s)) for s in range(seeds)]
 
     reference = {m: r["accuracy"] for m, r in evaluate(model, sets, pad).items()}
     raw: dict[str, list[dict]] = {}
-    for name, seed, masks in tqdm(jobs, desc="ablate", leave=False):
-        with reset_to_base(model, base_state, masks):
+    for name, seed, make in tqdm(jobs, desc="ablate", leave=False):
+        masks = make()
+        with reset_to_base(model, base, masks):
             acc = evaluate(model, sets, pad)
-        size = int(sum(int(m.sum()) for m in masks.values()))
-        raw.setdefault(name, []).append({"seed": seed, **_result(acc, reference, size)})
+        raw.setdefault(name, []).append({"seed": seed, **_result(acc, reference, masks.size())})
     result = {"k": k, "seeds": seeds, "eval_people": eval_people, "unablated": reference,
               "shared": raw["shared"][0]}
     for name in ("random", "top_bio_only", "top_qa_only"):

@@ -35,8 +35,9 @@ from tqdm.auto import tqdm
 
 from factrecall.analysis.ablation import reset_to_base
 from factrecall.analysis.graft import load_graft_mask, make_grafted
+from factrecall.analysis.masks import IndexMask
 from factrecall.analysis.run import load_pair, load_trace, model_config, run_dataset
-from factrecall.analysis.shared import Selection, select, unit_counts
+from factrecall.analysis.shared import Selection, UnitTable, feature_sums, select, unit_counts
 from factrecall.artifacts import write_json
 from factrecall.encode import collate, pad_id
 from factrecall.errors import UserError
@@ -133,21 +134,32 @@ def unit_masks(config, shapes: dict[str, tuple[int, ...]], kind: str, units: set
     return masks
 
 
-def unit_scores(config, kind: str, metric: str, selection: Selection, delta: dict, graft: Masks | None,
-                seed: int = 0) -> torch.Tensor:
+def delta_norms(config, model, base) -> dict[str, torch.Tensor]:
+    """‖θ − θ_pre‖ per unit (`heads`, `neurons`) of the model's current weights θ, a tensor at a time."""
+    table = UnitTable(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            sums = feature_sums(config, name, (p - base[name].to(p.device, p.dtype)).square())
+            if sums is not None:
+                table.add(name, sums.cpu())
+    return {kind: t.sqrt() for kind, t in table.tables().items()}
+
+
+def unit_scores(config, kind: str, metric: str, selection: Selection, norms: dict | None,
+                graft: IndexMask | None, seed: int = 0) -> torch.Tensor:
     """[layers, units] score of every unit of `kind` under `metric` (higher = earlier in the ranking)."""
     table = "heads" if kind == "head" else "neurons"
     if metric in ("shared_size", "qa_size", "bio_size"):
-        masks = {"shared_size": selection.shared, "qa_size": selection.top_qa, "bio_size": selection.top_bio}[metric]
-        return unit_counts(config, masks)[table]
+        mask = {"shared_size": selection.shared, "qa_size": selection.top_qa, "bio_size": selection.top_bio}[metric]
+        return unit_counts(config, mask)[table]
     if metric == "graft_size":
         if graft is None:
             raise UserError("metric graft_size needs a graft mask; run 'factrecall graft --run RUN' first")
-        return unit_counts(config, {n: m for n, m in graft.items() if n in delta})[table]
-    if metric == "delta_norm":  # unit_counts sums any per-entry values: here squared moves
-        return unit_counts(config, {n: d.double() ** 2 for n, d in delta.items()})[table].sqrt()
+        return unit_counts(config, graft.restrict(selection.shared.index))[table]
+    if metric == "delta_norm":
+        return norms[table]
     if metric == "random":
-        shape = unit_counts(config, {n: torch.zeros_like(d) for n, d in delta.items()})[table].shape
+        shape = unit_counts(config, selection.shared)[table].shape
         return torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     raise UserError(f"unknown metric {metric!r}; choose from {', '.join(UNIT_METRICS)}")
 
@@ -177,22 +189,20 @@ def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNI
     unknown = [m for m in metrics if m not in UNIT_METRICS]
     if unknown:
         raise UserError(f"unknown metric {unknown[0]!r}; choose from {', '.join(UNIT_METRICS)}")
-    model, tokenizer, base_state = load_pair(run, "interventions reset units to it")
+    model, tokenizer, base = load_pair(run, "interventions reset units to it")
     trace, config = load_trace(run), model_config(run)
     selection = select(trace, k, "global")
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     has_graft = (run / "analysis" / "graft_mask.safetensors").is_file()
     graft = load_graft_mask(run, shapes) if has_graft or on == "grafted" else None
     if on == "grafted":
-        make_grafted(model, base_state, graft)
-    params = {n: p.detach() for n, p in model.named_parameters()}
-    traced = {n[4:] for n in trace if n.startswith("bio/")}
-    delta = {n: params[n] - base_state[n] for n in traced}
+        make_grafted(model, base, graft)
+    norms = delta_norms(config, model, base) if "delta_norm" in metrics else None
     metrics = tuple(m for m in metrics if m != "graft_size" or graft is not None)
     sets = eval_sets(tokenizer, run_dataset(run, data), eval_people)
     sets = {name: s for name, s in sets.items() if bio or name != "bio"}
     pad = pad_id(tokenizer)
-    n_params = sum(p.numel() for p in params.values())
+    n_params = sum(p.numel() for p in model.parameters())
 
     cache: dict[frozenset, dict] = {}
 
@@ -203,7 +213,7 @@ def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNI
     def accuracy_with_reset(units: frozenset) -> dict:
         if units not in cache:
             if intervention == "reset":
-                block = reset_to_base(model, base_state, unit_masks(config, shapes, kind, set(units)))
+                block = reset_to_base(model, base, unit_masks(config, shapes, kind, set(units)))
             else:
                 block = unit_output_ablation(model, config, kind, set(units), intervention, means)
             with block:
@@ -215,7 +225,7 @@ def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNI
               "unablated": reference, "metrics": {}}
     bar = tqdm(metrics, desc=f"{kind}s", leave=False)
     for metric in bar:
-        order = ranking(unit_scores(config, kind, metric, selection, delta, graft, seed))
+        order = ranking(unit_scores(config, kind, metric, selection, norms, graft, seed))
         total = len(order)
         ns = sorted({round(f * total) for f in points}) if kind == "neuron" else list(range(total + 1))
         curves = {}

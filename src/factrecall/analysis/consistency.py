@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from factrecall.analysis.attention import batches, first_bio_and_questions, person_views
 from factrecall.analysis.readout import ON, analysis_model, read
 from factrecall.analysis.run import load_trace, model_config, run_dataset
-from factrecall.analysis.shared import layer_of, split_trace
+from factrecall.analysis.shared import layer_of
 from factrecall.artifacts import read_jsonl, write_json
 from factrecall.encode import IGNORE, collate, encode_bio, encode_qa, pad_id
 from factrecall.errors import UserError
@@ -100,10 +100,10 @@ def representation_consistency(model, tokenizer, dataset, people: int, batch_siz
 
 def trace_direction(run: Path) -> dict:
     """cos(Δ_BIO, Δ_QA) per layer (`other` for traced tensors outside the blocks) and over all traced entries."""
-    bio, qa = split_trace(load_trace(run))
+    trace = load_trace(run)
     sums: dict[str, list[float]] = {}
-    for name in bio:
-        b, q = bio[name].double(), qa[name].double()
+    for name in trace.names:
+        b, q = trace.delta("bio", name).double(), trace.delta("qa", name).double()
         acc = sums.setdefault(layer_of(name), [0.0, 0.0, 0.0])
         acc[0] += float((b * q).sum())
         acc[1] += float((b * b).sum())

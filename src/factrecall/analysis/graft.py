@@ -10,56 +10,70 @@ and relaxes the mask as
 so γ ≈ B at the start and an entry flips when its S passes b. Each step averages the gradient of
 the ID-QA answer loss with respect to S over a few batches and takes a plain gradient step
 (σ'(S − 10) ≈ 4.5e-5, hence the very large default learning rate). After every step the mask is
-rounded (γ > ½) and evaluated on ID-QA; the best rounded mask is kept. θ_pre and θ_ft are never
-edited: the grafted model is a `torch.func.functional_call` of the model on θ(γ).
+rounded (γ > ½) and evaluated on ID-QA; the best rounded mask is kept.
+
+Memory: the model itself holds θ(γ) (written into it tensor by tensor; θ_ft and θ_pre stay in
+their files and are read a tensor at a time), and the search adds S and the parameters'
+gradients: three model-sized tensors in all. The gradient with respect to S comes from the chain
+rule on the model's own parameter gradients, ∂L/∂S = ∂L/∂θ ⊙ Δ ⊙ (1 − 2B) ⊙ σ'(S − b), so no
+autograd graph spans the parameters. Masks are index masks (`IndexMask`).
 """
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
-from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from factrecall.analysis.ablation import METRICS
-from factrecall.analysis.run import load_pair, run_dataset
-from factrecall.analysis.shared import breakdown, load_masks, save_bool_masks
+from factrecall.analysis.masks import IndexMask, load_mask, save_masks
+from factrecall.analysis.run import WeightFiles, load_pair, run_dataset
+from factrecall.analysis.shared import breakdown
 from factrecall.analysis.threshold import kth_largest
 from factrecall.artifacts import write_json
 from factrecall.encode import collate, encode_qa, pad_id
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
 
-Tensors = dict[str, torch.Tensor]
 BIAS = 10.0
 
 
-def grafted_parameters(pre: Tensors, delta: Tensors, gamma: Tensors) -> Tensors:
-    """θ_pre + γ ⊙ (θ_ft − θ_pre), tensor by tensor (γ may be relaxed, i.e. real-valued)."""
-    return {n: pre[n] + gamma[n] * delta[n] for n in pre}
+def grafted(pre: torch.Tensor, ft: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """θ_pre + γ ⊙ (θ_ft − θ_pre) for one tensor (γ may be relaxed, i.e. real-valued)."""
+    return pre + gamma * (ft - pre)
 
 
-def relaxed_mask(base: Tensors, scores: Tensors, bias: float = BIAS) -> Tensors:
-    """γ(S) = B + (1 − 2B) ⊙ σ(S − b)."""
-    return {n: base[n] + (1 - 2 * base[n]) * torch.sigmoid(scores[n] - bias) for n in base}
+def relaxed_mask(base: torch.Tensor, scores: torch.Tensor, bias: float = BIAS) -> torch.Tensor:
+    """γ(S) = B + (1 − 2B) ⊙ σ(S − b) for one tensor (B a float 0/1 tensor)."""
+    return base + (1 - 2 * base) * torch.sigmoid(scores - bias)
 
 
-def base_patch(delta: Tensors, sparsity: float) -> Tensors:
-    """1.0 on the top-`sparsity` fraction of |θ_ft − θ_pre| over all entries, else 0.0."""
-    total = sum(d.numel() for d in delta.values())
-    value = kth_largest(lambda: (d.abs() for d in delta.values()), max(1, round(sparsity * total)))
-    return {n: (d.abs() >= value).float() for n, d in delta.items()}
+def score_gradient(grad: torch.Tensor, delta: torch.Tensor, base: torch.Tensor, scores: torch.Tensor,
+                   bias: float = BIAS) -> torch.Tensor:
+    """∂L/∂S from ∂L/∂θ at θ(γ(S)): ∂θ/∂γ = Δ, ∂γ/∂S = (1 − 2B) ⊙ σ(S − b) ⊙ (1 − σ(S − b))."""
+    sigma = torch.sigmoid(scores - bias)
+    return grad * delta * (1 - 2 * base) * sigma * (1 - sigma)
 
 
-def load_graft_mask(run: Path, model_shapes: dict[str, tuple[int, ...]]) -> Tensors:
-    """The run's graft mask {name: bool} (from `factrecall graft`), checked against the model's shapes."""
+def base_patch(shapes: dict[str, tuple[int, ...]], ft: Mapping[str, torch.Tensor], pre: Mapping[str, torch.Tensor],
+               sparsity: float) -> IndexMask:
+    """The top-`sparsity` fraction of |θ_ft − θ_pre| over all entries of `shapes` (streamed tensor by tensor)."""
+    total = sum(math.prod(s) for s in shapes.values())
+    value = kth_largest(lambda: ((ft[n] - pre[n]).abs_() for n in shapes), max(1, round(sparsity * total)))
+    return IndexMask(shapes, {n: ((ft[n] - pre[n]).abs_() >= value).flatten().nonzero().squeeze(1) for n in shapes})
+
+
+def load_graft_mask(run: Path, model_shapes: dict[str, tuple[int, ...]]) -> IndexMask:
+    """The run's graft mask (from `factrecall graft`), checked against the model's shapes."""
     path = Path(run) / "analysis" / "graft_mask.safetensors"
     if not path.is_file():
         raise UserError(f"{run} has no graft mask; run 'factrecall graft --run {run}' first")
-    mask = load_masks(path, "graft", model_shapes)
-    missing = sorted(set(model_shapes) - set(mask))
+    mask = load_mask(path, "graft", model_shapes)
+    missing = sorted(set(model_shapes) - set(mask.index))
     if missing:
         raise UserError(f"{path} belongs to another model: it has no mask for {missing[0]}; "
                         f"rerun 'factrecall graft --run {run}'")
@@ -67,22 +81,15 @@ def load_graft_mask(run: Path, model_shapes: dict[str, tuple[int, ...]]) -> Tens
 
 
 @torch.no_grad()
-def make_grafted(model, pre: Tensors, mask: Tensors) -> None:
-    """Turn `model`, an in-memory copy of θ_ft, into θ_pre + γ ⊙ (θ_ft − θ_pre) (the saved files are untouched)."""
+def load_weights(model, weight: Callable[[str, torch.Tensor], torch.Tensor]) -> None:
+    """Write `weight(name, parameter)` into every parameter of `model`, a tensor at a time."""
     for name, p in model.named_parameters():
-        p.copy_(torch.where(mask[name].to(p.device), p, pre[name].to(p.device)))
+        p.copy_(weight(name, p))
 
 
-class GraftedModel(torch.nn.Module):
-    """The model evaluated on θ(γ) for a fixed (hard) mask, for `evaluate`."""
-
-    def __init__(self, model, params: Tensors):
-        super().__init__()
-        self.model, self.params = model, params
-        self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives `evaluate` a device to read
-
-    def forward(self, **batch):
-        return functional_call(self.model, self.params, args=(), kwargs=batch)
+def make_grafted(model, pre: Mapping[str, torch.Tensor], mask: IndexMask) -> None:
+    """Turn `model`, an in-memory copy of θ_ft, into θ_pre + γ ⊙ (θ_ft − θ_pre) (the saved files are untouched)."""
+    load_weights(model, lambda n, p: torch.where(mask.dense(n).to(p.device), p, pre[n].to(p.device, p.dtype)))
 
 
 def graft_run(run: Path, sparsity: float = 0.01, steps: int = 20, lr: float = 1e7, batches_per_step: int = 4,
@@ -94,40 +101,56 @@ def graft_run(run: Path, sparsity: float = 0.01, steps: int = 20, lr: float = 1e
     if steps < 0 or lr <= 0:
         raise UserError(f"--steps must be ≥ 0 and --lr positive (got {steps}, {lr})")
     model, tokenizer, pre = load_pair(run, "grafting starts from it")
+    ft = WeightFiles(run / "model", "θ_ft")
     model.eval()
+    device = next(model.parameters()).device
     dataset = run_dataset(run, data)
     pad = pad_id(tokenizer)
     sets = eval_sets(tokenizer, dataset, eval_people)
     train_qa = [encode_qa(tokenizer, q) for q in dataset.qa_split("id")]
 
-    delta = {n: p.detach() - pre[n] for n, p in model.named_parameters()}
-    base = base_patch(delta, sparsity)
+    def on_device(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return pre[name].to(device), ft[name].to(device)
+
+    def patch(name: str) -> torch.Tensor:  # B of one tensor, float 0/1
+        return base.dense(name).to(device, torch.float32)
+
+    def relaxed(name: str, p: torch.Tensor) -> torch.Tensor:
+        return grafted(*on_device(name), relaxed_mask(patch(name), scores[name])).to(p.dtype)
+
+    def rounded() -> IndexMask:  # γ > ½ of the current scores
+        return IndexMask(base.shapes, {n: (relaxed_mask(patch(n), s) > 0.5).flatten().nonzero().squeeze(1).cpu()
+                                       for n, s in scores.items()})
+
+    def accuracy(mask: IndexMask, names: tuple[str, ...] = tuple(sets)) -> dict:
+        def hard(name: str, p: torch.Tensor) -> torch.Tensor:  # exactly θ_ft where γ = 1, θ_pre elsewhere
+            w_pre, w_ft = on_device(name)
+            return torch.where(mask.dense(name).to(device), w_ft, w_pre).to(p.dtype)
+        load_weights(model, hard)
+        return evaluate(model, {n: sets[n] for n in names}, pad)
+
+    base = base_patch(pre.shapes, ft, pre, sparsity)
     gen = torch.Generator().manual_seed(seed)
-    scores = {n: torch.rand(d.shape, generator=gen).requires_grad_() for n, d in delta.items()}
+    scores = {n: torch.rand(shape, generator=gen).to(device) for n, shape in base.shapes.items()}  # S
     rng = random.Random(seed)
-
-    def hard(gamma: Tensors) -> Tensors:
-        return {n: (g > 0.5).float() for n, g in gamma.items()}
-
-    def accuracy(mask: Tensors, names: tuple[str, ...] = tuple(sets)) -> dict:
-        grafted = GraftedModel(model, grafted_parameters(pre, delta, mask))
-        return evaluate(grafted, {n: sets[n] for n in names}, pad)
 
     base_accuracy = accuracy(base)
     best_mask, best_id, best_step = base, base_accuracy["qa_id"]["accuracy"], 0
     for step in tqdm(range(1, steps + 1), desc="graft", leave=False):
-        for s in scores.values():
-            s.grad = None
+        load_weights(model, relaxed)
+        model.zero_grad(set_to_none=True)
         for _ in range(batches_per_step):
             rows = rng.sample(range(len(train_qa)), min(batch_size, len(train_qa)))
-            batch = collate([train_qa[r] for r in rows], pad)
-            params = grafted_parameters(pre, delta, relaxed_mask(base, scores))
-            loss = functional_call(model, params, args=(), kwargs=batch).loss / batches_per_step
-            loss.backward()
+            batch = {k: v.to(device) for k, v in collate([train_qa[r] for r in rows], pad).items()}
+            (model(**batch).loss / batches_per_step).backward()
         with torch.no_grad():
-            for s in scores.values():
-                s -= lr * s.grad
-        mask = hard(relaxed_mask(base, {n: s.detach() for n, s in scores.items()}))
+            for name, p in model.named_parameters():
+                if p.grad is None:  # a parameter the loss does not reach: ∂L/∂S = 0
+                    continue
+                w_pre, w_ft = on_device(name)
+                scores[name] -= lr * score_gradient(p.grad, w_ft - w_pre, patch(name), scores[name])
+        model.zero_grad(set_to_none=True)
+        mask = rounded()
         step_id = accuracy(mask, ("qa_id",))["qa_id"]["accuracy"]  # the selection criterion only
         if step_id > best_id:
             best_mask, best_id, best_step = mask, step_id, step
@@ -135,26 +158,24 @@ def graft_run(run: Path, sparsity: float = 0.01, steps: int = 20, lr: float = 1e
     return _write(run, best_mask, best_accuracy, best_step, base, base_accuracy, sparsity, steps, lr)
 
 
-def _summary(mask: Tensors, acc: dict) -> dict:
-    return {"size": int(sum(int(m.sum()) for m in mask.values())), **breakdown(mask),
+def _summary(mask: IndexMask, acc: dict) -> dict:
+    return {"size": mask.size(), **breakdown({n: mask.count(n) for n in mask.index}),
             "accuracy": {m: acc[m]["accuracy"] for m in METRICS}}
 
 
-def _write(run: Path, mask: Tensors, acc: dict, step: int, base: Tensors, base_acc: dict, sparsity: float,
+def _write(run: Path, mask: IndexMask, acc: dict, step: int, base: IndexMask, base_acc: dict, sparsity: float,
            steps: int, lr: float) -> dict:
-    total = sum(m.numel() for m in mask.values())
-    result = {"sparsity": sparsity, "steps": steps, "lr": lr, "best_step": step, "parameters": total,
+    result = {"sparsity": sparsity, "steps": steps, "lr": lr, "best_step": step, "parameters": mask.total(),
               "graft": _summary(mask, acc), "base_patch": _summary(base, base_acc)}
     shared_path = run / "shared" / "mask.safetensors"
     if shared_path.is_file():
-        shared = load_masks(shared_path, "shared", {n: tuple(m.shape) for n, m in mask.items()})
+        shared = load_mask(shared_path, "shared", mask.shapes)
+        in_traced = mask.restrict(shared.index)
         # chance within the traced tensors, where shared entries can be: |γ ∩ traced|·|Shared| / |traced|
-        overlap = sum(int((mask[n].bool() & shared[n]).sum()) for n in shared)
-        n_shared = sum(int(m.sum()) for m in shared.values())
-        in_traced = sum(int(mask[n].sum()) for n in shared)
-        chance = in_traced * n_shared / sum(m.numel() for m in shared.values())
-        result["shared_overlap"] = {"overlap": overlap, "shared": n_shared, "graft_in_traced": in_traced,
+        overlap = (in_traced & shared).size()
+        chance = in_traced.size() * shared.size() / shared.total()
+        result["shared_overlap"] = {"overlap": overlap, "shared": shared.size(), "graft_in_traced": in_traced.size(),
                                     "chance": chance, "enrichment": overlap / chance if chance else None}
-    save_bool_masks(run / "analysis" / "graft_mask.safetensors", {"graft": mask}, {"sparsity": str(sparsity)})
+    save_masks(run / "analysis" / "graft_mask.safetensors", {"graft": mask}, {"sparsity": str(sparsity)})
     write_json(run / "analysis" / "graft.json", result)
     return result

@@ -24,9 +24,10 @@ import torch
 from factrecall.analysis.inspect_figures import write_figures
 from factrecall.analysis.inspect_html import write_fragment
 from factrecall.analysis.labels import LABELS, View, bio_views, dataset_pools, qa_view
+from factrecall.analysis.masks import load_mask
 from factrecall.analysis.readout import ON, analysis_model, direct_contributions, logit_lens, read
 from factrecall.analysis.run import load_trace, model_config, run_dataset
-from factrecall.analysis.shared import load_masks, select, unit_counts
+from factrecall.analysis.shared import select, unit_counts
 from factrecall.artifacts import write_json
 from factrecall.data.pools import ATTRIBUTES
 from factrecall.errors import UserError
@@ -41,7 +42,7 @@ def top_shared_head(run: Path) -> tuple[int, int]:
     config = model_config(run)
     path = run / "shared" / "mask.safetensors"
     if path.is_file():
-        masks = load_masks(path, "shared")
+        masks = load_mask(path, "shared")
     elif (run / "trace.safetensors").is_file():
         masks = select(load_trace(run), 1.0, "global").shared
     else:

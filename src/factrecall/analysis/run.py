@@ -1,14 +1,21 @@
-"""Reading a trained run directory for analysis, with checks that its parts belong together."""
+"""Reading a trained run directory for analysis, with checks that its parts belong together.
+
+At 3 B parameters one float32 copy of a model is 12.9 GB and its trace 21 GB, so the analyses hold
+no second copy: θ_pre, θ_ft and the trace stay in their safetensors files and are read one tensor
+at a time (`WeightFiles`, `Trace`); only the model being evaluated is in memory.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from transformers import AutoConfig
 
-from factrecall.artifacts import load_tensors, read_json
+from factrecall.artifacts import read_json
 from factrecall.data.dataset import Dataset, load_dataset
 from factrecall.errors import UserError
 from factrecall.models.adapters import adapter_for
@@ -26,37 +33,107 @@ def model_config(run: Path, which: str = "model"):
     return config
 
 
+class WeightFiles(Mapping):
+    """The tensors of a directory's `*.safetensors` files by name, each read from disk when asked for."""
+
+    def __init__(self, directory: Path, what: str = "weights"):
+        self.directory, self.what = Path(directory), what
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self._file: dict[str, Path] = {}
+        for f in sorted(self.directory.glob("*.safetensors")):
+            try:
+                with safe_open(str(f), framework="pt") as st:
+                    for key in st.keys():
+                        self.shapes[key] = tuple(st.get_slice(key).get_shape())
+                        self._file[key] = f
+            except Exception as e:  # safetensors raises its own error types for damaged headers
+                raise UserError(f"{what}: {f} is not a readable safetensors file ({e})") from None
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._file:
+            raise KeyError(name)
+        try:
+            with safe_open(str(self._file[name]), framework="pt") as st:
+                return st.get_tensor(name)
+        except Exception as e:
+            raise UserError(f"{self.what}: {self._file[name]} is damaged or truncated at {name} ({e})") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+
 def parameter_shapes(run: Path, which: str = "model") -> dict[str, tuple[int, ...]]:
-    """Names and shapes of the weights in `run/<which>/model.safetensors`, read from the header only."""
-    shapes = {}
-    for f in sorted((Path(run) / which).glob("*.safetensors")):
-        with safe_open(str(f), framework="pt") as st:
-            for key in st.keys():
-                shapes[key] = tuple(st.get_slice(key).get_shape())
-    return shapes
+    """Names and shapes of the weights in `run/<which>/*.safetensors`, read from the headers only."""
+    return WeightFiles(Path(run) / which).shapes
 
 
-def load_trace(run: Path) -> dict[str, torch.Tensor]:
-    """The run's trace, checked against its model: every traced tensor exists with the same shape."""
-    run = Path(run)
-    path = run / "trace.safetensors"
-    if not path.is_file():
-        raise UserError(f"{run} has no trace.safetensors; train it with the trace on "
-                        f"(the default of 'factrecall train', i.e. without --no-trace)")
-    trace = load_tensors(path, "trace")
-    shapes = parameter_shapes(run)
-    for key, tensor in trace.items():
-        task, _, name = key.partition("/")
-        if task not in ("bio", "qa"):
-            raise UserError(f"{path}: unexpected key {key!r}; a trace holds bio/<name> and qa/<name>")
-        if name not in shapes:
-            raise UserError(f"{path} belongs to another model: {name} is not a parameter of {run / 'model'}")
-        if tuple(tensor.shape) != shapes[name]:
-            raise UserError(f"{path} belongs to another model: {name} has shape {tuple(tensor.shape)} "
-                            f"in the trace but {shapes[name]} in {run / 'model'}")
+TASKS = ("bio", "qa")
+
+
+class Trace:
+    """A run's trace (Δ_BIO and Δ_QA per traced tensor, keys `bio/<name>`, `qa/<name>`), read a tensor at a time.
+
+    Opening checks the header against the model: only those two tasks, every traced tensor a
+    parameter of the same shape. Each tensor is checked for NaN/Inf when it is read.
+    """
+
+    def __init__(self, run: Path):
+        run = Path(run)
+        self.path = run / "trace.safetensors"
+        if not self.path.is_file():
+            raise UserError(f"{run} has no trace.safetensors; train it with the trace on "
+                            f"(the default of 'factrecall train', i.e. without --no-trace)")
+        try:
+            with safe_open(str(self.path), framework="pt") as st:
+                keys = {key: tuple(st.get_slice(key).get_shape()) for key in st.keys()}
+        except Exception as e:
+            raise UserError(f"trace: {self.path} is not a readable safetensors file ({e})") from None
+        model_shapes = parameter_shapes(run)
+        for key, shape in keys.items():
+            task, _, name = key.partition("/")
+            if task not in TASKS:
+                raise UserError(f"{self.path}: unexpected key {key!r}; a trace holds bio/<name> and qa/<name>")
+            if name not in model_shapes:
+                raise UserError(f"{self.path} belongs to another model: {name} is not a parameter of {run / 'model'}")
+            if shape != model_shapes[name]:
+                raise UserError(f"{self.path} belongs to another model: {name} has shape {shape} "
+                                f"in the trace but {model_shapes[name]} in {run / 'model'}")
+        self.shapes = {key[4:]: shape for key, shape in keys.items() if key.startswith("bio/")}
+        if set(self.shapes) != {key[3:] for key in keys if key.startswith("qa/")}:
+            raise UserError(f"{self.path} does not trace the same tensors for bio and qa; retrain the run")
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.shapes)
+
+    @property
+    def entries(self) -> int:
+        """Traced entries per task."""
+        return sum(math.prod(s) for s in self.shapes.values())
+
+    def delta(self, task: str, name: str) -> torch.Tensor:
+        """Δ_task of one traced tensor (float32, the parameter's shape)."""
+        key = f"{task}/{name}"
+        try:
+            with safe_open(str(self.path), framework="pt") as st:
+                tensor = st.get_tensor(key)
+        except Exception as e:
+            raise UserError(f"trace: {self.path} is damaged or truncated at {key} ({e})") from None
         if not torch.isfinite(tensor).all():
-            raise UserError(f"{path}: {key} contains NaN or Inf; the run diverged or the file is damaged")
-    return trace
+            raise UserError(f"{self.path}: {key} contains NaN or Inf; the run diverged or the file is damaged")
+        return tensor
+
+    def scores(self, task: str) -> Iterator[torch.Tensor]:
+        """|Δ_task| tensor by tensor, in file order."""
+        return (self.delta(task, name).abs_() for name in self.names)
+
+
+def load_trace(run: Path) -> Trace:
+    """The run's trace, opened lazily and checked against its model."""
+    return Trace(run)
 
 
 def run_dataset(run: Path, data: Path | None = None) -> Dataset:
@@ -69,8 +146,8 @@ def run_dataset(run: Path, data: Path | None = None) -> Dataset:
     return dataset
 
 
-def load_pair(run: Path, purpose: str):
-    """(θ_ft model, its tokenizer, θ_pre parameters {name: tensor}) of a run, checked to match.
+def load_pair(run: Path, purpose: str) -> tuple[torch.nn.Module, object, WeightFiles]:
+    """(θ_ft model, its tokenizer, θ_pre read a tensor at a time from `run/base`), checked to match.
 
     `purpose` completes the error message when base/ is missing ("ablation resets entries to it").
     """
@@ -79,9 +156,8 @@ def load_pair(run: Path, purpose: str):
     if not (run / "base" / "config.json").is_file():
         raise UserError(f"{run} has no base/ (θ_pre); {purpose}, so retrain the run")
     model, tokenizer = load_model(run / "model")
-    base, _ = load_model(run / "base")
-    pre = {n: p.detach() for n, p in base.named_parameters()}
-    ft = dict(model.named_parameters())
-    if ft.keys() != pre.keys() or any(ft[n].shape != pre[n].shape for n in ft):
+    pre = WeightFiles(run / "base", "θ_pre")
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    if shapes != pre.shapes:
         raise UserError(f"{run}/base and {run}/model are different architectures; retrain the run")
     return model, tokenizer, pre

@@ -15,18 +15,18 @@ the Gini coefficient of those counts over units and the share held by the top 1/
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from tqdm.auto import tqdm
 
-from factrecall.analysis.run import load_trace, model_config
-from factrecall.analysis.threshold import kth_largest, top_count
-from factrecall.artifacts import load_tensors, save_tensors, write_json
-from factrecall.errors import UserError
+from factrecall.analysis.masks import IndexMask, save_masks
+from factrecall.analysis.run import TASKS, Trace, load_trace, model_config
+from factrecall.analysis.threshold import kth_largest_many, top_count
+from factrecall.artifacts import write_json
 from factrecall.models.adapters import geometry, tensor_units
 
 MODES = ("global", "per_tensor")
@@ -34,38 +34,20 @@ SWEEP = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
 _HEADLINE = ("top_bio", "top_qa", "shared", "chance", "enrichment", "jaccard", "gini", "top_unit_share")
 TOP_UNIT_FRACTIONS = (0.01, 0.05, 0.10)
 
+Point = tuple[float, str]  # (k percent, mode)
+
 
 @dataclass(frozen=True)
 class Selection:
-    """Boolean masks per tracked tensor: top_bio, top_qa and shared, each {name: bool tensor}."""
+    """Top_BIO and Top_QA at (k, mode) as index masks over the traced tensors; `shared` their intersection."""
     k: float
     mode: str
-    top_bio: dict[str, torch.Tensor]
-    top_qa: dict[str, torch.Tensor]
+    top_bio: IndexMask
+    top_qa: IndexMask
 
-    @property
-    def shared(self) -> dict[str, torch.Tensor]:
-        return {n: self.top_bio[n] & self.top_qa[n] for n in self.top_bio}
-
-
-def split_trace(trace: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """{name: Δ_BIO}, {name: Δ_QA} from a trace keyed `bio/<name>`, `qa/<name>`."""
-    bio = {k[4:]: v for k, v in trace.items() if k.startswith("bio/")}
-    qa = {k[3:]: v for k, v in trace.items() if k.startswith("qa/")}
-    return bio, qa
-
-
-def _top(deltas: dict[str, torch.Tensor], k: float, mode: str) -> dict[str, torch.Tensor]:
-    if mode == "per_tensor":
-        return {n: d.abs() >= kth_largest(lambda d=d: [d.abs()], top_count(k, d.numel())) for n, d in deltas.items()}
-    total = sum(d.numel() for d in deltas.values())
-    value = kth_largest(lambda: (d.abs() for d in deltas.values()), top_count(k, total))
-    return {n: d.abs() >= value for n, d in deltas.items()}
-
-
-def select(trace: dict[str, torch.Tensor], k: float = 1.0, mode: str = "global") -> Selection:
-    bio, qa = split_trace(trace)
-    return Selection(k, mode, _top(bio, k, mode), _top(qa, k, mode))
+    @cached_property
+    def shared(self) -> IndexMask:
+        return self.top_bio & self.top_qa
 
 
 def gini(counts: torch.Tensor) -> float:
@@ -86,26 +68,62 @@ def top_unit_share(counts: torch.Tensor) -> dict[str, float]:
             for f in TOP_UNIT_FRACTIONS}
 
 
-def unit_counts(config, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Selected entries per unit: `heads` [layers, heads] and `neurons` [layers, neurons] (float)."""
-    g = geometry(config)
-    heads = torch.zeros(g.n_layers, g.n_heads, dtype=torch.float64)
-    neurons: dict[int, torch.Tensor] = {}
-    for name, mask in masks.items():
-        units = tensor_units(config, name)
+class UnitTable:
+    """Per-unit sums, added a tensor at a time: `heads` [layers, heads] and `neurons` [layers, neurons].
+
+    `add(name, per_feature)` takes the sums of some per-entry value (1 per selected entry, or Δ²)
+    over every axis but the tensor's unit axis (`feature_sums`); other tensors are ignored.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        g = geometry(config)
+        self.heads = torch.zeros(g.n_layers, g.n_heads, dtype=torch.float64)
+        self.neurons: dict[int, torch.Tensor] = {}
+
+    def add(self, name: str, per_feature: torch.Tensor) -> None:
+        units = tensor_units(self.config, name)
         if units is None:
-            continue
-        per_feature = mask.double().sum(dim=[d for d in range(mask.dim()) if d != units.axis])
-        per_unit = torch.bincount(units.feature_unit, weights=per_feature)
+            return
+        per_unit = torch.bincount(units.feature_unit, weights=per_feature.double())
         if units.kind == "head":
-            heads[units.layer] += (per_unit / units.group_size).repeat_interleave(units.group_size)
+            self.heads[units.layer] += (per_unit / units.group_size).repeat_interleave(units.group_size)
         else:
-            neurons[units.layer] = neurons.get(units.layer, 0) + per_unit
-    n_neurons = max((v.numel() for v in neurons.values()), default=0)
-    neuron_table = torch.zeros(g.n_layers, n_neurons, dtype=torch.float64)
-    for layer, v in neurons.items():
-        neuron_table[layer] = v
-    return {"heads": heads, "neurons": neuron_table}
+            self.neurons[units.layer] = self.neurons.get(units.layer, 0) + per_unit
+
+    def tables(self) -> dict[str, torch.Tensor]:
+        n_neurons = max((v.numel() for v in self.neurons.values()), default=0)
+        neurons = torch.zeros(self.heads.shape[0], n_neurons, dtype=torch.float64)
+        for layer, v in self.neurons.items():
+            neurons[layer] = v
+        return {"heads": self.heads.clone(), "neurons": neurons}
+
+
+def feature_sums(config, name: str, values: torch.Tensor) -> torch.Tensor | None:
+    """Sums of `values` (the tensor's shape) over every axis but its unit axis; None outside units."""
+    units = tensor_units(config, name)
+    if units is None:
+        return None
+    return values.sum(dim=[d for d in range(values.dim()) if d != units.axis], dtype=torch.float64)
+
+
+def index_feature_counts(config, name: str, index: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """Selected entries per feature of the unit axis, from sorted flat indices; None outside units."""
+    units = tensor_units(config, name)
+    if units is None:
+        return None
+    inner = math.prod(shape[units.axis + 1:])
+    return torch.bincount((index // inner) % shape[units.axis], minlength=shape[units.axis])
+
+
+def unit_counts(config, mask: IndexMask) -> dict[str, torch.Tensor]:
+    """Selected entries per unit: `heads` [layers, heads] and `neurons` [layers, neurons] (float)."""
+    table = UnitTable(config)
+    for name, index in mask.index.items():
+        counts = index_feature_counts(config, name, index, mask.shapes[name])
+        if counts is not None:
+            table.add(name, counts)
+    return table.tables()
 
 
 def module_of(name: str) -> str:
@@ -121,103 +139,114 @@ def layer_of(name: str) -> str:
     return next((p for p in name.split(".") if p.isdigit()), "other")
 
 
-def breakdown(masks: dict[str, torch.Tensor]) -> dict[str, dict[str, int]]:
-    """Selected entries `by_layer` (layer index, or "other") and `by_module` (path inside a block)."""
+def breakdown(counts: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Selected entries `by_layer` (layer index, or "other") and `by_module` (path inside a block),
+    from {tensor name: selected entries}."""
     by_layer: dict[str, int] = {}
     by_module: dict[str, int] = {}
-    for name, m in masks.items():
-        count = int(m.sum())
+    for name, count in counts.items():
         by_layer[layer_of(name)] = by_layer.get(layer_of(name), 0) + count
         by_module[module_of(name)] = by_module.get(module_of(name), 0) + count
     return {"by_layer": by_layer, "by_module": by_module}
 
 
-def _count(masks: dict[str, torch.Tensor]) -> int:
-    return int(sum(int(m.sum()) for m in masks.values()))
+class _Tally:
+    """The summary of one (k, mode) point, added a tensor at a time."""
+
+    def __init__(self, config, k: float, mode: str):
+        self.k, self.mode, self.config = k, mode, config
+        self.tracked = self.top_bio = self.top_qa = 0
+        self.shared: dict[str, int] = {}
+        self.units = UnitTable(config)
+
+    def add(self, name: str, top_bio: torch.Tensor, top_qa: torch.Tensor) -> None:
+        shared = top_bio & top_qa
+        self.tracked += shared.numel()
+        self.top_bio += int(top_bio.sum())
+        self.top_qa += int(top_qa.sum())
+        self.shared[name] = int(shared.sum())
+        per_feature = feature_sums(self.config, name, shared)
+        if per_feature is not None:
+            self.units.add(name, per_feature)
+
+    def summary(self) -> dict:
+        """Sizes, enrichment over chance, Jaccard, breakdowns by layer/module/unit, concentration."""
+        n_shared = sum(self.shared.values())
+        chance = (self.k / 100) ** 2 * self.tracked
+        units = self.units.tables()
+        return {
+            "k": self.k, "mode": self.mode, "tracked": self.tracked,
+            "top_bio": self.top_bio, "top_qa": self.top_qa, "shared": n_shared, "chance": chance,
+            "enrichment": n_shared / chance, "jaccard": n_shared / max(1, self.top_bio + self.top_qa - n_shared),
+            **breakdown(self.shared),
+            "heads": units["heads"].tolist(), "neurons": units["neurons"].tolist(),
+            "gini": {kind: gini(units[kind]) for kind in ("heads", "neurons")},
+            "top_unit_share": {kind: top_unit_share(units[kind]) for kind in ("heads", "neurons")},
+        }
 
 
-def summarize(config, selection: Selection) -> dict:
-    """Sizes, enrichment over chance, Jaccard, breakdowns by layer/module/unit, concentration."""
-    shared = selection.shared
-    total = sum(m.numel() for m in shared.values())
-    n_bio, n_qa, n_shared = _count(selection.top_bio), _count(selection.top_qa), _count(shared)
-    chance = (selection.k / 100) ** 2 * total
-    units = unit_counts(config, shared)
-    return {
-        "k": selection.k, "mode": selection.mode, "tracked": total,
-        "top_bio": n_bio, "top_qa": n_qa, "shared": n_shared, "chance": chance,
-        "enrichment": n_shared / chance, "jaccard": n_shared / max(1, n_bio + n_qa - n_shared),
-        **breakdown(shared),
-        "heads": units["heads"].tolist(), "neurons": units["neurons"].tolist(),
-        "gini": {kind: gini(units[kind]) for kind in ("heads", "neurons")},
-        "top_unit_share": {kind: top_unit_share(units[kind]) for kind in ("heads", "neurons")},
-    }
+def scan(trace: Trace, config, points: list[Point], keep: Point | None = None) -> tuple[dict[Point, dict],
+                                                                                      Selection | None]:
+    """Summaries of every (k, mode) point and, with `keep`, that point's Selection.
 
-
-def save_bool_masks(path: Path, kinds: dict[str, dict[str, torch.Tensor]], metadata: dict[str, str]) -> None:
-    """Masks of several kinds as sorted flat indices keyed `<kind>/<name>`, shapes in the metadata."""
-    tensors, shapes = {}, {}
-    for kind, masks in kinds.items():
-        for name, m in masks.items():
-            index = m.flatten().nonzero().squeeze(1)
-            tensors[f"{kind}/{name}"] = index.to(torch.int32 if m.numel() < 2**31 else torch.int64)
-            shapes[name] = list(m.shape)
-    save_tensors(path, tensors, metadata={**metadata, "shapes": json.dumps(shapes)})
-
-
-def save_masks(path: Path, selection: Selection) -> None:
-    """A selection's `shared/`, `top_bio/` and `top_qa/` masks."""
-    save_bool_masks(path, {"shared": selection.shared, "top_bio": selection.top_bio, "top_qa": selection.top_qa},
-                    {"k": str(selection.k), "mode": selection.mode})
-
-
-def load_masks(path: Path, kind: str = "shared",
-               model_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, torch.Tensor]:
-    """{name: bool mask} of one kind (e.g. shared, top_bio, top_qa, graft) from `save_bool_masks`' file.
-
-    With `model_shapes` ({parameter name: shape} of the model the masks are for), a mask naming a
-    parameter the model lacks or of another shape is refused as belonging to another model.
+    Reads the trace three times whatever the number of points: two streaming passes per task for
+    every global threshold at once (`kth_largest_many`), then one pass a tensor at a time that
+    takes the per-tensor thresholds and tallies every point. Peak extra memory: a few tensors of
+    the largest traced tensor's size, plus the kept selection's indices.
     """
-    tensors = load_tensors(path, "mask")
-    with safe_open(str(path), framework="pt") as st:
-        metadata = st.metadata() or {}
-    if "shapes" not in metadata:
-        raise UserError(f"{path} is not a factrecall mask file (no 'shapes' metadata); recompute it")
-    shapes = json.loads(metadata["shapes"])
-    masks = {}
-    for key, index in tensors.items():
-        k, _, name = key.partition("/")
-        if k != kind:
-            continue
-        shape = tuple(shapes.get(name, ()))
-        if model_shapes is not None and model_shapes.get(name) != shape:
-            raise UserError(f"{path} belongs to another model: its {kind} mask for {name} has shape {shape}, "
-                            f"the model's is {model_shapes.get(name, 'missing')}; recompute it for this run")
-        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= math.prod(shape)):
-            raise UserError(f"{path}: {key} indexes outside its shape {shape}; the file is damaged, recompute it")
-        m = torch.zeros(math.prod(shape), dtype=torch.bool)
-        m[index.long()] = True
-        masks[name] = m.view(shape)
-    return masks
+    wanted = list(dict.fromkeys(points + ([keep] if keep else [])))
+    for k, mode in wanted:
+        top_count(k, 1)  # validates k
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r} is not one of {MODES}")
+    entries = trace.entries
+    ks = {mode: sorted({k for k, m in wanted if m == mode}) for mode in MODES}
+    global_value = {task: dict(zip(ks["global"], kth_largest_many(lambda task=task: trace.scores(task),
+                                                                  [top_count(k, entries) for k in ks["global"]])))
+                    if ks["global"] else {} for task in TASKS}
+    tallies = {point: _Tally(config, *point) for point in points}
+    kept: dict[str, dict[str, torch.Tensor]] = {task: {} for task in TASKS}
+    for name in tqdm(trace.names, desc="shared", leave=False):
+        scores = {task: trace.delta(task, name).abs_() for task in TASKS}
+        tensor_value = {task: dict(zip(ks["per_tensor"], kth_largest_many(
+            lambda task=task: [scores[task]], [top_count(k, scores[task].numel()) for k in ks["per_tensor"]])))
+            if ks["per_tensor"] else {} for task in TASKS}
+        for point in wanted:
+            k, mode = point
+            value = global_value if mode == "global" else tensor_value
+            top = {task: scores[task] >= value[task][k] for task in TASKS}
+            if point in tallies:
+                tallies[point].add(name, top["bio"], top["qa"])
+            if point == keep:
+                for task in TASKS:
+                    kept[task][name] = top[task].flatten().nonzero().squeeze(1)
+    selection = None
+    if keep:
+        selection = Selection(*keep, IndexMask(trace.shapes, kept["bio"]), IndexMask(trace.shapes, kept["qa"]))
+    return {point: tally.summary() for point, tally in tallies.items()}, selection
+
+
+def select(trace: Trace, k: float = 1.0, mode: str = "global") -> Selection:
+    """Top_BIO and Top_QA at (k, mode)."""
+    return scan(trace, None, [], keep=(k, mode))[1]
+
+
+def run_points(k: float, sweep: tuple[float, ...]) -> list[Point]:
+    """The points `analyze_run` reports: k in both modes, then every sweep value in both modes."""
+    return list(dict.fromkeys([(k, "global"), (k, "per_tensor")] + [(s, mode) for s in sweep for mode in MODES]))
 
 
 def analyze_run(run: Path, k: float = 1.0, sweep: tuple[float, ...] = SWEEP) -> dict:
     """Write `run/shared/shared.json` and `run/shared/mask.safetensors` (global, at k); return the JSON."""
     run = Path(run)
     trace, config = load_trace(run), model_config(run)
-    top_count(k, 1)  # validates k
-    for s in sweep:
-        top_count(s, 1)
-    selection = select(trace, k, "global")
-    save_masks(run / "shared" / "mask.safetensors", selection)
-    result = summarize(config, selection)  # the global threshold at the top level, as in the paper
-    result["per_tensor"] = summarize(config, select(trace, k, "per_tensor"))
-    result["sweep"] = []
-    for s in sweep:
-        point = {"k": s}
-        for mode in MODES:
-            summary = summarize(config, select(trace, s, mode))
-            point[mode] = {key: summary[key] for key in _HEADLINE}
-        result["sweep"].append(point)
+    summaries, selection = scan(trace, config, run_points(k, sweep), keep=(k, "global"))
+    save_masks(run / "shared" / "mask.safetensors",
+               {"shared": selection.shared, "top_bio": selection.top_bio, "top_qa": selection.top_qa},
+               {"k": str(k), "mode": "global"})
+    result = summaries[(k, "global")]  # the global threshold at the top level, as in the paper
+    result["per_tensor"] = summaries[(k, "per_tensor")]
+    result["sweep"] = [{"k": s, **{mode: {key: summaries[(s, mode)][key] for key in _HEADLINE} for mode in MODES}}
+                       for s in sweep]
     write_json(run / "shared" / "shared.json", result)
     return result

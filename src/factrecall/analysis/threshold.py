@@ -4,6 +4,7 @@ Non-negative float32 values order like their int32 bit patterns, so the k-th lar
 found by a two-level radix select: one streaming pass histograms the high 16 bits of every score
 (65,536 bins), which names the bin holding the k-th largest; a second pass histograms the low 16
 bits of the scores inside that bin. Extra memory: two histograms plus one chunk's bit patterns.
+`kth_largest_many` answers several k from the same two passes (one low histogram per k).
 
 Ties: `kth_largest` returns the value v of the k-th largest score; a top set is every score ≥ v,
 so when several scores equal v the set holds more than k entries (all tied entries, never an
@@ -47,22 +48,33 @@ def _bits(chunk: torch.Tensor) -> torch.Tensor:
 
 def kth_largest(scores: Scores, k: int) -> float:
     """The value of the k-th largest score (1-based), streaming twice over `scores`."""
+    return kth_largest_many(scores, [k])[0]
+
+
+def kth_largest_many(scores: Scores, ks: list[int]) -> list[float]:
+    """The k-th largest score for every k in `ks`, from the same two streaming passes over `scores`."""
     high = torch.zeros(_BINS, dtype=torch.int64)
     total = 0
     for chunk in _chunks(scores):
         high += torch.bincount(_bits(chunk) >> 16, minlength=_BINS)
         total += chunk.numel()
-    if not 1 <= k <= total:
-        raise ValueError(f"k={k} outside 1..{total}")
+    for k in ks:
+        if not 1 <= k <= total:
+            raise ValueError(f"k={k} outside 1..{total}")
     above = high.flip(0).cumsum(0)  # above[i] = scores in bins ≥ BINS-1-i
-    i = int(torch.searchsorted(above, torch.tensor(k)))
-    bin_high = _BINS - 1 - i
-    k_in_bin = k - (int(above[i - 1]) if i > 0 else 0)
-    low = torch.zeros(_BINS, dtype=torch.int64)
+    targets = []  # (high bin, rank inside it) per k
+    for k in ks:
+        i = int(torch.searchsorted(above, torch.tensor(k)))
+        targets.append((_BINS - 1 - i, k - (int(above[i - 1]) if i > 0 else 0)))
+    low = {bin_high: torch.zeros(_BINS, dtype=torch.int64) for bin_high, _ in targets}
     for chunk in _chunks(scores):
         bits = _bits(chunk)
-        low += torch.bincount(bits[(bits >> 16) == bin_high] & 0xFFFF, minlength=_BINS)
-    above_low = low.flip(0).cumsum(0)
-    j = int(torch.searchsorted(above_low, torch.tensor(k_in_bin)))
-    bits = torch.tensor([(bin_high << 16) | (_BINS - 1 - j)], dtype=torch.int32)
-    return float(bits.view(torch.float32))
+        for bin_high, histogram in low.items():
+            histogram += torch.bincount(bits[(bits >> 16) == bin_high] & 0xFFFF, minlength=_BINS)
+    values = []
+    for bin_high, k_in_bin in targets:
+        above_low = low[bin_high].flip(0).cumsum(0)
+        j = int(torch.searchsorted(above_low, torch.tensor(k_in_bin)))
+        bits = torch.tensor([(bin_high << 16) | (_BINS - 1 - j)], dtype=torch.int32)
+        values.append(float(bits.view(torch.float32)))
+    return values

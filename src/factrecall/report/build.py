@@ -16,7 +16,8 @@ import jinja2
 import matplotlib.pyplot as plt
 import numpy as np
 
-from factrecall.analysis.shared import layer_of, load_masks, module_of
+from factrecall.analysis.masks import load_mask
+from factrecall.analysis.shared import layer_of, module_of
 from factrecall.artifacts import read_json, read_jsonl, write_bytes
 from factrecall.errors import UserError
 from factrecall.report import figures
@@ -27,9 +28,10 @@ from factrecall.training.config import STRATEGIES
 def _layer_module_grid(mask_file: Path) -> tuple[list[str], list[str], np.ndarray]:
     """Shared entries per (layer, module) from a run's shared mask file."""
     counts: dict[tuple[str, str], int] = {}
-    for name, m in load_masks(mask_file, "shared").items():
+    shared = load_mask(mask_file, "shared")
+    for name in shared.index:
         key = (layer_of(name), module_of(name))
-        counts[key] = counts.get(key, 0) + int(m.sum())
+        counts[key] = counts.get(key, 0) + shared.count(name)
     layers = sorted({k[0] for k in counts}, key=lambda x: (not x.isdigit(), int(x) if x.isdigit() else 0, x))
     modules = sorted({k[1] for k in counts})
     grid = np.array([[counts.get((layer, module), 0) for module in modules] for layer in layers], dtype=float)
