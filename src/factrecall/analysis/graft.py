@@ -38,6 +38,7 @@ from factrecall.artifacts import write_json
 from factrecall.encode import collate, encode_qa, pad_id
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
+from factrecall.memory import trim
 
 BIAS = 10.0
 
@@ -85,6 +86,7 @@ def load_weights(model, weight: Callable[[str, torch.Tensor], torch.Tensor]) -> 
     """Write `weight(name, parameter)` into every parameter of `model`, a tensor at a time."""
     for name, p in model.named_parameters():
         p.copy_(weight(name, p))
+    trim()  # the per-tensor temporaries (`factrecall.memory`)
 
 
 def make_grafted(model, pre: Mapping[str, torch.Tensor], mask: IndexMask) -> None:
@@ -150,6 +152,7 @@ def graft_run(run: Path, sparsity: float = 0.01, steps: int = 20, lr: float = 1e
                 w_pre, w_ft = on_device(name)
                 scores[name] -= lr * score_gradient(p.grad, w_ft - w_pre, patch(name), scores[name])
         model.zero_grad(set_to_none=True)
+        trim()
         mask = rounded()
         step_id = accuracy(mask, ("qa_id",))["qa_id"]["accuracy"]  # the selection criterion only
         if step_id > best_id:

@@ -27,6 +27,7 @@ from factrecall.analysis.masks import IndexMask, save_masks
 from factrecall.analysis.run import TASKS, Trace, load_trace, model_config
 from factrecall.analysis.threshold import kth_largest_many, top_count
 from factrecall.artifacts import write_json
+from factrecall.memory import trim
 from factrecall.models.adapters import geometry, tensor_units
 
 MODES = ("global", "per_tensor")
@@ -209,7 +210,7 @@ def scan(trace: Trace, config, points: list[Point], keep: Point | None = None) -
     for name in tqdm(trace.names, desc="shared", leave=False):
         scores = {task: trace.delta(task, name).abs_() for task in TASKS}
         tensor_value = {task: dict(zip(ks["per_tensor"], kth_largest_many(
-            lambda task=task: [scores[task]], [top_count(k, scores[task].numel()) for k in ks["per_tensor"]])))
+            lambda s=scores[task]: [s], [top_count(k, scores[task].numel()) for k in ks["per_tensor"]])))
             if ks["per_tensor"] else {} for task in TASKS}
         for point in wanted:
             k, mode = point
@@ -220,6 +221,8 @@ def scan(trace: Trace, config, points: list[Point], keep: Point | None = None) -
             if point == keep:
                 for task in TASKS:
                     kept[task][name] = top[task].flatten().nonzero().squeeze(1)
+        del scores, top
+        trim()  # this tensor's temporaries, freed between the kept indices (`factrecall.memory`)
     selection = None
     if keep:
         selection = Selection(*keep, IndexMask(trace.shapes, kept["bio"]), IndexMask(trace.shapes, kept["qa"]))
