@@ -3,7 +3,7 @@
 No 3 B checkpoint fits this machine's purpose, so every tensor is synthetic, with the exact shapes
 of Llama-3.2-3B (built on the meta device from the shipped config): a seeded slice of a fixed
 random pool, scaled per tensor, handed out a whole tensor at a time exactly as `Trace.delta` and
-`WeightFiles[name]` read one tensor from a safetensors file. The embedding alone is 394 M entries
+`TensorFiles[name]` read one tensor from a safetensors file. The embedding alone is 394 M entries
 (1.6 GB); nothing ever holds two model-sized tensors. What runs is the package's own code:
 
 1. shared parameters: `scan` over the 2.82 B traced entries at every point `factrecall shared`
@@ -72,7 +72,7 @@ class SyntheticTrace:
 
 
 class SyntheticWeights(Mapping):
-    """θ_pre or θ_ft, one new tensor per lookup, like `analysis.run.WeightFiles`."""
+    """θ_pre or θ_ft, one new tensor per lookup, like `analysis.run.TensorFiles`."""
 
     def __init__(self, kind: str):
         self.kind = kind

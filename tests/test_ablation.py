@@ -3,7 +3,7 @@ import torch
 
 from factrecall.analysis.ablation import ablate_run, reset_to_base
 from factrecall.analysis.masks import IndexMask
-from factrecall.analysis.run import WeightFiles
+from factrecall.analysis.run import TensorFiles
 from factrecall.errors import UserError
 from factrecall.models.loading import load_model
 from factrecall.presets import train_config
@@ -27,7 +27,7 @@ def test_empty_set_changes_nothing_and_full_set_gives_theta_pre(run):
     base, _ = load_model(run / "base")
     model.eval()
     base.eval()
-    base_files = WeightFiles(run / "base")  # θ_pre read from disk a tensor at a time, as ablate_run does
+    base_files = TensorFiles(run / "base")  # θ_pre read from disk a tensor at a time, as ablate_run does
     assert base_files.shapes == {n: tuple(p.shape) for n, p in base.named_parameters()}
     ids = torch.tensor([tok("Which university did he attend? Answer:")["input_ids"]])
     before = _logits(model, ids)

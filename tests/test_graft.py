@@ -12,7 +12,7 @@ from factrecall.analysis.graft import (
     score_gradient,
 )
 from factrecall.analysis.masks import IndexMask, load_mask, save_masks
-from factrecall.analysis.run import WeightFiles
+from factrecall.analysis.run import TensorFiles
 from factrecall.errors import UserError
 from factrecall.models.loading import load_model
 from factrecall.presets import train_config
@@ -51,7 +51,7 @@ def test_all_ones_is_theta_ft_and_all_zeros_is_theta_pre(run, models):
     for fill, reference in ((True, ft), (False, pre)):
         copy, _ = load_model(run / "model")
         mask = IndexMask.from_dense({n: torch.full(s, fill) for n, s in shapes.items()})
-        make_grafted(copy.eval(), WeightFiles(run / "base"), mask)
+        make_grafted(copy.eval(), TensorFiles(run / "base"), mask)
         assert torch.equal(_logits(copy, ids), _logits(reference, ids))
         # the relaxed formula at γ ≡ 1 / 0, in the functional form
         p_ft, p_pre = _params(ft), _params(pre)
@@ -134,7 +134,7 @@ def test_graft_run_writes_mask_and_json(run, models):
     from factrecall.encode import pad_id
     from factrecall.evaluation.exact_match import eval_sets, evaluate
     copy, tok = load_model(run / "model")
-    make_grafted(copy.eval(), WeightFiles(run / "base"), mask)
+    make_grafted(copy.eval(), TensorFiles(run / "base"), mask)
     acc = evaluate(copy, eval_sets(tok, run_dataset(run), 5), pad_id(tok))
     assert {m: a["accuracy"] for m, a in acc.items()} == result["graft"]["accuracy"]
 
@@ -162,7 +162,7 @@ def test_heads_on_the_grafted_model(run, models, tmp_path):
     params = {n: grafted(p_pre[n], p_ft[n], mask.dense(n).float()) for n in p_ft}
     ids = torch.tensor([tok("Where did he work? Answer:")["input_ids"]])
     copy, _ = load_model(run / "model")
-    make_grafted(copy.eval(), WeightFiles(run / "base"), mask)
+    make_grafted(copy.eval(), TensorFiles(run / "base"), mask)
     with torch.no_grad():
         torch.testing.assert_close(copy(ids).logits, functional_call(ft, params, args=(ids,)).logits,
                                    rtol=1e-6, atol=1e-6)

@@ -40,7 +40,7 @@ def reset_to_base(model, base: Mapping[str, torch.Tensor],
                   masks: IndexMask | dict[str, torch.Tensor]) -> Iterator[None]:
     """Inside the block, the masked entries of `model` hold θ_pre; afterwards their own values again.
 
-    `base` gives θ_pre per tensor (a dict, or `WeightFiles` reading it from disk); `masks` is an
+    `base` gives θ_pre per tensor (a dict, or `TensorFiles` reading it from disk); `masks` is an
     `IndexMask` (sorted flat positions) or {name: bool tensor of the parameter's shape} (unit
     masks). Works a tensor at a time and keeps only the overwritten values (4 B each) to restore.
     """

@@ -2,7 +2,7 @@
 
 At 3 B parameters one float32 copy of a model is 12.9 GB and its trace 21 GB, so the analyses hold
 no second copy: θ_pre, θ_ft and the trace stay in their safetensors files and are read one tensor
-at a time (`WeightFiles`, `Trace`); only the model being evaluated is in memory.
+at a time (`TensorFiles`, `Trace`); only the model being evaluated is in memory.
 """
 
 from __future__ import annotations
@@ -33,14 +33,15 @@ def model_config(run: Path, which: str = "model"):
     return config
 
 
-class WeightFiles(Mapping):
-    """The tensors of a directory's `*.safetensors` files by name, each read from disk when asked for."""
+class TensorFiles(Mapping):
+    """The tensors of safetensors files by name (one file, or a directory's `*.safetensors`), each
+    read from disk when asked for; opening reads the headers only."""
 
-    def __init__(self, directory: Path, what: str = "weights"):
-        self.directory, self.what = Path(directory), what
+    def __init__(self, location: Path, what: str = "weights"):
+        location, self.what = Path(location), what
         self.shapes: dict[str, tuple[int, ...]] = {}
         self._file: dict[str, Path] = {}
-        for f in sorted(self.directory.glob("*.safetensors")):
+        for f in [location] if location.is_file() else sorted(location.glob("*.safetensors")):
             try:
                 with safe_open(str(f), framework="pt") as st:
                     for key in st.keys():
@@ -67,7 +68,7 @@ class WeightFiles(Mapping):
 
 def parameter_shapes(run: Path, which: str = "model") -> dict[str, tuple[int, ...]]:
     """Names and shapes of the weights in `run/<which>/*.safetensors`, read from the headers only."""
-    return WeightFiles(Path(run) / which).shapes
+    return TensorFiles(Path(run) / which).shapes
 
 
 TASKS = ("bio", "qa")
@@ -86,11 +87,8 @@ class Trace:
         if not self.path.is_file():
             raise UserError(f"{run} has no trace.safetensors; train it with the trace on "
                             f"(the default of 'factrecall train', i.e. without --no-trace)")
-        try:
-            with safe_open(str(self.path), framework="pt") as st:
-                keys = {key: tuple(st.get_slice(key).get_shape()) for key in st.keys()}
-        except Exception as e:
-            raise UserError(f"trace: {self.path} is not a readable safetensors file ({e})") from None
+        self._file = TensorFiles(self.path, "trace")
+        keys = self._file.shapes
         model_shapes = parameter_shapes(run)
         for key, shape in keys.items():
             task, _, name = key.partition("/")
@@ -117,11 +115,7 @@ class Trace:
     def delta(self, task: str, name: str) -> torch.Tensor:
         """Δ_task of one traced tensor (float32, the parameter's shape)."""
         key = f"{task}/{name}"
-        try:
-            with safe_open(str(self.path), framework="pt") as st:
-                tensor = st.get_tensor(key)
-        except Exception as e:
-            raise UserError(f"trace: {self.path} is damaged or truncated at {key} ({e})") from None
+        tensor = self._file[key]
         if not torch.isfinite(tensor).all():
             raise UserError(f"{self.path}: {key} contains NaN or Inf; the run diverged or the file is damaged")
         return tensor
@@ -146,7 +140,7 @@ def run_dataset(run: Path, data: Path | None = None) -> Dataset:
     return dataset
 
 
-def load_pair(run: Path, purpose: str) -> tuple[torch.nn.Module, object, WeightFiles]:
+def load_pair(run: Path, purpose: str) -> tuple[torch.nn.Module, object, TensorFiles]:
     """(θ_ft model, its tokenizer, θ_pre read a tensor at a time from `run/base`), checked to match.
 
     `purpose` completes the error message when base/ is missing ("ablation resets entries to it").
@@ -156,7 +150,7 @@ def load_pair(run: Path, purpose: str) -> tuple[torch.nn.Module, object, WeightF
     if not (run / "base" / "config.json").is_file():
         raise UserError(f"{run} has no base/ (θ_pre); {purpose}, so retrain the run")
     model, tokenizer = load_model(run / "model")
-    pre = WeightFiles(run / "base", "θ_pre")
+    pre = TensorFiles(run / "base", "θ_pre")
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     if shapes != pre.shapes:
         raise UserError(f"{run}/base and {run}/model are different architectures; retrain the run")
