@@ -16,18 +16,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from factrecall import cli
-from factrecall.analysis.shared import analyze_run
-from factrecall.presets import train_config
-from factrecall.training.loop import train
 
 
 @pytest.fixture(scope="module")
-def trained(small_data, tmp_path_factory):
-    """A tiny Mix run with its trace and shared parameters."""
-    run = tmp_path_factory.mktemp("bad") / "run"
-    train(train_config("smoke", strategy="mix", max_steps=3, eval_people=2, checkpoint_every=0), small_data, run)
-    analyze_run(run)
-    return run
+def trained(smoke_run):
+    """A tiny Mix run with its trace and shared parameters (cases copy it before changing it)."""
+    return smoke_run
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -162,7 +156,32 @@ CASES = [
                                              ["study", "--out", t / "s", "--preset", "smoke"])[-1],
      "not empty and holds no study"),
     ("report-without-study", lambda t, d, r: ["report", "--study", t], "holds no study"),
+    ("study-config-unknown-device", lambda t, d, r: (t.joinpath("c.toml").write_text("[analysis]\ndevice = 'gpu'\n"),
+                                                     ["study", "--out", t / "s", "--config", t / "c.toml"])[1],
+     "unknown analysis device 'gpu'"),
+    ("study-unknown-device", lambda t, d, r: ["study", "--out", t / "s", "--preset", "smoke", "--device", "tpu"],
+     "unknown device 'tpu'"),
+    ("eval-unknown-device", lambda t, d, r: ["eval", "--model", r / "model", "--data", d, "--device", "gpu"],
+     "unknown device 'gpu'"),
 ]
+
+def _cuda_case(argv: list[str]):
+    """argv with RUN (a copy of the trained run) and DATA filled in, asking for --device cuda."""
+    def prepare(t, d, r):
+        run = _with_run(t, r)
+        return [a.replace("RUN", str(run)).replace("DATA", str(d)) for a in argv] + ["--device", "cuda"]
+    return (f"{argv[0]}-cuda-without-gpu", prepare, "asks for a GPU but torch sees none")
+
+
+if not torch.cuda.is_available():  # every command that loads a model refuses --device cuda in one line
+    CASES += [_cuda_case(argv) for argv in (
+        ["eval", "--model", "RUN/model", "--data", "DATA"], ["ablate", "--run", "RUN"], ["graft", "--run", "RUN"],
+        ["heads", "--run", "RUN"], ["inspect", "--run", "RUN"], ["consistency", "--run", "RUN"],
+        ["forgetting", "--run", "RUN"], ["train", "--data", "DATA", "--out", "RUN/new", "--strategy", "mix"],
+        ["study", "--out", "RUN/study", "--preset", "smoke"])]
+    CASES += [("study-config-cuda-without-gpu", lambda t, d, r: (
+        t.joinpath("c.toml").write_text("preset = 'smoke'\n[analysis]\ndevice = 'cuda'\n"),
+        ["study", "--out", t / "s", "--config", t / "c.toml"])[1], "asks for a GPU but torch sees none")]
 
 
 @pytest.mark.parametrize("prepare, message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])

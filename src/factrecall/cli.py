@@ -27,6 +27,19 @@ EvalPeople = Annotated[int, typer.Option(help="People per split to evaluate; 0 =
 MovedData = Annotated[Optional[Path], typer.Option(help="The run's dataset, if it moved.")]
 
 
+def _checked_device(name: str | None) -> str | None:
+    """An option's device, refused before any work when unknown or absent from this machine."""
+    if name is not None:
+        from factrecall.models.loading import resolve_device
+
+        resolve_device(name)
+    return name
+
+
+Device = Annotated[str, typer.Option(callback=_checked_device,
+                                     help="Where forwards and backwards run: auto (the GPU if there is one), cpu or cuda.")]
+
+
 @app.callback()
 def _root(debug: Annotated[bool, typer.Option(help="Show tracebacks instead of one-line errors.")] = False):
     _DEBUG["on"] = _DEBUG["on"] or debug
@@ -120,7 +133,8 @@ def train_command(
     precision: Annotated[Optional[str], typer.Option(help="fp32, or bf16 (autocast; weights, AdamW and trace stay fp32).")] = None,
     gradient_checkpointing: Annotated[Optional[bool], typer.Option(
         "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in the backward pass.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto (a GPU if there is one), cpu or cuda.")] = None,
+    device: Annotated[Optional[str], typer.Option(callback=_checked_device,
+                                                  help="auto (a GPU if there is one), cpu or cuda.")] = None,
     distributed: Annotated[Optional[str], typer.Option(
         help="With several processes: ddp (replicas) or fsdp (FSDP2, sharded).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
@@ -148,6 +162,7 @@ def eval_command(
     data: Annotated[Path, typer.Option(help="Dataset directory.")],
     out: Annotated[Optional[Path], typer.Option(help="JSON file to write.")] = None,
     batch_size: Annotated[int, typer.Option()] = 256,
+    device: Device = "auto",
 ):
     """Greedy exact match on QA-ID, QA-OOD and BIO, in batches."""
     from factrecall.artifacts import dumps_json, write_json
@@ -159,7 +174,7 @@ def eval_command(
     if out is not None and out.is_dir():
         raise UserError(f"--out {out} is a directory; give a file name")
     dataset = load_dataset(data)
-    lm, tokenizer = load_model(model)
+    lm, tokenizer = load_model(model, device=device)
     result = evaluate(lm, eval_sets(tokenizer, dataset), pad_id(tokenizer), batch_size)
     if out is not None:
         write_json(out, result)
@@ -194,11 +209,12 @@ def ablate_command(
     seeds: Annotated[int, typer.Option(help="Random and size-matched sets per kind.")] = 3,
     eval_people: EvalPeople = 0,
     data: MovedData = None,
+    device: Device = "auto",
 ):
     """Reset shared parameters to θ_pre and measure the accuracy drop, against matched sets (SPEC §6)."""
     from factrecall.analysis.ablation import ablate_run
 
-    r = ablate_run(run, k, seeds, eval_people, data)
+    r = ablate_run(run, k, seeds, eval_people, data, device)
     typer.echo(f"unablated: {_numbers(r['unablated'])}")
     typer.echo(f"shared ({r['shared']['size']}): {_numbers(r['shared']['drop'], '+.3f')}")
     for name in ("random", "top_bio_only", "top_qa_only"):
@@ -214,11 +230,12 @@ def graft_command(
     lr: Annotated[float, typer.Option(help="Learning rate on the mask scores S.")] = 1e7,
     eval_people: EvalPeople = 0,
     data: MovedData = None,
+    device: Device = "auto",
 ):
     """Find the sparse graft of θ_ft − θ_pre that recalls the ID facts (SPEC §7)."""
     from factrecall.analysis.graft import graft_run
 
-    r = graft_run(run, sparsity, steps, lr, eval_people=eval_people, data=data)
+    r = graft_run(run, sparsity, steps, lr, eval_people=eval_people, data=data, device=device)
     for name in ("base_patch", "graft"):
         g = r[name]
         typer.echo(f"{name:<10} |γ|₀ {g['size']}: {_numbers(g['accuracy'])}")
@@ -241,13 +258,15 @@ def heads_command(
     bio: Annotated[bool, typer.Option("--bio/--no-bio", help="Also score BIO at every point (slower).")] = False,
     eval_people: Annotated[int, typer.Option(help="People per split in the fixed evaluation subset; 0 = all.")] = 100,
     data: MovedData = None,
+    device: Device = "auto",
 ):
     """Sufficiency and criticality curves of heads (and neurons) per ranking metric (SPEC §8)."""
     from factrecall.analysis.circuit import circuit_curves
 
     names = tuple(m.strip() for m in metrics.split(",") if m.strip())
     for kind in ("head", "neuron") if neurons else ("head",):
-        r = circuit_curves(run, kind, names, k, eval_people, data=data, intervention=intervention, on=on, bio=bio)
+        r = circuit_curves(run, kind, names, k, eval_people, data=data, intervention=intervention, on=on, bio=bio,
+                           device=device)
         typer.echo(f"{kind}s ({r['units']}, OOD-QA {r['unablated']['qa_ood']:.3f} unablated; "
                    f"{r['evaluations']} evaluations):")
         for metric, v in r["metrics"].items():
@@ -265,16 +284,17 @@ def inspect_command(
     on: Annotated[str, typer.Option(help="finetuned (θ_ft) or grafted (θ_pre + γ⊙Δ).")] = "finetuned",
     aggregate: Annotated[int, typer.Option(help="Also the attention shares over this many people; 0 = off.")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Folder for the figures (default RUN/analysis/inspect).")] = None,
+    device: Device = "auto",
 ):
     """Attention pattern, logit lens and direct head contribution for one person, BIO vs QA (SPEC §9, Fig. 5)."""
     from factrecall.analysis.attention import attention_stats
     from factrecall.analysis.inspect import inspect_run
 
-    r = inspect_run(run, person, layer, head, on=on, attribute=attribute, out=out)
+    r = inspect_run(run, person, layer, head, on=on, attribute=attribute, out=out, device=device)
     typer.echo(f"person {r['person']['person_id']} ({r['person']['name']}), head L{r['layer']}.H{r['head']}: "
                f"written to {out or run / 'analysis' / 'inspect'}")
     if aggregate:
-        a = attention_stats(run, people=aggregate, on=on)
+        a = attention_stats(run, people=aggregate, on=on, device=device)
         typer.echo(f"attention shares over {a['people']} people: {run / 'analysis' / 'attention.json'}")
 
 
@@ -284,12 +304,14 @@ def consistency_command(
     people: Annotated[int, typer.Option(help="People in the representation consistency.")] = 500,
     probe_people: Annotated[int, typer.Option(help="People in the gradient probe.")] = 100,
     on: Annotated[str, typer.Option(help="finetuned or grafted.")] = "finetuned",
+    device: Device = "auto",
 ):
     """BIO–QA consistency per layer: representations, gradient probe, trace direction (SPEC §10)."""
     from factrecall.analysis.consistency import consistency_run
     from factrecall.claims import consistency_headline
 
-    h = consistency_headline(consistency_run(run, people=people, on=on, probe_people=probe_people))
+    h = consistency_headline(consistency_run(run, people=people, on=on, probe_people=probe_people,
+                                                         device=device))
     typer.echo(_numbers({"gradient probe gap": h["gradient_probe_gap"],
                          **{f"representation gap {p}": v for p, v in h["representation_gap"].items()}}))
     typer.echo(f"written to {run / 'analysis' / 'consistency.json'}")
@@ -315,11 +337,11 @@ def plan_command(
 
 
 @app.command("forgetting")
-def forgetting_command(run: RunDir, eval_people: EvalPeople = 100):
+def forgetting_command(run: RunDir, eval_people: EvalPeople = 100, device: Device = "auto"):
     """Accuracy on the base's own population before and after fine-tuning (runs from 'factrecall base build')."""
     from factrecall.evaluation.forgetting import forgetting_run
 
-    result = forgetting_run(run, eval_people)
+    result = forgetting_run(run, eval_people, device)
     if result is None:
         raise UserError(f"the θ_pre of {run} was not built by 'factrecall base build' (no base/base.json): "
                         f"it has no population of its own to forget")
@@ -335,12 +357,16 @@ def study_command(
         help="default, smoke, paper-llama or paper-pythia (default: the config file's, else default).")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file overriding the preset's settings.")] = None,
     force: Annotated[bool, typer.Option(help="Start over in --out (a study with another config is refused).")] = False,
+    device: Annotated[Optional[str], typer.Option(
+        callback=_checked_device,
+        help="auto, cpu or cuda for training and every analysis (default: the config's [train] and [analysis] device).")]
+        = None,
 ):
     """The whole paper for both strategies: data, training, every analysis, summary.json and the report
     (re-running resumes: finished steps are skipped)."""
     from factrecall.study import run_study
 
-    summary = run_study(out, preset, config, force=force, log=typer.echo)
+    summary = run_study(out, preset, config, force=force, log=typer.echo, device=device)
     for claim in summary["claims"]:
         typer.echo(f"{claim['id']} {'holds' if claim['holds'] else 'does not hold'}: {claim['evidence']}")
     typer.echo(f"summary: {out / 'summary.json'}")

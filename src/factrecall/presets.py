@@ -142,8 +142,9 @@ class StudyConfig:
     bases: tuple[str, ...] = ("random",)
 
 
-def study_config(preset: str | None = None, file: Path | None = None) -> StudyConfig:
-    """The preset (or the file's `preset`, else `default`) with the file's sections applied."""
+def study_config(preset: str | None = None, file: Path | None = None, device: str | None = None) -> StudyConfig:
+    """The preset (or the file's `preset`, else `default`) with the file's sections applied; `device`
+    (auto, cpu, cuda), when given, replaces both `train.device` and `analysis.device`."""
     table: dict = {}
     if file is not None:
         file = Path(file)
@@ -171,8 +172,11 @@ def study_config(preset: str | None = None, file: Path | None = None) -> StudyCo
             raise UserError(f"{file}: train.strategy cannot be set; a study trains both strategies")
         where = f"{section} setting" if file is None else f"{file}: {section} setting"
         sections[section] = _apply(_apply(make(), _preset(name).get(section, {})), overrides, where)
+        if device is not None and section in ("train", "analysis"):
+            sections[section] = replace(sections[section], device=device)
     sections["data"].validate()
     sections["train"].validate()
+    sections["analysis"].validate()
     bases = _coerce(f"{file}: bases", tuple[str, ...], table.get("bases", ["random"]))
     for base in bases:
         if base not in BASE_KINDS and not (Path(base) / "config.json").is_file():

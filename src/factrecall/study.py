@@ -44,6 +44,7 @@ from factrecall.data.generate import DATA_FILES, generate_dataset
 from factrecall.errors import UserError
 from factrecall.evaluation.forgetting import forgetting_run
 from factrecall.models.base import RECORD
+from factrecall.models.loading import resolve_device
 from factrecall.presets import StudyConfig, study_config
 from factrecall.provenance import package_versions
 from factrecall.summary import base_name, summarize_study
@@ -120,12 +121,16 @@ def _files(*paths: Path) -> list[Path]:
 
 
 def run_study(out: Path, preset: str | None = None, config_file: Path | None = None, force: bool = False,
-              log: Callable[[str], None] = print) -> dict:
-    """Run (or resume) every step; writes `summary.json` and `report/index.html`; returns the summary."""
+              log: Callable[[str], None] = print, device: str | None = None) -> dict:
+    """Run (or resume) every step; writes `summary.json` and `report/index.html`; returns the summary.
+
+    `device` (auto, cpu, cuda) overrides the config's `train.device` and `analysis.device`."""
     from factrecall.report.build import build_reports
 
     out = Path(out)
-    config = study_config(preset, config_file)
+    config = study_config(preset, config_file, device)
+    for where in (config.train.device, config.analysis.device):  # a GPU the config asks for must be here
+        resolve_device(where)
     with study_lock(out):
         _prepare(out, config, force)
         manifest = Manifest(out)
@@ -206,43 +211,46 @@ def _strategy_steps(step, manifest: Manifest, root: Path, data: Path, config: St
              lambda run=run: (analyze_run(run, a.k, a.sweep), _files(*sorted((run / "shared").glob("*"))))[1],
              lambda run=run: _shared_line(run))
         step(name("ablate"), [a.ablation_k, a.ablation_seeds, a.ablation_eval_people], reads,
-             lambda run=run: (ablate_run(run, a.ablation_k, a.ablation_seeds, a.ablation_eval_people),
+             lambda run=run: (ablate_run(run, a.ablation_k, a.ablation_seeds, a.ablation_eval_people,
+                                         device=a.device),
                               _files(run / "analysis" / "ablation.json"))[1],
              lambda run=run: _ablation_line(run))
         step(name("graft"), [a.graft_sparsity, a.graft_steps, a.graft_lr, a.graft_eval_people],
              (*reads, name("shared")),
              lambda run=run: (graft_run(run, a.graft_sparsity, a.graft_steps, a.graft_lr,
-                                        eval_people=a.graft_eval_people),
+                                        eval_people=a.graft_eval_people, device=a.device),
                               _files(run / "analysis" / "graft.json", run / "analysis" / "graft_mask.safetensors"))[1],
              lambda run=run: _graft_line(run))
         step(name("heads"), [a.k, a.heads_on, a.heads_eval_people, a.neuron_points], (*reads, name("graft")),
              lambda run=run: _heads(run, a), lambda run=run: _heads_line(run, a))
         step(name("inspect"), [], (*reads, name("shared")),
-             lambda run=run: _inspect(run), lambda run=run: _inspect_line(run))
+             lambda run=run: _inspect(run, a.device), lambda run=run: _inspect_line(run))
         step(name("attention"), [a.attention_people], (*reads, name("shared")),
-             lambda run=run: (attention_stats(run, people=a.attention_people),
+             lambda run=run: (attention_stats(run, people=a.attention_people, device=a.device),
                               _files(run / "analysis" / "attention.json"))[1],
              lambda run=run: _attention_line(run))
         step(name("consistency"), [a.consistency_people, a.probe_people], reads,
-             lambda run=run: (consistency_run(run, people=a.consistency_people, probe_people=a.probe_people),
+             lambda run=run: (consistency_run(run, people=a.consistency_people, probe_people=a.probe_people,
+                                              device=a.device),
                               _files(run / "analysis" / "consistency.json"))[1],
              lambda run=run: _consistency_line(run))
         if (Path(config.train.model) / RECORD).is_file():  # a built base: it has a population to forget
             step(name("forgetting"), [a.heads_eval_people], reads,
-                 lambda run=run: (forgetting_run(run, a.heads_eval_people),
+                 lambda run=run: (forgetting_run(run, a.heads_eval_people, a.device),
                                   _files(run / "analysis" / "forgetting.json"))[1],
                  lambda run=run: _forgetting_line(run))
 
 
 def _heads(run: Path, a) -> list[Path]:
     suffix = "-grafted" if a.heads_on == "grafted" else ""
-    circuit_curves(run, "head", k=a.k, eval_people=a.heads_eval_people, on=a.heads_on)
-    circuit_curves(run, "neuron", k=a.k, eval_people=a.heads_eval_people, points=a.neuron_points, on=a.heads_on)
+    circuit_curves(run, "head", k=a.k, eval_people=a.heads_eval_people, on=a.heads_on, device=a.device)
+    circuit_curves(run, "neuron", k=a.k, eval_people=a.heads_eval_people, points=a.neuron_points, on=a.heads_on,
+                   device=a.device)
     return _files(run / "analysis" / f"heads{suffix}.json", run / "analysis" / f"neurons{suffix}.json")
 
 
-def _inspect(run: Path) -> list[Path]:
-    inspect_run(run)
+def _inspect(run: Path, device: str) -> list[Path]:
+    inspect_run(run, device=device)
     return _files(*sorted((run / "analysis" / "inspect").glob("*")))
 
 

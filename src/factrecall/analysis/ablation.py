@@ -68,13 +68,14 @@ def _result(acc: dict, reference: dict, size: int) -> dict:
     return {"size": size, "accuracy": accuracy, "drop": {m: accuracy[m] - reference[m] for m in METRICS}}
 
 
-def ablate_run(run: Path, k: float = 1.0, seeds: int = 3, eval_people: int = 0, data: Path | None = None) -> dict:
+def ablate_run(run: Path, k: float = 1.0, seeds: int = 3, eval_people: int = 0, data: Path | None = None,
+               device: str = "auto") -> dict:
     """Write `run/analysis/ablation.json`: accuracy and drop for every set; returns it."""
     run = Path(run)
     top_count(k, 1)
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1 (got {seeds})")
-    model, tokenizer, base = load_pair(run, "ablation resets entries to it")
+    model, tokenizer, base = load_pair(run, "ablation resets entries to it", device)
     trace = load_trace(run)
     dataset = run_dataset(run, data)
     sets, pad = eval_sets(tokenizer, dataset, eval_people), pad_id(tokenizer)

@@ -88,7 +88,8 @@ def _table(shares: torch.Tensor) -> dict[str, list]:
     return {label: mean[i].tolist() for i, label in enumerate(LABELS)}
 
 
-def attention_stats(run: Path, people: int = 500, on: str = "finetuned", batch_size: int = 64) -> dict:
+def attention_stats(run: Path, people: int = 500, on: str = "finetuned", batch_size: int = 64,
+                    device: str = "auto") -> dict:
     """Final-token attention shares on subject / relation / other per head, BIO and QA; writes analysis/attention.json.
 
     Called by the study's inspection step (and `factrecall inspect --run DIR --aggregate N`).
@@ -98,7 +99,7 @@ def attention_stats(run: Path, people: int = 500, on: str = "finetuned", batch_s
         raise UserError(f"--on {on!r} is not one of {', '.join(ON)}")
     config = model_config(run)
     dataset = run_dataset(run)
-    model, tokenizer = analysis_model(run, on)
+    model, tokenizer = analysis_model(run, on, device)
     chosen = person_views(tokenizer, dataset, people)
     pad = pad_id(tokenizer)
     split_of: dict[str, list[str]] = {}

@@ -178,7 +178,7 @@ def _first(points: list[dict], test) -> int | None:
 def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNIT_METRICS, k: float = 1.0,
                    eval_people: int = 100, points: tuple[float, ...] = (0, .01, .02, .05, .1, .2, .5, 1.0),
                    seed: int = 0, data: Path | None = None, intervention: str = "reset", on: str = "finetuned",
-                   bio: bool = False) -> dict:
+                   bio: bool = False, device: str = "auto") -> dict:
     """Sufficiency and criticality curves per metric; writes `analysis/heads.json` or `analysis/neurons.json`
     (`-grafted` before `.json` when `on="grafted"`)."""
     run = Path(run)
@@ -189,7 +189,7 @@ def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNI
     unknown = [m for m in metrics if m not in UNIT_METRICS]
     if unknown:
         raise UserError(f"unknown metric {unknown[0]!r}; choose from {', '.join(UNIT_METRICS)}")
-    model, tokenizer, base = load_pair(run, "interventions reset units to it")
+    model, tokenizer, base = load_pair(run, "interventions reset units to it", device)
     trace, config = load_trace(run), model_config(run)
     selection = select(trace, k, "global")
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from factrecall.errors import UserError
+from factrecall.models.loading import DEVICES
+
 
 @dataclass(frozen=True)
 class AnalysisConfig:
@@ -22,3 +25,8 @@ class AnalysisConfig:
     attention_people: int = 500  # people in the aggregate attention statistics
     consistency_people: int = 200  # people in the representation consistency
     probe_people: int = 100  # people in the gradient probe (one backward pass per person and form)
+    device: str = "auto"  # where the analyses run their forwards and backwards: auto (the GPU if any), cpu, cuda
+
+    def validate(self) -> None:
+        if self.device not in DEVICES:
+            raise UserError(f"unknown analysis device {self.device!r}; choose one of {', '.join(DEVICES)}")

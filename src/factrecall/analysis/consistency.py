@@ -98,38 +98,43 @@ def representation_consistency(model, tokenizer, dataset, people: int, batch_siz
     return result
 
 
+def _cosine_sums(pairs) -> dict[str, list[float]]:
+    """{layer: [x·y, x·x, y·y]} over (name, x, y) tensor pairs, each summed in float64 one tensor at a time."""
+    sums: dict[str, list[float]] = {}
+    for name, x, y in pairs:
+        x, y = x.double(), y.double()
+        acc = sums.setdefault(layer_of(name), [0.0, 0.0, 0.0])
+        acc[0] += float((x * y).sum())
+        acc[1] += float((x * x).sum())
+        acc[2] += float((y * y).sum())
+    return sums
+
+
+def _cos(dot: float, nx: float, ny: float) -> float | None:
+    return dot / math.sqrt(nx * ny) if nx > 0 and ny > 0 else None
+
+
 def trace_direction(run: Path) -> dict:
     """cos(Δ_BIO, Δ_QA) per layer (`other` for traced tensors outside the blocks) and over all traced entries."""
     trace = load_trace(run)
-    sums: dict[str, list[float]] = {}
-    for name in trace.names:
-        b, q = trace.delta("bio", name).double(), trace.delta("qa", name).double()
-        acc = sums.setdefault(layer_of(name), [0.0, 0.0, 0.0])
-        acc[0] += float((b * q).sum())
-        acc[1] += float((b * b).sum())
-        acc[2] += float((q * q).sum())
+    sums = _cosine_sums((name, trace.delta("bio", name), trace.delta("qa", name)) for name in trace.names)
     total = [sum(v[i] for v in sums.values()) for i in range(3)]
-
-    def cos(dot: float, nb: float, nq: float) -> float | None:
-        return dot / math.sqrt(nb * nq) if nb > 0 and nq > 0 else None
-
     layers = sorted(sums, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0))
-    return {"by_layer": {k: cos(*sums[k]) for k in layers}, "all": cos(*total)}
+    return {"by_layer": {k: _cos(*sums[k]) for k in layers}, "all": _cos(*total)}
 
 
-def _layer_gradients(model, params: dict[str, torch.nn.Parameter], batch: dict) -> dict[str, torch.Tensor]:
-    """{layer: flat gradient of the batch's token loss over the layer's traced tensors}."""
+def _gradients(model, params: dict[str, torch.nn.Parameter], batch: dict) -> dict[str, torch.Tensor]:
+    """{name: gradient of the batch's token loss} over the traced tensors: the `.grad` tensors themselves
+    (the next backward allocates new ones), so a probe holds at most three gradients of the model."""
     model.zero_grad(set_to_none=True)
     with torch.enable_grad():
         model(**batch).loss.backward()
-    by_layer: dict[str, list[torch.Tensor]] = {}
-    for name, p in params.items():
-        by_layer.setdefault(layer_of(name), []).append(p.grad.flatten().double())
-    return {layer: torch.cat(parts) for layer, parts in by_layer.items()}
+    return {name: p.grad for name, p in params.items()}
 
 
 def _layer_cosines(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:
-    return {k: float(torch.nn.functional.cosine_similarity(a[k], b[k], dim=0)) for k in a}
+    """Per layer, the cosine of the two gradients over the layer's traced tensors (0 for a zero gradient)."""
+    return {layer: _cos(*v) or 0.0 for layer, v in _cosine_sums((n, a[n], b[n]) for n in a).items()}
 
 
 def gradient_probe(model, tokenizer, dataset, people: int) -> dict:
@@ -146,9 +151,9 @@ def gradient_probe(model, tokenizer, dataset, people: int) -> dict:
         labels = torch.full_like(batch["labels"], IGNORE)
         for s, e in bio.spans:  # the loss on the six values only: the facts, as the QA answers are
             labels[0, s:e] = batch["input_ids"][0, s:e]
-        g_bio = _layer_gradients(model, params, {k: v.to(device) for k, v in {**batch, "labels": labels}.items()})
+        g_bio = _gradients(model, params, {k: v.to(device) for k, v in {**batch, "labels": labels}.items()})
         encoded = [encode_qa(tokenizer, q) for q in questions[person["person_id"]]]
-        g_qa = _layer_gradients(model, params, {k: v.to(device) for k, v in collate(encoded, pad).items()})
+        g_qa = _gradients(model, params, {k: v.to(device) for k, v in collate(encoded, pad).items()})
         rows.append((person["split"], "matched", _layer_cosines(g_bio, g_qa)))
         if previous_bio is not None:
             rows.append((previous_bio[0], "mismatched", _layer_cosines(previous_bio[1], g_qa)))
@@ -182,7 +187,7 @@ def gradient_summary(run: Path) -> dict:
 
 
 def consistency_run(run: Path, people: int = 500, on: str = "finetuned", batch_size: int = 64,
-                    probe_people: int = 100) -> dict:
+                    probe_people: int = 100, device: str = "auto") -> dict:
     """Representation, trace-direction and logged gradient consistency of a run; writes analysis/consistency.json.
 
     Called by the study's consistency step (and `factrecall consistency --run DIR --people N`).
@@ -194,7 +199,7 @@ def consistency_run(run: Path, people: int = 500, on: str = "finetuned", batch_s
     if probe_people < 2:
         raise UserError(f"--probe-people must be at least 2 (got {probe_people})")
     dataset = run_dataset(run)
-    model, tokenizer = analysis_model(run, on)
+    model, tokenizer = analysis_model(run, on, device)
     result = {"run": str(run), "on": on, "people": min(people, len(dataset.people)),
               "representation": representation_consistency(model, tokenizer, dataset, people, batch_size),
               "trace_direction": trace_direction(run) if (run / "trace.safetensors").is_file() else None,

@@ -95,14 +95,15 @@ def make_grafted(model, pre: Mapping[str, torch.Tensor], mask: IndexMask) -> Non
 
 
 def graft_run(run: Path, sparsity: float = 0.01, steps: int = 20, lr: float = 1e7, batches_per_step: int = 4,
-              batch_size: int = 64, eval_people: int = 0, seed: int = 0, data: Path | None = None) -> dict:
+              batch_size: int = 64, eval_people: int = 0, seed: int = 0, data: Path | None = None,
+              device: str = "auto") -> dict:
     """Search the graft mask of a run; writes `analysis/graft.json` and `analysis/graft_mask.safetensors`."""
     run = Path(run)
     if not 0 < sparsity < 1:
         raise UserError(f"--sparsity must lie strictly between 0 and 1 (got {sparsity})")
     if steps < 0 or lr <= 0:
         raise UserError(f"--steps must be ≥ 0 and --lr positive (got {steps}, {lr})")
-    model, tokenizer, pre = load_pair(run, "grafting starts from it")
+    model, tokenizer, pre = load_pair(run, "grafting starts from it", device)
     ft = TensorFiles(run / "model", "θ_ft")
     model.eval()
     device = next(model.parameters()).device

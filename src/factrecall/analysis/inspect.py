@@ -118,7 +118,7 @@ def _describe(model, tokenizer, view: View, layer: int, head: int, top: int) -> 
 
 def inspect_run(run: Path, person: int | None = None, layer: int | None = None, head: int | None = None,
                 on: str = "finetuned", attribute: str = DEFAULT_ATTRIBUTE, out: Path | None = None,
-                top: int = 5) -> dict:
+                top: int = 5, device: str = "auto") -> dict:
     """One person's BIO and QA views through one head; writes inspect.json, three PNGs and inspect.html.
 
     Called by `factrecall inspect --run DIR [--person ID] [--layer L --head H] [--on grafted|finetuned]
@@ -137,7 +137,7 @@ def inspect_run(run: Path, person: int | None = None, layer: int | None = None, 
     who = pick_person(dataset, person)
     if layer is None:
         layer, head = top_shared_head(run)
-    model, tokenizer = analysis_model(run, on)
+    model, tokenizer = analysis_model(run, on, device)
     pools = dataset_pools(dataset)
     bio_row = next(b for b in dataset.bios if b["person_id"] == who["person_id"])
     qa_row = next(q for q in dataset.qa if q["person_id"] == who["person_id"] and q["attribute"] == attribute)

@@ -118,15 +118,18 @@ def qa_ranges(row: dict, person: dict, pools: Pools) -> tuple[Ranges, Ranges]:
 
 
 def token_labels(offsets: list[tuple[int, int]], text: str, subject: Ranges, relation: Ranges) -> list[str]:
-    """One label per token from its character offsets (a token belongs where its first character is)."""
+    """One label per token from its character offsets: a token belongs where its first non-space character is,
+    and is a relation token when the whole word it lies in is (a subword "he" of "held" is not a function word).
+    Space-only tokens are "other"."""
+    word_at = {i: m.group() for m in re.finditer(r"[^\W\d_]+", text) for i in range(m.start(), m.end())}
     labels = []
     for s, e in offsets:
-        word = text[s:e].strip()
         first = s + (len(text[s:e]) - len(text[s:e].lstrip()))
-        inside = lambda ranges: any(a <= first < b for a, b in ranges)  # noqa: E731
-        if word and inside(subject):
+        inside = lambda ranges: first < e and any(a <= first < b for a, b in ranges)  # noqa: E731
+        word = word_at.get(first, "") if first < e else ""
+        if inside(subject):
             labels.append("subject")
-        elif word and inside(relation) and any(c.isalpha() for c in word) and word.lower() not in FUNCTION_WORDS:
+        elif inside(relation) and word and word.lower() not in FUNCTION_WORDS:
             labels.append("relation")
         else:
             labels.append("other")

@@ -38,13 +38,13 @@ from factrecall.models.loading import load_model
 ON = ("finetuned", "grafted")
 
 
-def analysis_model(run: Path, on: str = "finetuned"):
-    """(model in eval mode, eager attention, tokenizer): θ_ft, or the grafted θ_pre + γ ⊙ (θ_ft − θ_pre)."""
+def analysis_model(run: Path, on: str = "finetuned", device: str = "auto"):
+    """(model on `device` in eval mode, eager attention, tokenizer): θ_ft, or the grafted θ_pre + γ ⊙ (θ_ft − θ_pre)."""
     run = Path(run)
     if on not in ON:
         raise UserError(f"--on {on!r} is not one of {', '.join(ON)}")
     model_config(run)  # a run without model/ is a UserError
-    model, tokenizer = load_model(run / "model", attn_implementation="eager")
+    model, tokenizer = load_model(run / "model", attn_implementation="eager", device=device)
     if on == "grafted":
         mask = load_graft_mask(run, {n: tuple(p.shape) for n, p in model.named_parameters()})
         model_config(run, "base")

@@ -140,8 +140,8 @@ def run_dataset(run: Path, data: Path | None = None) -> Dataset:
     return dataset
 
 
-def load_pair(run: Path, purpose: str) -> tuple[torch.nn.Module, object, TensorFiles]:
-    """(θ_ft model, its tokenizer, θ_pre read a tensor at a time from `run/base`), checked to match.
+def load_pair(run: Path, purpose: str, device: str = "auto") -> tuple[torch.nn.Module, object, TensorFiles]:
+    """(θ_ft model on `device`, its tokenizer, θ_pre read a tensor at a time from `run/base`), checked to match.
 
     `purpose` completes the error message when base/ is missing ("ablation resets entries to it").
     """
@@ -149,7 +149,7 @@ def load_pair(run: Path, purpose: str) -> tuple[torch.nn.Module, object, TensorF
     model_config(run)  # a trained model/ of a supported family
     if not (run / "base" / "config.json").is_file():
         raise UserError(f"{run} has no base/ (θ_pre); {purpose}, so retrain the run")
-    model, tokenizer = load_model(run / "model")
+    model, tokenizer = load_model(run / "model", device=device)
     pre = TensorFiles(run / "base", "θ_pre")
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     if shapes != pre.shapes:

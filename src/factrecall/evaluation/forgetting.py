@@ -17,7 +17,7 @@ from factrecall.models.base import RECORD
 from factrecall.models.loading import load_model
 
 
-def forgetting_run(run: Path, eval_people: int = 100) -> dict | None:
+def forgetting_run(run: Path, eval_people: int = 100, device: str = "auto") -> dict | None:
     """Write `analysis/forgetting.json` for a run fine-tuned from a built base; None for other bases."""
     run = Path(run)
     if not (run / "base" / RECORD).is_file():
@@ -30,7 +30,7 @@ def forgetting_run(run: Path, eval_people: int = 100) -> dict | None:
                         f"(content hash differs); rebuild the base")
     result = {"base": record["kind"], "population": population["path"], "eval_people": eval_people}
     for when, which in (("before", "base"), ("after", "model")):
-        model, tokenizer = load_model(run / which)
+        model, tokenizer = load_model(run / which, device=device)
         sets = {n: s for n, s in eval_sets(tokenizer, dataset, eval_people).items() if s.examples}
         result[when] = {n: r["accuracy"] for n, r in evaluate(model, sets, pad_id(tokenizer)).items()}
     write_json(run / "analysis" / "forgetting.json", result)

@@ -13,7 +13,7 @@ from pathlib import Path
 from factrecall.artifacts import atomic_directory, read_json
 from factrecall.data.dataset import Dataset
 from factrecall.errors import UserError
-from factrecall.models.loading import load_model
+from factrecall.models.loading import checkpoint_dtype, load_model
 from factrecall.models.presets import MODEL_PRESETS, build_preset_model
 from factrecall.models.tokenizer import first_uncovered_word, word_tokenizer
 
@@ -30,8 +30,17 @@ def base_population_overlap(base_dir: Path, dataset: Dataset) -> int:
     return sum(p["name"] in names for p in dataset.people)
 
 
+def source_dtype(model_spec: str) -> str | None:
+    """The dtype θ_pre's values come in: float32 for a preset, the checkpoint's for a model directory
+    (None when `model_spec` names neither; `write_base` refuses it)."""
+    if model_spec in MODEL_PRESETS:
+        return "float32"
+    return checkpoint_dtype(Path(model_spec)) if Path(model_spec).is_dir() else None
+
+
 def write_base(model_spec: str, dataset: Dataset, seed: int, out: Path) -> None:
-    """Save θ_pre to `out` (an HF directory with its tokenizer), after checking it covers the data."""
+    """Save θ_pre to `out` (an HF directory with its tokenizer, float32: the exact upcast of a bf16
+    checkpoint), after checking it covers the data."""
     if model_spec in MODEL_PRESETS:
         tokenizer = word_tokenizer(dataset.vocabulary_fragments())
         model = build_preset_model(model_spec, tokenizer, seed)

@@ -1,14 +1,34 @@
-"""Load a local Hugging Face model directory: safetensors only, never remote code."""
+"""Load a local Hugging Face model directory: safetensors only, never remote code.
+
+Every model is loaded as float32, whatever dtype its checkpoint was saved in (hub checkpoints
+are bf16): the upcast is exact, so θ_pre keeps the checkpoint's values, and training, Δ = θ_ft − θ_pre
+and every analysis work on float32 weights (AdamW updates of ~lr are below bf16's resolution).
+bf16 enters only through autocast. `checkpoint_dtype` records what the files held.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from safetensors import SafetensorError
+import torch
+from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from factrecall.errors import UserError
 from factrecall.models.adapters import adapter_for
+
+DEVICES = ("auto", "cpu", "cuda")
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto`: the GPU when torch sees one, else the CPU; `cuda` without a GPU is a UserError."""
+    if name not in DEVICES:
+        raise UserError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' asks for a GPU but torch sees none on this machine; "
+                        "use --device auto (CPU here) or run on a GPU machine")
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def check_model_dir(path: Path) -> None:
@@ -22,9 +42,28 @@ def check_model_dir(path: Path) -> None:
                         f"convert it with save_pretrained(safe_serialization=True)")
 
 
-def load_model(path: Path, attn_implementation: str | None = None):
-    """(model, tokenizer) from a local directory. `attn_implementation="eager"` for attention analysis."""
+def checkpoint_dtype(path: Path) -> str:
+    """The floating dtype(s) the weights of model directory `path` are stored in, e.g. "bfloat16"
+    ("bfloat16+float32" for a mixed checkpoint); read from the safetensors headers only."""
     check_model_dir(path)
+    found = set()
+    for f in sorted(Path(path).glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="pt") as st:
+                found |= {st.get_slice(key).get_dtype() for key in st.keys()}
+        except Exception as e:  # safetensors raises its own error types for damaged headers
+            raise UserError(f"model directory {path}: {f.name} is not a readable safetensors file ({e})") from None
+    floating = sorted(_SAFETENSORS_DTYPES[d] for d in found if d in _SAFETENSORS_DTYPES)
+    return "+".join(floating) or "none"
+
+
+def load_model(path: Path, attn_implementation: str | None = None, device: str | torch.device = "cpu"):
+    """(float32 model on `device`, tokenizer) from a local directory.
+
+    `attn_implementation="eager"` for attention analysis; `device` a torch device or "auto"/"cpu"/"cuda".
+    """
+    check_model_dir(path)
+    device = resolve_device(device) if isinstance(device, str) else device
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=True)
     except (ValueError, OSError) as e:
@@ -33,7 +72,7 @@ def load_model(path: Path, attn_implementation: str | None = None):
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, use_safetensors=True, trust_remote_code=False, local_files_only=True,
-            attn_implementation=attn_implementation)
+            attn_implementation=attn_implementation, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=True)
     except SafetensorError as e:
         raise UserError(f"model directory {path}: its .safetensors weights are damaged or truncated ({e}); "
@@ -41,4 +80,4 @@ def load_model(path: Path, attn_implementation: str | None = None):
     except (ValueError, OSError, RuntimeError) as e:
         raise UserError(f"model directory {path} is not loadable ({str(e).splitlines()[0]}); "
                         f"check that its weights, config and tokenizer belong together") from None
-    return model, tokenizer
+    return model.to(device), tokenizer

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from factrecall.errors import UserError
+from factrecall.models.loading import DEVICES
 
 STRATEGIES = ("stage", "mix")
 TRACE_MODES = ("signed", "abs")
 PRECISIONS = ("fp32", "bf16")
-DEVICES = ("auto", "cpu", "cuda")
 DISTRIBUTED = ("ddp", "fsdp")
 
 

@@ -49,8 +49,9 @@ from factrecall.encode import Encoded, collate, encode_bio, encode_qa, pad_id
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
 from factrecall.models.adapters import adapter_for, tracked_parameter_names
-from factrecall.models.base import write_base
-from factrecall.models.loading import load_model
+from factrecall.models.base import source_dtype, write_base
+from factrecall.models.compat import enable_gradient_checkpointing
+from factrecall.models.loading import load_model, resolve_device
 from factrecall.models.presets import MODEL_PRESETS
 from factrecall.provenance import package_versions
 from factrecall.training.checkpoint import full_optimizer_state, full_parameters, load_checkpoint, save_checkpoint
@@ -66,6 +67,7 @@ def _run_record(cfg: TrainConfig, dataset: Dataset) -> dict:
         "data": {"path": str(dataset.path.resolve()), "content_hash": dataset.content_hash,
                  "config": dataset.meta.get("config")},
         "seeds": {"model_init": cfg.seed, "data_order": cfg.seed},
+        "base": {"source": cfg.model, "checkpoint_dtype": source_dtype(cfg.model)},  # θ_pre is float32 whatever it was
         "versions": package_versions(),
     }
 
@@ -106,12 +108,9 @@ FSDP_FAMILIES = ("llama", "gpt_neox")  # adapter families whose FSDP2 path is te
 
 def _accelerator(cfg: TrainConfig) -> Accelerator:
     """The process's Accelerator, after refusing settings this machine or process count cannot run."""
-    has_gpu = torch.accelerator.current_accelerator() is not None
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("device 'cuda' asks for a GPU but torch sees none on this machine; "
-                        "use --device auto (CPU here) or run on a GPU machine")
-    # cpu=True where no accelerator exists lets Accelerate run several CPU processes (gloo) under torchrun
-    accelerator = Accelerator(cpu=cfg.device == "cpu" or not has_gpu)
+    device = resolve_device(cfg.device)
+    # cpu=True where no GPU exists lets Accelerate run several CPU processes (gloo) under torchrun
+    accelerator = Accelerator(cpu=device.type == "cpu")
     world = accelerator.num_processes
     for name in ("bio_batch_size", "qa_batch_size"):
         if getattr(cfg, name) % world:
@@ -190,7 +189,7 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
     model, tokenizer = load_model(out / "base")
     model.to(accelerator.device)
     if cfg.gradient_checkpointing:
-        model.activation_checkpointing_enable({"use_reentrant": False})
+        enable_gradient_checkpointing(model)
     if sharded:
         _shard(model)
     pad = pad_id(tokenizer)
