@@ -14,7 +14,7 @@ import torch
 from packaging.version import Version
 
 from factrecall.errors import UserError
-from factrecall.models.compat import declared_floor, enable_gradient_checkpointing
+from factrecall.models.compat import check_versions, declared_floor, enable_gradient_checkpointing
 from factrecall.models.presets import build_preset_model
 from factrecall.models.tokenizer import word_tokenizer
 
@@ -41,7 +41,7 @@ def _blocks_checkpointed(model) -> bool:
 def test_gradient_checkpointing_is_enabled_on_the_installed_transformers():
     model = build_preset_model("tiny-llama", word_tokenizer(["a b c"]), seed=0)
     enable_gradient_checkpointing(model)
-    assert model.is_gradient_checkpointing and _blocks_checkpointed(model)
+    assert _blocks_checkpointed(model)
     model.train()
     model(input_ids=torch.tensor([[0, 4, 5, 6]]), labels=torch.tensor([[0, 4, 5, 6]])).loss.backward()
 
@@ -56,3 +56,10 @@ def test_the_older_name_is_used_where_the_newer_is_missing():
 def test_a_missing_api_is_one_line_naming_the_version_to_install():
     with pytest.raises(UserError, match=r"^transformers [\d.]+\S* has no .*checkpointing.*; install transformers>=5\.17"):
         enable_gradient_checkpointing(types.SimpleNamespace())
+
+
+def test_an_installed_library_below_its_floor_is_one_line(monkeypatch):
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "5.3.0" if name == "transformers" else real(name))
+    with pytest.raises(UserError, match=r"^transformers 5\.3\.0 is older than the 5\.17 factrecall needs; pip install"):
+        check_versions()

@@ -397,8 +397,11 @@ def _accuracy_line(result: dict) -> str:
 def main() -> None:
     from transformers.utils import logging as hf_logging
 
+    from factrecall.models.compat import check_versions
+
     hf_logging.disable_progress_bar()  # our own bars say what is happening; HF's per-file bars are noise
     try:
+        check_versions()
         app()
     except UserError as e:
         if _DEBUG["on"]:

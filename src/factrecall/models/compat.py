@@ -10,6 +10,7 @@ from __future__ import annotations
 from importlib import metadata
 
 from packaging.requirements import Requirement
+from packaging.version import Version
 
 from factrecall.errors import UserError
 
@@ -23,6 +24,20 @@ def declared_floor(package: str) -> str:
                 if spec.operator == ">=":
                     return spec.version
     raise KeyError(package)
+
+
+CHECKED = ("torch", "transformers", "accelerate", "tokenizers", "safetensors")
+
+
+def check_versions() -> None:
+    """Refuse, in one line, an installed library older than the floor factrecall declares for it (pip
+    enforces the floors on install; an environment changed afterwards would fail later on a missing API)."""
+    for package in CHECKED:
+        installed = metadata.version(package)
+        floor = declared_floor(package)
+        if Version(installed.split("+")[0]) < Version(floor):
+            raise UserError(f"{package} {installed} is older than the {floor} factrecall needs; "
+                            f"pip install -U '{package}>={floor}'")
 
 
 def _missing(package: str, api: str) -> UserError:
