@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from factrecall.analysis.graft import load_graft_mask, make_grafted
-from factrecall.analysis.run import TensorFiles, model_config
+from factrecall.analysis.run import model_config, model_weights
 from factrecall.errors import UserError
 from factrecall.models.adapters import adapter_for, geometry, tensor_units
 from factrecall.models.loading import load_model
@@ -48,7 +48,7 @@ def analysis_model(run: Path, on: str = "finetuned", device: str = "auto"):
     if on == "grafted":
         mask = load_graft_mask(run, {n: tuple(p.shape) for n, p in model.named_parameters()})
         model_config(run, "base")
-        make_grafted(model, TensorFiles(run / "base", "θ_pre"), mask)
+        make_grafted(model, model_weights(run / "base", "θ_pre"), mask)
     return model.eval(), tokenizer
 
 

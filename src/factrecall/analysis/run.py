@@ -19,7 +19,8 @@ from factrecall.artifacts import read_json
 from factrecall.data.dataset import Dataset, load_dataset
 from factrecall.errors import UserError
 from factrecall.models.adapters import adapter_for
-from factrecall.models.loading import load_model
+from factrecall.models.loading import checkpoint_keys, load_model
+from factrecall.models.loading import parameter_shapes as model_parameter_shapes
 
 
 def model_config(run: Path, which: str = "model"):
@@ -35,29 +36,31 @@ def model_config(run: Path, which: str = "model"):
 
 class TensorFiles(Mapping):
     """The tensors of safetensors files by name (one file, or a directory's `*.safetensors`), each
-    read from disk when asked for; opening reads the headers only."""
+    read from disk when asked for; opening reads the headers only. `keys` ({name: stored key}) offers
+    stored tensors under other names (a model's parameter names: `model_weights`)."""
 
-    def __init__(self, location: Path, what: str = "weights"):
+    def __init__(self, location: Path, what: str = "weights", keys: dict[str, str] | None = None):
         location, self.what = Path(location), what
-        self.shapes: dict[str, tuple[int, ...]] = {}
+        stored: dict[str, tuple[int, ...]] = {}
         self._file: dict[str, Path] = {}
         for f in [location] if location.is_file() else sorted(location.glob("*.safetensors")):
             try:
                 with safe_open(str(f), framework="pt") as st:
                     for key in st.keys():
-                        self.shapes[key] = tuple(st.get_slice(key).get_shape())
+                        stored[key] = tuple(st.get_slice(key).get_shape())
                         self._file[key] = f
             except Exception as e:  # safetensors raises its own error types for damaged headers
                 raise UserError(f"{what}: {f} is not a readable safetensors file ({e})") from None
+        self._key = keys if keys is not None else {key: key for key in stored}
+        self.shapes = {name: stored[key] for name, key in self._key.items()}
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        if name not in self._file:
-            raise KeyError(name)
+        key = self._key[name]  # KeyError for a name it does not offer
         try:
-            with safe_open(str(self._file[name]), framework="pt") as st:
-                return st.get_tensor(name)
+            with safe_open(str(self._file[key]), framework="pt") as st:
+                return st.get_tensor(key)
         except Exception as e:
-            raise UserError(f"{self.what}: {self._file[name]} is damaged or truncated at {name} ({e})") from None
+            raise UserError(f"{self.what}: {self._file[key]} is damaged or truncated at {key} ({e})") from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.shapes)
@@ -66,9 +69,17 @@ class TensorFiles(Mapping):
         return len(self.shapes)
 
 
+def model_weights(path: Path, what: str) -> TensorFiles:
+    """The parameters of model directory `path` under the names the loaded model gives them (which the
+    files may store under others: `checkpoint_keys`), read a tensor at a time."""
+    stored = TensorFiles(path, what).shapes
+    return TensorFiles(path, what, checkpoint_keys(model_parameter_shapes(path), stored, f"{what} in {path}"))
+
+
 def parameter_shapes(run: Path, which: str = "model") -> dict[str, tuple[int, ...]]:
-    """Names and shapes of the weights in `run/<which>/*.safetensors`, read from the headers only."""
-    return TensorFiles(Path(run) / which).shapes
+    """Names and shapes of the parameters of `run/<which>` (headers and config only)."""
+    model_config(run, which)
+    return model_weights(Path(run) / which, "θ_ft" if which == "model" else "θ_pre").shapes
 
 
 TASKS = ("bio", "qa")
@@ -150,7 +161,7 @@ def load_pair(run: Path, purpose: str, device: str = "auto") -> tuple[torch.nn.M
     if not (run / "base" / "config.json").is_file():
         raise UserError(f"{run} has no base/ (θ_pre); {purpose}, so retrain the run")
     model, tokenizer = load_model(run / "model", device=device)
-    pre = TensorFiles(run / "base", "θ_pre")
+    pre = model_weights(run / "base", "θ_pre")
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     if shapes != pre.shapes:
         raise UserError(f"{run}/base and {run}/model are different architectures; retrain the run")

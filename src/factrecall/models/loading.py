@@ -8,6 +8,7 @@ bf16 enters only through autocast. `checkpoint_dtype` records what the files hel
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -55,6 +56,41 @@ def checkpoint_dtype(path: Path) -> str:
             raise UserError(f"model directory {path}: {f.name} is not a readable safetensors file ({e})") from None
     floating = sorted(_SAFETENSORS_DTYPES[d] for d in found if d in _SAFETENSORS_DTYPES)
     return "+".join(floating) or "none"
+
+
+def checkpoint_keys(parameters: dict[str, tuple[int, ...]], stored: dict[str, tuple[int, ...]], where: str
+                    ) -> dict[str, str]:
+    """{parameter name: its key in the checkpoint files} from both sides' names and shapes.
+
+    transformers 5 renames some tensors between the files and the module (GPT-NeoX stores `embed_out.weight`
+    for the module's `lm_head.weight`), and `save_pretrained` writes the stored names back. A parameter whose
+    name is not stored takes the one unclaimed stored tensor of its shape, layer numbers and final name part.
+    """
+    keys = {name: name for name in parameters if name in stored}
+    unclaimed = set(stored) - set(keys.values())
+
+    def signature(name: str, shape) -> tuple:
+        return tuple(shape), re.findall(r"\d+", name), name.rsplit(".", 1)[-1]
+
+    for name in parameters.keys() - keys.keys():
+        match = [k for k in unclaimed if signature(k, stored[k]) == signature(name, parameters[name])]
+        if len(match) != 1:
+            raise UserError(f"{where}: parameter {name} {tuple(parameters[name])} has no "
+                            f"{'unique ' if match else ''}tensor in the checkpoint files; the files belong to "
+                            f"another model or another transformers version wrote them")
+        keys[name] = match[0]
+        unclaimed.discard(match[0])
+    return keys
+
+
+def parameter_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """{parameter name: shape} of the model in directory `path` as transformers builds it (on the meta
+    device, no weights read): the names analyses use, which the files may store under others."""
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=True)
+    adapter_for(config)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return {name: tuple(p.shape) for name, p in model.named_parameters()}
 
 
 def load_model(path: Path, attn_implementation: str | None = None, device: str | torch.device = "cpu"):
