@@ -18,7 +18,8 @@ from transformers import AutoModelForCausalLM
 
 from factrecall.models.adapters import tracked_parameter_names
 from factrecall.models.presets import MODEL_PRESETS
-from factrecall.plan import activation_bytes, autocast_copy_bytes, model_shapes, preset_plan, state_bytes
+from factrecall.plan import (activation_bytes, autocast_copy_bytes, evaluation_bytes, model_shapes, preset_plan,
+                             shipped_config, state_bytes)
 from factrecall.presets import train_config
 from factrecall.training.loop import _optimizer
 from factrecall.training.trace import TraceRecorder
@@ -118,6 +119,10 @@ def test_paper_models_from_their_shipped_configs():
     assert ddp["state"]["trace"] == 8 * llama["model"]["traced"]
     assert ddp["plain"]["total"] == sum(ddp["state"].values()) + ddp["plain"]["activations"] + \
         ddp["plain"]["autocast_weight_copies"]
+    # between steps: everything but the gradients, and an evaluation batch of 256 bios (six answers of 8 tokens)
+    shapes = model_shapes(shipped_config("meta-llama/Llama-3.2-3B"))
+    assert ddp["evaluation"]["total"] == sum(ddp["state"].values()) - ddp["state"]["gradients"] + \
+        evaluation_bytes(shapes, 256, 128, 6 * 8)
 
 
 def test_plan_cli_table_json_and_bad_input(monkeypatch, capsys):
@@ -137,8 +142,11 @@ def test_plan_cli_table_json_and_bad_input(monkeypatch, capsys):
     result = json.loads(out)
     assert code == 0 and result["settings"]["gpus"] == 2 and result["model"]["family"] == "gpt_neox"
     assert result["per_gpu"]["fsdp"]["state"]["weights"] < result["per_gpu"]["ddp"]["state"]["weights"]
+    assert set(result["analyses"]) == {"eval", "ablate", "graft", "heads", "neurons", "attention", "consistency"}
+    assert result["disk"]["study"]["peak"] > result["disk"]["run"]["peak"] > result["disk"]["run"]["kept"]
     code, out, _ = run("--preset", "default")
     assert code == 0 and "FSDP2 GPUs needed" in out and "trace" in out
+    assert "evaluation between steps" in out and "  graft " in out and "disk (GiB), the study: peak" in out
     for args, message in ((("--preset", "paper-llama", "--gpus", "3"), "bio_batch_size 16 is not divisible by --gpus"),
                           (("--preset", "paper-llama", "--gpus", "0"), "--gpus must be at least 1"),
                           (("--preset", "nope"), "unknown preset 'nope'")):

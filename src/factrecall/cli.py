@@ -139,8 +139,11 @@ def train_command(
         help="With several processes: ddp (replicas) or fsdp (FSDP2, sharded).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     force: Annotated[bool, typer.Option(help="Replace a run in --out.")] = False,
+    ignore_disk: Annotated[bool, typer.Option(help="Start even if the disk looks too small for the run.")] = False,
 ):
     """Train with the Stage or Mix strategy (SPEC §3), recording the trace (SPEC §4)."""
+    from factrecall.data.dataset import load_dataset
+    from factrecall.disk import check_disk, run_disk_bytes
     from factrecall.presets import train_config
     from factrecall.training.loop import train
 
@@ -150,6 +153,7 @@ def train_command(
                        qa_phase_lr=qa_phase_lr, eval_every=eval_every, checkpoint_every=checkpoint_every,
                        trace=trace, trace_mode=trace_mode, grad_consistency=grad_consistency, precision=precision,
                        gradient_checkpointing=gradient_checkpointing, device=device, distributed=distributed)
+    check_disk(out, run_disk_bytes(cfg, load_dataset(data))["peak"], "this run", ignore_disk)
     result = train(cfg, data, out, resume=resume, force=force)
     if int(os.environ.get("RANK", "0")) == 0:  # one report under torchrun / accelerate launch
         typer.echo(_accuracy_line(result))
@@ -327,8 +331,9 @@ def plan_command(
     precision: Annotated[Optional[str], typer.Option(help="fp32 or bf16 (default: the preset's).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ):
-    """Memory plan of a preset's training run per GPU (DDP and FSDP2, with and without gradient
-    checkpointing): weights, gradients, AdamW, trace, activations; whether it fits; disk."""
+    """Memory plan of a preset's study: training per GPU (DDP and FSDP2, with and without gradient
+    checkpointing: weights, gradients, AdamW, trace, activations) and evaluating between steps; each analysis
+    on one GPU; whether each fits; the disk of a run and of the whole study."""
     from factrecall.artifacts import dumps_json
     from factrecall.plan import format_plan, preset_plan
 
@@ -361,12 +366,13 @@ def study_command(
         callback=_checked_device,
         help="auto, cpu or cuda for training and every analysis (default: the config's [train] and [analysis] device).")]
         = None,
+    ignore_disk: Annotated[bool, typer.Option(help="Start even if the disk looks too small for the study.")] = False,
 ):
     """The whole paper for both strategies: data, training, every analysis, summary.json and the report
     (re-running resumes: finished steps are skipped)."""
     from factrecall.study import run_study
 
-    summary = run_study(out, preset, config, force=force, log=typer.echo, device=device)
+    summary = run_study(out, preset, config, force=force, log=typer.echo, device=device, ignore_disk=ignore_disk)
     for claim in summary["claims"]:
         typer.echo(f"{claim['id']} {'holds' if claim['holds'] else 'does not hold'}: {claim['evidence']}")
     typer.echo(f"summary: {out / 'summary.json'}")

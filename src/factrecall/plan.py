@@ -1,4 +1,5 @@
-"""The memory plan of a training run, per GPU, from the model's config alone (no weights needed).
+"""The memory plan of a training run, per GPU, from the model's config alone (no weights needed); with
+`plan_analyses.py` (the analyses' GPU memory) and `disk.py`, the plan of a preset's study (`factrecall plan`).
 
 The model is built on the `meta` device (shapes without storage), so the plan of Llama-3.2-3B
 costs nothing here. Bytes, with P = parameters (a tied tensor once), Q = traced entries, t =
@@ -36,25 +37,39 @@ Activations — an estimate, within 25 % of the peak measured on CPU (`tests/tes
 A micro-batch's tokens are its rows / N times its padded length: bios (`seq_len`) and questions
 (`qa_seq_len`) are planned separately and the larger counts.
 
-Disk: the trace file (8·Q), the shared-set masks (sorted int32 indices of top_BIO, top_QA and
-shared at k %: at most 3·k/100·Q·4 B), θ_pre and θ_ft (4·P each) and, while training, a
-checkpoint (weights, AdamW, trace). Saving gathers full tensors on CPU in the main process: host
-memory of 4·P + 8·P + 8·Q during a checkpoint under FSDP.
+Evaluation (exact match between steps, and in every analysis) is a forward pass without gradients
+in float32 over 256 rows (`evaluation/exact_match.py`) that takes logits only at the positions
+predicting a scored token (an answer and EOS; a bio scores six answers). In float32 elements
+(exact on tiny models, `tests/test_plan_analyses.py`; S = scored positions of the batch, at most
+`answer_len` per question and 6·answer_len per bio; no K/V cache is kept):
+        max(tokens·(4·h + m·i),             a block's MLP (m = 3 SwiGLU, 2 GELU)
+            tokens·h + S·(h + V))           the last hidden state, and the gathered states and logits
+Between training steps the gradients are freed (set to None) but weights, AdamW, trace and DDP's
+buckets stay: that plus the evaluation forward is the "evaluation" row of each layout.
+
+Saving gathers full tensors on CPU in the main process: host memory of 4·P + 8·P + 8·Q during a
+checkpoint under FSDP.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from factrecall.data.generate import DataConfig, vocabulary_fragments
+from factrecall.data.pools import ATTRIBUTES, load_pools
 from factrecall.errors import UserError
-from factrecall.models.adapters import adapter_for, tracked_parameter_names
+from factrecall.models.adapters import adapter_for, tensor_units, tracked_parameter_names
+from factrecall.models.presets import MODEL_PRESETS
+from factrecall.models.tokenizer import word_tokenizer
+from factrecall.training.config import STRATEGIES
 
 GIB = 2**30
 # Hub ids of the paper presets -> the configs shipped in factrecall/models/configs/
@@ -62,6 +77,8 @@ SHIPPED = {"meta-llama/Llama-3.2-3B": "Llama-3.2-3B.json", "EleutherAI/pythia-2.
 _BLOCK = {"llama": (4, 10), "gpt_neox": (3, 4)}  # (MLP-width, hidden) elements per token and block
 _FINAL_NORM = {"llama": 2.5, "gpt_neox": 1.5}  # hidden elements per token kept by the final norm
 _NORM_FP32 = {"llama": 4, "gpt_neox": 2}  # bf16 only: extra 2-byte units for the float32 norm tensors of a block
+_NOGRAD_MLP = {"llama": 3, "gpt_neox": 2}  # MLP-width elements per token alive at once in a forward without gradients
+EVAL_ROWS = 256  # rows per evaluation batch (`evaluation.exact_match.evaluate`)
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,7 @@ class Shapes:
     traced: tuple[str, ...]
     root: tuple[str, ...]  # parameters outside the blocks (FSDP's root unit)
     block: tuple[str, ...]  # the parameters of block 0 (every block has the same shapes)
+    units: dict[str, tuple[str, ...]]  # "head" | "neuron" -> the parameters whose entries belong to such units
 
     @property
     def params(self) -> int:
@@ -85,6 +103,13 @@ class Shapes:
     @property
     def traced_entries(self) -> int:
         return sum(math.prod(self.tensors[n]) for n in self.traced)
+
+    def entries(self, names) -> int:
+        return sum(math.prod(self.tensors[n]) for n in names)
+
+    def largest(self, names=None) -> int:
+        """Entries of the largest of `names` (default: every parameter)."""
+        return max(math.prod(self.tensors[n]) for n in (self.tensors if names is None else names))
 
 
 def shipped_config(model: str):
@@ -95,10 +120,24 @@ def shipped_config(model: str):
     elif (Path(model) / "config.json").is_file():
         fields = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
     else:
-        raise UserError(f"no config for model {model!r}: plan knows {', '.join(SHIPPED)}, the tiny presets and "
-                        f"local model directories")
+        raise UserError(f"model {model!r} is neither a preset ({', '.join(MODEL_PRESETS)}), a model directory with "
+                        f"a config.json, nor a hub id with a shipped config ({', '.join(SHIPPED)})")
     fields.pop("architectures", None)
     return AutoConfig.for_model(fields.pop("model_type"), **fields)
+
+
+def data_vocabulary(data: DataConfig) -> list[str]:
+    """The text fragments a dataset drawn with `data` can contain (its `vocabulary.txt`)."""
+    return vocabulary_fragments(load_pools(Path(data.pools) if data.pools else None), data)
+
+
+def model_config(model: str, vocabulary: Callable[[], list[str]]):
+    """The HF config of a tiny preset, sized to the word tokenizer of the fragments `vocabulary()` returns
+    (as `models/base.py` builds θ_pre), or `shipped_config(model)`."""
+    if model not in MODEL_PRESETS:
+        return shipped_config(model)
+    config_class, kwargs = MODEL_PRESETS[model]
+    return config_class(vocab_size=len(word_tokenizer(vocabulary())), **kwargs)
 
 
 def model_shapes(config, trace_include: tuple[str, ...] = ()) -> Shapes:
@@ -111,11 +150,14 @@ def model_shapes(config, trace_include: tuple[str, ...] = ()) -> Shapes:
     block0 = a.layers + ".0."
     intermediate = (getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None)
                     or 4 * config.hidden_size)
+    layouts = {n: tensor_units(config, n) for n in tensors}
     return Shapes(family=a.family, layers=config.num_hidden_layers, hidden=config.hidden_size,
-                  intermediate=intermediate, heads=config.num_attention_heads, vocab=config.vocab_size,
-                  tensors=tensors, traced=tuple(tracked_parameter_names(model, trace_include)),
+                  intermediate=intermediate, heads=config.num_attention_heads,
+                  vocab=config.vocab_size, tensors=tensors, traced=tuple(tracked_parameter_names(model, trace_include)),
                   root=tuple(n for n in tensors if not n.startswith(prefix)),
-                  block=tuple(n for n in tensors if n.startswith(block0)))
+                  block=tuple(n for n in tensors if n.startswith(block0)),
+                  units={kind: tuple(n for n, u in layouts.items() if u is not None and u.kind == kind)
+                         for kind in ("head", "neuron")})
 
 
 def state_bytes(shapes: Shapes, gpus: int = 1) -> dict[str, int]:
@@ -127,11 +169,15 @@ def state_bytes(shapes: Shapes, gpus: int = 1) -> dict[str, int]:
             "trace": 8 * entries(shapes.traced)}
 
 
+def _check_family(shapes: Shapes) -> None:
+    if shapes.family not in _BLOCK:
+        raise UserError(f"the activation estimate covers the {' and '.join(_BLOCK)} families, not {shapes.family!r}")
+
+
 def activation_bytes(shapes: Shapes, tokens: int, seq_len: int, precision: str = "fp32",
                      checkpointing: bool = False) -> int:
     """Estimated peak activation memory of one forward + backward over `tokens` tokens padded to `seq_len`."""
-    if shapes.family not in _BLOCK:
-        raise UserError(f"the activation estimate covers the {' and '.join(_BLOCK)} families, not {shapes.family!r}")
+    _check_family(shapes)
     mlp, hidden = _BLOCK[shapes.family]
     block = mlp * shapes.intermediate + hidden * shapes.hidden + seq_len + shapes.heads  # elements per token
     element = 2 if precision == "bf16" else 4
@@ -155,6 +201,22 @@ def autocast_copy_bytes(shapes: Shapes, precision: str, checkpointing: bool) -> 
     return 2 * sum(math.prod(shapes.tensors[n]) for n in cast)
 
 
+def forward_elements(shapes: Shapes, eager_seq_len: int = 0) -> tuple[int, int]:
+    """float32 elements per token of a forward pass without gradients and without a K/V cache: (inside a
+    block, logits and final hidden state); its peak is the larger. Eager attention over `eager_seq_len` tokens
+    materialises one layer's scores and their softmax (2·H·T) in a block, instead of the MLP if larger."""
+    _check_family(shapes)
+    block = 4 * shapes.hidden + max(_NOGRAD_MLP[shapes.family] * shapes.intermediate, 2 * shapes.heads * eager_seq_len)
+    return block, shapes.hidden + shapes.vocab
+
+
+def evaluation_bytes(shapes: Shapes, rows: int, seq_len: int, scored: int) -> int:
+    """Peak memory of an exact-match batch: `rows` texts of `seq_len` tokens, `scored` positions scored per row."""
+    block, _ = forward_elements(shapes)
+    tokens = rows * seq_len
+    return 4 * max(tokens * block, tokens * shapes.hidden + rows * scored * (shapes.hidden + shapes.vocab))
+
+
 @dataclass(frozen=True)
 class PlanSettings:
     """The run being planned: micro-batches, lengths, precision, checkpointing, GPUs."""
@@ -165,7 +227,7 @@ class PlanSettings:
     precision: str = "bf16"
     gpus: int = 1
     gpu_memory_gib: float = 80.0
-    k: float = 1.0  # top-k percent of the shared set (for its disk size)
+    answer_len: int = 8  # tokens of the longest answer + EOS (assumed): scored per question, six per bio
 
 
 def _check(s: PlanSettings) -> None:
@@ -194,15 +256,19 @@ def _layout(shapes: Shapes, s: PlanSettings, layout: str, gpus: int) -> dict:
         total = sum(state.values()) + act + copies
         out[mode] = {"activations": act, "autocast_weight_copies": copies, "total": total,
                      "fits": total <= s.gpu_memory_gib * GIB}
+    # between steps the gradients are freed; every rank evaluates whole batches (FSDP: a sharded forward)
+    evaluation = sum(state.values()) - state["gradients"] + max(
+        evaluation_bytes(shapes, EVAL_ROWS, s.qa_seq_len, s.answer_len),
+        evaluation_bytes(shapes, EVAL_ROWS, s.seq_len, len(ATTRIBUTES) * s.answer_len))
+    out["evaluation"] = {"total": evaluation, "fits": evaluation <= s.gpu_memory_gib * GIB}
     return out
 
 
 def plan(shapes: Shapes, s: PlanSettings) -> dict:
-    """Per-GPU memory under DDP and FSDP2, plain and with gradient checkpointing (both are always shown),
-    whether it fits, the fewest FSDP2 GPUs that fit, and disk."""
+    """Per-GPU memory of training under DDP and FSDP2, plain and with gradient checkpointing (both are always
+    shown), and evaluating between steps; whether it fits, the fewest FSDP2 GPUs that fit, host memory."""
     _check(s)
     p, q = shapes.params, shapes.traced_entries
-    top = math.ceil(s.k / 100 * q)
     usable = [n for n in range(1, 65) if s.bio_rows % n == 0 and s.qa_rows % n == 0]
     needed = {mode: next((n for n in usable if _layout(shapes, s, "fsdp", n)[mode]["fits"]), None)
               for mode in ("plain", "checkpointing")}
@@ -214,8 +280,6 @@ def plan(shapes: Shapes, s: PlanSettings) -> dict:
         "tokens_per_gpu": {"bio": s.bio_rows // s.gpus * s.seq_len, "qa": s.qa_rows // s.gpus * s.qa_seq_len},
         "per_gpu": {layout: _layout(shapes, s, layout, s.gpus) for layout in ("ddp", "fsdp")},
         "fsdp_gpus_needed": needed,  # the fewest GPUs (dividing both batch sizes, ≤ 64) on which FSDP2 fits
-        "disk": {"trace": 8 * q, "shared_masks_max": 3 * top * 4, "theta_pre_and_ft": 2 * 4 * p,
-                 "checkpoint": 4 * p + 8 * p + 4 * len(shapes.tensors) + 8 * q},
         "host_memory_at_save": 4 * p + 8 * p + 8 * q,
     }
 
@@ -242,40 +306,52 @@ def format_plan(p: dict) -> str:
         lines.append(f"{'  total':<28}{gib(ddp[mode]['total']):>10}{gib(fsdp[mode]['total']):>10}")
         fits = ["yes" if layout[mode]["fits"] else "no" for layout in (ddp, fsdp)]
         lines.append(f"{'  fits':<28}{fits[0]:>10}{fits[1]:>10}")
+    fits = ["yes" if layout["evaluation"]["fits"] else "no" for layout in (ddp, fsdp)]
+    lines += [f"{'evaluation between steps':<28}{gib(ddp['evaluation']['total']):>10}"
+              f"{gib(fsdp['evaluation']['total']):>10}", f"{'  fits':<28}{fits[0]:>10}{fits[1]:>10}"]
     need = p["fsdp_gpus_needed"]
     lines.append("")
     lines.append(f"FSDP2 GPUs needed: {need['plain'] or '> 64'} (plain), {need['checkpointing'] or '> 64'} "
-                 f"(gradient checkpointing)")
-    d = p["disk"]
-    lines.append(f"disk (GiB): trace {d['trace'] / GIB:.2f}, shared masks ≤ {d['shared_masks_max'] / GIB:.2f}, "
-                 f"θ_pre + θ_ft {d['theta_pre_and_ft'] / GIB:.2f}, checkpoint {d['checkpoint'] / GIB:.2f}; "
-                 f"host memory while saving {p['host_memory_at_save'] / GIB:.2f}")
+                 f"(gradient checkpointing); host memory while saving {p['host_memory_at_save'] / GIB:.2f} GiB")
+    if "analyses" in p:  # a preset's plan: its analyses and disk too
+        lines += ["", f"{'analyses on one GPU (GiB)':<28}{'total':>10}{'fits':>6}  peak at (weights + …)"]
+        for name, a in p["analyses"].items():
+            lines.append(f"{'  ' + name:<28}{gib(a['total']):>10}{'yes' if a['fits'] else 'no':>6}  {a['peak']}")
+        lines += ["", *_disk_lines(p["disk"]["run"], p["disk"]["study"])]
     return "\n".join(lines)
+
+
+def _disk_lines(run: dict, study: dict) -> list[str]:
+    def items(d: dict, labels: dict[str, str], sep: str) -> str:
+        return sep.join(f"{label} {d[key] / GIB:.2f}" for key, label in labels.items())
+    parts = {"base": "θ_pre", "model": "θ_ft", "trace": "trace", "checkpoint": "checkpoint", "other": "other"}
+    terms = {"runs": "runs", "analysis_masks": "masks", "built_bases": "built bases", "data": "data",
+             "training_excess": "one training's excess"}
+    return [f"disk (GiB), a run: peak {run['peak'] / GIB:.2f}, keeps {run['kept'] / GIB:.2f}; {items(run, parts, ', ')}"
+            f" ({min(run['checkpoints'], 2)} checkpoint(s) at once)",
+            f"disk (GiB), the study: peak {study['peak'] / GIB:.2f} = {items(study, terms, ' + ')}"]
 
 
 def preset_plan(preset: str, gpus: int = 1, gpu_memory_gib: float = 80.0, seq_len: int = 128, qa_seq_len: int = 32,
                 precision: str | None = None) -> dict:
-    """The plan of a preset's training run (`precision` defaults to the preset's)."""
-    from factrecall.data.generate import vocabulary_fragments
-    from factrecall.data.pools import load_pools
-    from factrecall.models.presets import MODEL_PRESETS
-    from factrecall.models.tokenizer import word_tokenizer
-    from factrecall.presets import analysis_config, data_config, train_config
+    """The plan of a preset's study: training (`precision` defaults to the preset's), the analyses on one
+    GPU (`plan_analyses.py`) and the disk of a run and of the whole study (`disk.py`)."""
+    from factrecall.disk import checkpoints_written, dataset_counts, run_bytes, study_disk_bytes
+    from factrecall.plan_analyses import analyses_plan
+    from factrecall.presets import study_config
 
-    cfg = train_config(preset)
+    study = study_config(preset)
+    cfg, data = study.train, study.data
     if precision is not None and precision not in ("fp32", "bf16"):
         raise UserError(f"unknown precision {precision!r}; choose one of fp32, bf16")
-    if cfg.model in MODEL_PRESETS:  # a tiny preset: its vocabulary is the word tokenizer of the preset's data
-        data = data_config(preset)
-        pools = load_pools(Path(data.pools) if data.pools else None)
-        config_class, kwargs = MODEL_PRESETS[cfg.model]
-        config = config_class(vocab_size=len(word_tokenizer(vocabulary_fragments(pools, data))), **kwargs)
-    else:
-        config = shipped_config(cfg.model)
     if min(seq_len, qa_seq_len) < 1:
         raise UserError(f"--seq-len and --qa-seq-len must be at least 1 (got {seq_len}, {qa_seq_len})")
+    shapes = model_shapes(model_config(cfg.model, lambda: data_vocabulary(data)), cfg.trace_include)
     settings = PlanSettings(bio_rows=cfg.bio_batch_size, qa_rows=cfg.qa_batch_size, seq_len=seq_len,
                             qa_seq_len=qa_seq_len, precision=precision or cfg.precision, gpus=gpus,
-                            gpu_memory_gib=gpu_memory_gib,
-                            k=analysis_config(preset).k)
-    return {"preset": preset, "model_name": cfg.model, **plan(model_shapes(config, cfg.trace_include), settings)}
+                            gpu_memory_gib=gpu_memory_gib)
+    runs = [run_bytes(shapes, run, checkpoints_written(run, *dataset_counts(data)))
+            for run in (replace(cfg, strategy=strategy) for strategy in STRATEGIES)]
+    return {"preset": preset, "model_name": cfg.model, **plan(shapes, settings),
+            "analyses": analyses_plan(shapes, settings, study.analysis, data),
+            "disk": {"run": max(runs, key=lambda r: r["peak"]), "study": study_disk_bytes(study)}}

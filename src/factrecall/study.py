@@ -41,6 +41,7 @@ from factrecall.bases import KINDS, build_base
 from factrecall.artifacts import as_json, read_json, sha256_files, write_json
 from factrecall.claims import consistency_headline
 from factrecall.data.generate import DATA_FILES, generate_dataset
+from factrecall.disk import check_disk, study_disk_bytes
 from factrecall.errors import UserError
 from factrecall.evaluation.forgetting import forgetting_run
 from factrecall.models.base import RECORD
@@ -121,10 +122,11 @@ def _files(*paths: Path) -> list[Path]:
 
 
 def run_study(out: Path, preset: str | None = None, config_file: Path | None = None, force: bool = False,
-              log: Callable[[str], None] = print, device: str | None = None) -> dict:
+              log: Callable[[str], None] = print, device: str | None = None, ignore_disk: bool = False) -> dict:
     """Run (or resume) every step; writes `summary.json` and `report/index.html`; returns the summary.
 
-    `device` (auto, cpu, cuda) overrides the config's `train.device` and `analysis.device`."""
+    `device` (auto, cpu, cuda) overrides the config's `train.device` and `analysis.device`; a disk too small
+    for what the study writes (`disk.study_disk_bytes`) is refused before any step unless `ignore_disk`."""
     from factrecall.report.build import build_reports
 
     out = Path(out)
@@ -132,6 +134,7 @@ def run_study(out: Path, preset: str | None = None, config_file: Path | None = N
     for where in (config.train.device, config.analysis.device):  # a GPU the config asks for must be here
         resolve_device(where)
     with study_lock(out):
+        check_disk(out, study_disk_bytes(config)["peak"], "this study", ignore_disk)
         _prepare(out, config, force)
         manifest = Manifest(out)
 

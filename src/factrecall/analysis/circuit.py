@@ -83,7 +83,7 @@ def unit_output_means(model, config, kind: str, examples, pad: int, batch_size: 
             batch = {k: v.to(device) for k, v in collate(examples[start:start + batch_size], pad).items()}
             real = batch["attention_mask"].unsqueeze(-1).float()
             count += int(batch["attention_mask"].sum())
-            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
     finally:
         for h in handles:
             h.remove()

@@ -106,7 +106,7 @@ def read(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = N
     with _hooks(model, record):
         out = model(input_ids=input_ids.to(device),
                     attention_mask=None if attention_mask is None else attention_mask.to(device),
-                    output_attentions=attentions)
+                    output_attentions=attentions, use_cache=False)
 
     def stack(key):
         return torch.stack([t.float().cpu() for t in record[key]])

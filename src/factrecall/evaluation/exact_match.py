@@ -10,6 +10,7 @@ Only the positions that predict a scored token go through the unembedding: the b
 hidden state [B, T, D] is gathered at those positions and multiplied by the output embeddings, so
 a batch never holds the [B, T, V] logits (16.8 GB in float32 for 256 bios of 128 tokens at
 Llama-3's 128,256-token vocabulary). The model's own head does the same product at every position.
+No K/V cache is kept (`use_cache=False`): nothing is generated after the pass.
 
 Result per set (`qa_id`, `qa_ood`, `bio`): `accuracy`, `first_token_accuracy`, `n`, and
 `per_attribute` with the same two accuracies.
@@ -39,7 +40,8 @@ def span_hits(model, examples: list[Encoded], pad: int, batch_size: int = 256) -
         chunk = [examples[i] for i in order[start:start + batch_size]]
         batch = collate(chunk, pad)
         hidden = model.base_model(input_ids=batch["input_ids"].to(device),
-                                  attention_mask=batch["attention_mask"].to(device)).last_hidden_state  # [B, T, D]
+                                  attention_mask=batch["attention_mask"].to(device),
+                                  use_cache=False).last_hidden_state  # [B, T, D]
         # the position before each scored token predicts it
         rows = [b for b, e in enumerate(chunk) for s, end in e.spans for _ in range(s, end)]
         cols = [t - 1 for e in chunk for s, end in e.spans for t in range(s, end)]
