@@ -95,3 +95,13 @@ def test_curves_on_a_tiny_run(small_data, tmp_path):
         assert z["intervention"] == mode and z["metrics"]["random"]["criticality"][0]["accuracy"] == z["unablated"]
     with pytest.raises(UserError, match="unknown intervention"):
         circuit_curves(run, "head", ("random",), intervention="patch")
+
+
+def test_head_counts_every_n_for_small_models_and_a_grid_for_large_ones():
+    from factrecall.analysis.circuit import EVERY_HEAD, head_counts
+
+    assert head_counts(8) == list(range(9)) and head_counts(EVERY_HEAD) == list(range(EVERY_HEAD + 1))
+    grid = head_counts(672)  # Llama-3.2-3B: 28 layers × 24 heads
+    assert grid[:9] == list(range(9)) and grid[-1] == 672 and grid == sorted(set(grid))
+    assert all(b / a <= 1.5 for a, b in zip(grid[8:], grid[9:]))  # at least two points per doubling
+    assert len(grid) < 30

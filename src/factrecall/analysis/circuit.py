@@ -18,6 +18,12 @@ Interventions: `reset` (the unit's weights to θ_pre, default), or `zero` / `mea
 unit's output at the input of the output projection (mean over the evaluation texts' positions).
 The reset fraction of a point always counts the entries a weight reset would touch.
 
+Head curves take every n up to `EVERY_HEAD` heads (the tiny models' 8); a larger model's take n = 0–8
+and a geometric grid (about two points per doubling, `head_counts`): 22 points instead of 673 for
+Llama-3.2-3B's 672 heads, so its curves are minutes of evaluation, not hours. The minimal sufficient
+and critical n are then the smallest grid points that qualify (upper bounds on the every-n values).
+Neuron curves take the fractions `points`.
+
 `on="grafted"` starts from the grafted model θ_pre + γ ⊙ (θ_ft − θ_pre) of `factrecall graft`
 instead of θ_ft (the paper's Fig. 4 circuit lives in the grafted model); its outputs are named
 `heads-grafted.json` / `neurons-grafted.json`. Curves score ID- and OOD-QA on the first
@@ -26,6 +32,7 @@ instead of θ_ft (the paper's Fig. 4 circuit lives in the grafted model); its ou
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -171,6 +178,17 @@ def ranking(scores: torch.Tensor) -> list[tuple[int, int]]:
     return [(i // scores.shape[1], i % scores.shape[1]) for i in order]
 
 
+EVERY_HEAD = 64  # up to this many heads, the curves take every n
+
+
+def head_counts(total: int) -> list[int]:
+    """n of the head curves: every n up to `EVERY_HEAD` heads; else 0–8 and total·2^(−j/2), j = 0, 1, …"""
+    if total <= EVERY_HEAD:
+        return list(range(total + 1))
+    grid = {round(total * 2 ** (-j / 2)) for j in range(int(2 * math.log2(total)) + 1)}
+    return sorted(set(range(9)) | {n for n in grid if n <= total})
+
+
 def _first(points: list[dict], test) -> int | None:
     return next((p["n"] for p in points if test(p["accuracy"]["qa_ood"])), None)
 
@@ -227,7 +245,7 @@ def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNI
     for metric in bar:
         order = ranking(unit_scores(config, kind, metric, selection, norms, graft, seed))
         total = len(order)
-        ns = sorted({round(f * total) for f in points}) if kind == "neuron" else list(range(total + 1))
+        ns = sorted({round(f * total) for f in points}) if kind == "neuron" else head_counts(total)
         curves = {}
         for mode in ("sufficiency", "criticality"):
             curve = []

@@ -87,8 +87,8 @@ def _describe(model, tokenizer, view: View, layer: int, head: int, top: int) -> 
     final, gold = view.final, view.gold[0]
     pattern = readout.attentions[layer, 0, head]  # [T, T]
 
-    def name(i) -> str:
-        return tokenizer.convert_ids_to_tokens(int(i))
+    def name(i) -> str:  # an embedding row beyond the tokenizer (Pythia-2.8B has 27) has no token
+        return tokenizer.convert_ids_to_tokens(int(i)) or f"<id {int(i)}>"
 
     def ranked(best, key: str) -> list[dict]:  # a topk result as [{token, key: value}]
         return [{"token": name(i), key: float(v)} for v, i in zip(best.values, best.indices)]

@@ -271,6 +271,8 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
                 grad_norm = grad_norm.full_tensor()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if accelerator.device.type == "cuda":  # the step's seconds include its queued GPU work
+                torch.cuda.synchronize()
             global_step += 1
             row = {"event": "step", "phase": phase.name, "step": step, "global_step": global_step, "lr": lr,
                    "loss": {t: sum(v) / len(v) for t, v in losses.items()},
