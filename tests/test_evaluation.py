@@ -1,5 +1,7 @@
 """The evaluator against a hand-made case: a model whose next-token guesses we choose."""
 
+import types
+
 import pytest
 import torch
 
@@ -12,25 +14,32 @@ from factrecall.models.tokenizer import word_tokenizer
 V = 12
 
 
-class Oracle(torch.nn.Module):
-    """Predicts `table[prefix]` after each prefix, else token 0 (a wrong guess everywhere here); shaped like an
-    HF causal LM: its base model's hidden state is the one-hot guess and its output embeddings the identity."""
+class OracleBase(torch.nn.Module):
+    """Its last hidden state after each prefix is the one-hot of `table[prefix]`, else of token 0."""
 
     def __init__(self, table):
         super().__init__()
         self.table = table
-        self.dummy = torch.nn.Parameter(torch.zeros(1))
-        self.base_model = self._hidden
 
-    def _hidden(self, input_ids, attention_mask, use_cache):
+    def forward(self, input_ids, attention_mask):
         hidden = torch.zeros(*input_ids.shape, V)
         for b, row in enumerate(input_ids.tolist()):
             for t in range(len(row)):
                 hidden[b, t, self.table.get(tuple(row[: t + 1]), 0)] = 1.0
-        return type("Out", (), {"last_hidden_state": hidden})()
+        return types.SimpleNamespace(last_hidden_state=hidden)
 
-    def get_output_embeddings(self):
-        return torch.nn.Identity()
+
+class Oracle(torch.nn.Module):
+    """Predicts `table[prefix]` after each prefix, else token 0 (a wrong guess everywhere here); shaped like an
+    HF causal LM whose head is the identity."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.base_model = OracleBase(table)
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask, use_cache):
+        return types.SimpleNamespace(logits=self.base_model(input_ids, attention_mask).last_hidden_state)
 
 
 def test_exact_and_first_token_on_hand_made_examples():

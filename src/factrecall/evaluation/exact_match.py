@@ -6,11 +6,11 @@ of generating token by token we run one forward pass over `prompt + answer + EOS
 argmax with the gold tokens inside each scored span. For a BIO text each attribute's value is a
 span, completed from the bio's own prefix (no EOS after a value).
 
-Only the positions that predict a scored token go through the unembedding: the base model's last
-hidden state [B, T, D] is gathered at those positions and multiplied by the output embeddings, so
-a batch never holds the [B, T, V] logits (16.8 GB in float32 for 256 bios of 128 tokens at
-Llama-3's 128,256-token vocabulary). The model's own head does the same product at every position.
-No K/V cache is kept (`use_cache=False`): nothing is generated after the pass.
+Only the positions that predict a scored token go through the unembedding: a forward hook on the
+base model hands the model's head the last hidden state gathered at those positions ([1, N, D]
+instead of [B, T, D]), so a batch never holds the [B, T, V] logits (16.8 GB in float32 for 256
+bios of 128 tokens at Llama-3's 128,256-token vocabulary). The head runs inside the model's own
+forward, where FSDP2 has gathered its sharded weights. No K/V cache is kept (`use_cache=False`).
 
 Result per set (`qa_id`, `qa_ood`, `bio`): `accuracy`, `first_token_accuracy`, `n`, and
 `per_attribute` with the same two accuracies.
@@ -36,27 +36,42 @@ def span_hits(model, examples: list[Encoded], pad: int, batch_size: int = 256) -
     model.eval()
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))  # less padding
     by_index = {}
-    for start in range(0, len(order), batch_size):
-        chunk = [examples[i] for i in order[start:start + batch_size]]
-        batch = collate(chunk, pad)
-        hidden = model.base_model(input_ids=batch["input_ids"].to(device),
-                                  attention_mask=batch["attention_mask"].to(device),
-                                  use_cache=False).last_hidden_state  # [B, T, D]
-        # the position before each scored token predicts it
-        rows = [b for b, e in enumerate(chunk) for s, end in e.spans for _ in range(s, end)]
-        cols = [t - 1 for e in chunk for s, end in e.spans for t in range(s, end)]
-        guesses = model.get_output_embeddings()(hidden[rows, cols]).argmax(-1).cpu().tolist()  # [N]
-        it = iter(guesses)
-        for b, example in enumerate(chunk):
-            ids = batch["input_ids"][b].tolist()
-            result = []
-            for s, e in example.spans:
-                correct = [next(it) == ids[t] for t in range(s, e)]
-                result.append((all(correct), correct[0]))
-            by_index[order[start + b]] = result
+    scored: dict[str, list[int]] = {}
+
+    def gather(module, args, output):  # last hidden state [B, T, D] → the predicting positions [1, N, D]
+        output.last_hidden_state = output.last_hidden_state[scored["rows"], scored["cols"]].unsqueeze(0)
+        return output
+
+    handle = model.base_model.register_forward_hook(gather)
+    try:
+        for start in range(0, len(order), batch_size):
+            chunk = [examples[i] for i in order[start:start + batch_size]]
+            batch = collate(chunk, pad)
+            # the position before each scored token predicts it
+            scored["rows"] = [b for b, e in enumerate(chunk) for s, end in e.spans for _ in range(s, end)]
+            scored["cols"] = [t - 1 for e in chunk for s, end in e.spans for t in range(s, end)]
+            logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                           use_cache=False).logits  # [1, N, V]
+            _score(chunk, batch["input_ids"], logits[0].argmax(-1).tolist(), order[start:], by_index)
+    finally:
+        handle.remove()
     hits = [by_index[i] for i in range(len(examples))]
     model.train(was_training)
     return hits
+
+
+def _score(chunk: list[Encoded], input_ids: torch.Tensor, guesses: list[int], indices: list[int], by_index: dict
+           ) -> None:
+    """(all tokens right, first token right) per span of each example of `chunk`, from the guesses at the
+    scored positions in order; stored under the example's index."""
+    it = iter(guesses)
+    for b, example in enumerate(chunk):
+        ids = input_ids[b].tolist()
+        result = []
+        for s, e in example.spans:
+            correct = [next(it) == ids[t] for t in range(s, e)]
+            result.append((all(correct), correct[0]))
+        by_index[indices[b]] = result
 
 
 def _summary(pairs: list[tuple[str, tuple[bool, bool]]]) -> dict:
