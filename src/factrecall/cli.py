@@ -153,6 +153,7 @@ def train_command(
                        qa_phase_lr=qa_phase_lr, eval_every=eval_every, checkpoint_every=checkpoint_every,
                        trace=trace, trace_mode=trace_mode, grad_consistency=grad_consistency, precision=precision,
                        gradient_checkpointing=gradient_checkpointing, device=device, distributed=distributed)
+    cfg.validate()
     check_disk(out, run_disk_bytes(cfg, load_dataset(data))["peak"], "this run", ignore_disk)
     result = train(cfg, data, out, resume=resume, force=force)
     if int(os.environ.get("RANK", "0")) == 0:  # one report under torchrun / accelerate launch

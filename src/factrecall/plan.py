@@ -67,6 +67,7 @@ from factrecall.data.generate import DataConfig, vocabulary_fragments
 from factrecall.data.pools import ATTRIBUTES, load_pools
 from factrecall.errors import UserError
 from factrecall.models.adapters import adapter_for, tensor_units, tracked_parameter_names
+from factrecall.models.loading import load_config
 from factrecall.models.presets import MODEL_PRESETS
 from factrecall.models.tokenizer import word_tokenizer
 from factrecall.training.config import STRATEGIES
@@ -113,12 +114,12 @@ class Shapes:
 
 
 def shipped_config(model: str):
-    """The HF config of `model`: a hub id with a shipped config, or a local model directory."""
+    """The HF config of `model`: a local model directory, or a hub id with a shipped config."""
+    if Path(model).is_dir():
+        return load_config(Path(model))
     if model in SHIPPED:
         text = resources.files("factrecall.models.configs").joinpath(SHIPPED[model]).read_text(encoding="utf-8")
         fields = json.loads(text)
-    elif (Path(model) / "config.json").is_file():
-        fields = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
     else:
         raise UserError(f"model {model!r} is neither a preset ({', '.join(MODEL_PRESETS)}), a model directory with "
                         f"a config.json, nor a hub id with a shipped config ({', '.join(SHIPPED)})")

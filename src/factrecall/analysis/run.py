@@ -13,13 +13,11 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from transformers import AutoConfig
 
 from factrecall.artifacts import read_json
 from factrecall.data.dataset import Dataset, load_dataset
 from factrecall.errors import UserError
-from factrecall.models.adapters import adapter_for
-from factrecall.models.loading import checkpoint_keys, load_model
+from factrecall.models.loading import checkpoint_keys, load_config, load_model
 from factrecall.models.loading import parameter_shapes as model_parameter_shapes
 
 
@@ -29,9 +27,7 @@ def model_config(run: Path, which: str = "model"):
     if not (path / "config.json").is_file():
         raise UserError(f"{run} has no trained {which}/ directory; run 'factrecall train --out {run}' first "
                         f"(or --resume it if it was interrupted)")
-    config = AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=True)
-    adapter_for(config)
-    return config
+    return load_config(path)
 
 
 class TensorFiles(Mapping):

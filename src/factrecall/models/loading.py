@@ -83,11 +83,21 @@ def checkpoint_keys(parameters: dict[str, tuple[int, ...]], stored: dict[str, tu
     return keys
 
 
+def load_config(path: Path):
+    """The HF config of model directory `path`, of a supported family (else a UserError)."""
+    check_model_dir(path)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=True)
+    except (ValueError, OSError) as e:
+        raise UserError(f"model directory {path}: config.json is not loadable ({str(e).splitlines()[0]})") from None
+    adapter_for(config)
+    return config
+
+
 def parameter_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """{parameter name: shape} of the model in directory `path` as transformers builds it (on the meta
     device, no weights read): the names analyses use, which the files may store under others."""
-    config = AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=True)
-    adapter_for(config)
+    config = load_config(path)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     return {name: tuple(p.shape) for name, p in model.named_parameters()}
@@ -98,13 +108,8 @@ def load_model(path: Path, attn_implementation: str | None = None, device: str |
 
     `attn_implementation="eager"` for attention analysis; `device` a torch device or "auto"/"cpu"/"cuda".
     """
-    check_model_dir(path)
+    load_config(path)
     device = resolve_device(device) if isinstance(device, str) else device
-    try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=True)
-    except (ValueError, OSError) as e:
-        raise UserError(f"model directory {path}: config.json is not loadable ({str(e).splitlines()[0]})") from None
-    adapter_for(config)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, use_safetensors=True, trust_remote_code=False, local_files_only=True,
