@@ -96,11 +96,13 @@ def test_unknown_base_kind(tmp_path):
 
 
 def test_a_study_over_a_random_base_and_a_model_directory(bases, tmp_path):
+    from factrecall.report.build import build_reports
     from factrecall.study import run_study
 
     config = tmp_path / "study.toml"
     config.write_text(f'preset = "smoke"\nbases = ["random", "{bases["skill"]}"]\n')
     summary = run_study(tmp_path / "s", config_file=config, log=lambda _: None)
+    build_reports(tmp_path / "s")
     assert list(summary["bases"]) == ["random", "skill"] and summary["bases"]["random"]["forgetting"] is None
     assert set(summary["bases"]["skill"]["forgetting"]["mix"]["after"]) == {"qa_id", "bio"}
     assert (tmp_path / "s" / summary["bases"]["skill"]["report"]).is_file()

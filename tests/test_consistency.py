@@ -1,4 +1,4 @@
-"""Consistency (SPEC §10): logged gradient cosines against an autograd replay, trace untouched,
+"""Consistency (docs/method.md §10): logged gradient cosines against an autograd replay, trace untouched,
 trace directions and representations against direct computations."""
 
 import json
@@ -8,11 +8,10 @@ import torch
 from safetensors.torch import load_file
 
 from factrecall.analysis.consistency import consistency_run
-from factrecall.analysis.shared import layer_of
 from factrecall.data.dataset import load_dataset
 from factrecall.encode import collate, encode_bio, encode_qa
 from factrecall.errors import UserError
-from factrecall.models.adapters import tracked_parameter_names
+from factrecall.models.adapters import layer_of, tracked_parameter_names
 from factrecall.models.loading import load_model
 from factrecall.presets import train_config
 from factrecall.training.loop import train

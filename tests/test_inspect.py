@@ -1,4 +1,4 @@
-"""Inspection (SPEC §9) against independent computations.
+"""Inspection (docs/method.md §9) against independent computations.
 
 Attention patterns are recomputed from each head's q and k, sliced from the weights by the
 adapter's head layout with HF's own rotary function; the logit lens and the direct contributions

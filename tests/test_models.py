@@ -81,3 +81,18 @@ def test_unsupported_family_names_supported_ones(tmp_path):
                              num_attention_heads=2, word_embed_proj_dim=16)).save_pretrained(tmp_path)
     with pytest.raises(UserError, match="'opt' is not supported; supported: gpt2, gpt_neox, llama"):
         load_model(tmp_path)
+
+
+def test_temporary_hooks_are_removed_also_when_the_block_raises():
+    from factrecall.models.hooks import temporary_hooks
+
+    layer, seen = torch.nn.Linear(2, 2), []
+    with pytest.raises(RuntimeError):
+        with temporary_hooks([(layer, "forward", lambda m, a, out: seen.append("forward")),
+                              (layer, "pre", lambda m, a: seen.append("pre")),
+                              (layer, "pre_kwargs", lambda m, a, kw: seen.append("pre_kwargs"))]):
+            layer(torch.zeros(1, 2))
+            raise RuntimeError("inside")
+    assert seen == ["pre", "pre_kwargs", "forward"]
+    layer(torch.zeros(1, 2))
+    assert len(seen) == 3 and not layer._forward_hooks and not layer._forward_pre_hooks

@@ -22,7 +22,6 @@ from safetensors.torch import load_file, save_file
 
 from factrecall.errors import UserError
 
-
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 

@@ -26,7 +26,7 @@ from factrecall.artifacts import as_json, read_json, write_json
 from factrecall.data.dataset import load_dataset
 from factrecall.data.generate import generate_dataset
 from factrecall.errors import UserError
-from factrecall.models.base import RECORD
+from factrecall.layout import BaseLayout
 from factrecall.presets import data_config, train_config
 from factrecall.provenance import package_versions
 from factrecall.training.loop import train
@@ -49,31 +49,31 @@ def build_base(kind: str, out: Path, preset: str = "default", people: int = 500,
     settings = as_json({"kind": kind, "data": asdict(data_cfg), "train": asdict(train_cfg)})
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory")
-    if (out / RECORD).is_file() and not force:
-        record = read_json(out / RECORD, "base record")
+    files = BaseLayout(out)
+    if files.record.is_file() and not force:
+        record = read_json(files.record, "base record")
         if record.get("settings") == settings:
             return record
         raise UserError(f"--out {out} holds a base built with other settings; use another directory or --force")
-    if out.is_dir() and any(out.iterdir()) and not (out / "run").is_dir() and not force:
+    if out.is_dir() and any(out.iterdir()) and not files.run.root.is_dir() and not force:
         raise UserError(f"--out {out} is not empty and holds no base; choose another directory or pass --force")
     if force and out.is_dir():
         shutil.rmtree(out)
 
-    data = out / "data"
-    if not (data / "meta.json").is_file() or read_json(data / "meta.json", "dataset meta")["config"] != as_json(
-            asdict(data_cfg)):
-        generate_dataset(data_cfg, data)
-    result = train(train_cfg, data, out / "run", resume=True)
-    for f in sorted((out / "run" / "model").iterdir()):  # the run's θ_ft becomes the HF directory `out`
+    data = files.data
+    if not data.meta.is_file() or read_json(data.meta, "dataset meta")["config"] != as_json(asdict(data_cfg)):
+        generate_dataset(data_cfg, data.root)
+    result = train(train_cfg, data.root, files.run.root, resume=True)
+    for f in sorted(files.run.model.iterdir()):  # the run's θ_ft becomes the HF directory `out`
         tmp = out / f".{f.name}.tmp"
         shutil.copyfile(f, tmp)
         tmp.replace(out / f.name)
-    dataset = load_dataset(data)
+    dataset = load_dataset(data.root)
     record = {"kind": kind, "settings": settings,
-              "population": {"path": str(data.resolve()), "content_hash": dataset.content_hash,
+              "population": {"path": str(data.root.resolve()), "content_hash": dataset.content_hash,
                              "people": len(dataset.people), "names": sorted(p["name"] for p in dataset.people)},
               "accuracy": {m: result[m]["accuracy"] for m in ("bio", "qa_id")},
               "versions": package_versions()}
-    write_json(out / RECORD, record)  # written last: its presence marks a finished base
+    write_json(files.record, record)  # written last: its presence marks a finished base
     return record
 

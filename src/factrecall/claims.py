@@ -1,4 +1,4 @@
-"""The paper's claims (SPEC §11), each checked on a study's measured numbers.
+"""The paper's claims (docs/method.md §11), each checked on a study's measured numbers.
 
 Every check returns `{id, statement, holds, evidence}`; evidence states the numbers and the rule
 used, so a claim that does not hold is reported with the reason, never hidden.

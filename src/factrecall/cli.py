@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from factrecall.errors import UserError
+from factrecall.layout import BaseLayout, RunLayout, StudyLayout
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Study how language models learn to recall facts (arXiv 2505.16178).")
@@ -62,7 +63,7 @@ def data_generate(
         help="A dataset (or base) directory whose people must not be drawn again; repeatable.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing directory.")] = False,
 ):
-    """Generate a population (SPEC §1): people.jsonl, bio.jsonl, qa.jsonl, meta.json."""
+    """Generate a population (docs/method.md §1): people.jsonl, bio.jsonl, qa.jsonl, meta.json."""
     from factrecall.data.generate import generate_dataset
     from factrecall.presets import data_config
 
@@ -81,7 +82,8 @@ def data_generate(
 
 def _dataset_of(path: Path) -> Path:
     """A dataset directory, or the population inside a base directory from 'factrecall base build'."""
-    return path / "data" if (path / "base.json").is_file() else path
+    base = BaseLayout(path)
+    return base.data.root if base.record.is_file() else path
 
 
 @base_app.command("build")
@@ -141,7 +143,7 @@ def train_command(
     force: Annotated[bool, typer.Option(help="Replace a run in --out.")] = False,
     ignore_disk: Annotated[bool, typer.Option(help="Start even if the disk looks too small for the run.")] = False,
 ):
-    """Train with the Stage or Mix strategy (SPEC §3), recording the trace (SPEC §4)."""
+    """Train with the Stage or Mix strategy (docs/method.md §3), recording the trace (docs/method.md §4)."""
     from factrecall.data.dataset import load_dataset
     from factrecall.disk import check_disk, run_disk_bytes
     from factrecall.presets import train_config
@@ -204,7 +206,7 @@ def shared_command(
         typer.echo(f"{mode:<10} k={k}%: |Top_BIO| {s['top_bio']}  |Top_QA| {s['top_qa']}  |Shared| {s['shared']} "
                    f"(chance {s['chance']:.1f}, enrichment {s['enrichment']:.1f}, Jaccard {s['jaccard']:.3f})  "
                    f"Gini heads {s['gini']['heads']:.2f} neurons {s['gini']['neurons']:.2f}")
-    typer.echo(f"written to {run / 'shared'}")
+    typer.echo(f"written to {RunLayout(run).shared_dir}")
 
 
 @app.command("ablate")
@@ -216,7 +218,7 @@ def ablate_command(
     data: MovedData = None,
     device: Device = "auto",
 ):
-    """Reset shared parameters to θ_pre and measure the accuracy drop, against matched sets (SPEC §6)."""
+    """Reset shared parameters to θ_pre and measure the accuracy drop, against matched sets (docs/method.md §6)."""
     from factrecall.analysis.ablation import ablate_run
 
     r = ablate_run(run, k, seeds, eval_people, data, device)
@@ -224,7 +226,7 @@ def ablate_command(
     typer.echo(f"shared ({r['shared']['size']}): {_numbers(r['shared']['drop'], '+.3f')}")
     for name in ("random", "top_bio_only", "top_qa_only"):
         typer.echo(f"{name} ({r[name]['size']}, mean of {seeds}): {_numbers(r[name]['mean_drop'], '+.3f')}")
-    typer.echo(f"written to {run / 'analysis' / 'ablation.json'}")
+    typer.echo(f"written to {RunLayout(run).result('ablation')}")
 
 
 @app.command("graft")
@@ -237,7 +239,7 @@ def graft_command(
     data: MovedData = None,
     device: Device = "auto",
 ):
-    """Find the sparse graft of θ_ft − θ_pre that recalls the ID facts (SPEC §7)."""
+    """Find the sparse graft of θ_ft − θ_pre that recalls the ID facts (docs/method.md §7)."""
     from factrecall.analysis.graft import graft_run
 
     r = graft_run(run, sparsity, steps, lr, eval_people=eval_people, data=data, device=device)
@@ -247,7 +249,7 @@ def graft_command(
     if "shared_overlap" in r:
         o = r["shared_overlap"]
         typer.echo(f"overlap with shared: {o['overlap']} (chance {o['chance']:.1f})")
-    typer.echo(f"written to {run / 'analysis' / 'graft.json'}")
+    typer.echo(f"written to {RunLayout(run).result('graft')}")
 
 
 @app.command("heads")
@@ -265,7 +267,7 @@ def heads_command(
     data: MovedData = None,
     device: Device = "auto",
 ):
-    """Sufficiency and criticality curves of heads (and neurons) per ranking metric (SPEC §8)."""
+    """Sufficiency and criticality curves of heads (and neurons) per ranking metric (docs/method.md §8)."""
     from factrecall.analysis.circuit import circuit_curves
 
     names = tuple(m.strip() for m in metrics.split(",") if m.strip())
@@ -276,7 +278,7 @@ def heads_command(
                    f"{r['evaluations']} evaluations):")
         for metric, v in r["metrics"].items():
             typer.echo(f"  {metric:<12} minimal sufficient n = {v['minimal_sufficient']}, critical n = {v['critical']}")
-    typer.echo(f"written to {run / 'analysis'}")
+    typer.echo(f"written to {RunLayout(run).analysis}")
 
 
 @app.command("inspect")
@@ -291,16 +293,16 @@ def inspect_command(
     out: Annotated[Optional[Path], typer.Option(help="Folder for the figures (default RUN/analysis/inspect).")] = None,
     device: Device = "auto",
 ):
-    """Attention pattern, logit lens and direct head contribution for one person, BIO vs QA (SPEC §9, Fig. 5)."""
+    """Attention pattern, logit lens and direct head contribution for one person, BIO vs QA (docs/method.md §9, Fig. 5)."""
     from factrecall.analysis.attention import attention_stats
     from factrecall.analysis.inspect import inspect_run
 
     r = inspect_run(run, person, layer, head, on=on, attribute=attribute, out=out, device=device)
     typer.echo(f"person {r['person']['person_id']} ({r['person']['name']}), head L{r['layer']}.H{r['head']}: "
-               f"written to {out or run / 'analysis' / 'inspect'}")
+               f"written to {out or RunLayout(run).inspect.root}")
     if aggregate:
         a = attention_stats(run, people=aggregate, on=on, device=device)
-        typer.echo(f"attention shares over {a['people']} people: {run / 'analysis' / 'attention.json'}")
+        typer.echo(f"attention shares over {a['people']} people: {RunLayout(run).result('attention')}")
 
 
 @app.command("consistency")
@@ -311,7 +313,7 @@ def consistency_command(
     on: Annotated[str, typer.Option(help="finetuned or grafted.")] = "finetuned",
     device: Device = "auto",
 ):
-    """BIO–QA consistency per layer: representations, gradient probe, trace direction (SPEC §10)."""
+    """BIO–QA consistency per layer: representations, gradient probe, trace direction (docs/method.md §10)."""
     from factrecall.analysis.consistency import consistency_run
     from factrecall.claims import consistency_headline
 
@@ -319,7 +321,7 @@ def consistency_command(
                                                          device=device))
     typer.echo(_numbers({"gradient probe gap": h["gradient_probe_gap"],
                          **{f"representation gap {p}": v for p, v in h["representation_gap"].items()}}))
-    typer.echo(f"written to {run / 'analysis' / 'consistency.json'}")
+    typer.echo(f"written to {RunLayout(run).result('consistency')}")
 
 
 @app.command("plan")
@@ -353,7 +355,7 @@ def forgetting_command(run: RunDir, eval_people: EvalPeople = 100, device: Devic
                         f"it has no population of its own to forget")
     for when in ("before", "after"):
         typer.echo(f"{when:<7} {_numbers(result[when])}")
-    typer.echo(f"written to {run / 'analysis' / 'forgetting.json'}")
+    typer.echo(f"written to {RunLayout(run).result('forgetting')}")
 
 
 @app.command("study")
@@ -371,13 +373,19 @@ def study_command(
 ):
     """The whole paper for both strategies: data, training, every analysis, summary.json and the report
     (re-running resumes: finished steps are skipped)."""
+    import time
+
+    from factrecall.report.build import build_reports
     from factrecall.study import run_study
 
     summary = run_study(out, preset, config, force=force, log=typer.echo, device=device, ignore_disk=ignore_disk)
+    t0 = time.perf_counter()
+    report = build_reports(out)
+    typer.echo(f"{'report':<22} {time.perf_counter() - t0:6.1f}s     {report}")
     for claim in summary["claims"]:
         typer.echo(f"{claim['id']} {'holds' if claim['holds'] else 'does not hold'}: {claim['evidence']}")
-    typer.echo(f"summary: {out / 'summary.json'}")
-    typer.echo(f"report:  {out / 'report' / 'index.html'}")
+    typer.echo(f"summary: {StudyLayout(out).summary}")
+    typer.echo(f"report:  {StudyLayout(out).report}")
 
 
 @app.command("report")
@@ -387,9 +395,10 @@ def report_command(study: Annotated[Path, typer.Option(help="Study directory (fr
     from factrecall.report.build import build_reports
     from factrecall.summary import summarize_study
 
-    if not (study / "study.json").is_file():
+    files = StudyLayout(study)
+    if not files.record.is_file():
         raise UserError(f"--study {study} holds no study (no study.json); run 'factrecall study --out {study}'")
-    write_json(study / "summary.json", summarize_study(study))
+    write_json(files.summary, summarize_study(study))
     typer.echo(f"report: {build_reports(study)}")
 
 

@@ -2,7 +2,7 @@
 
     accuracy.{stage,mix}.{qa_id, qa_ood, bio, bio_after_bio_training}
     shared / ablation / graft / heads / neurons / attention / consistency: headline numbers per strategy
-    claims: [{id, statement, holds, evidence}] for C1–C7 (SPEC §11)
+    claims: [{id, statement, holds, evidence}] for C1–C7 (docs/method.md §11)
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from factrecall.artifacts import read_json
-from factrecall.presets import BASE_KINDS
 from factrecall.claims import (c1_accuracy, c2_shared_size, c3_concentration, c4_ablation, c5_grafting, c6_heads,
                                c7_consistency, consistency_headline)
+from factrecall.layout import StudyLayout
+from factrecall.presets import BASE_KINDS
 from factrecall.training.config import STRATEGIES
 
 HEADLINE_SHARED = ("k", "top_bio", "top_qa", "shared", "chance", "enrichment", "jaccard", "gini", "top_unit_share")
@@ -20,14 +21,13 @@ HEADLINE_SHARED = ("k", "top_bio", "top_qa", "shared", "chance", "enrichment", "
 
 def study_artifacts(study: Path) -> dict[str, dict[str, dict]]:
     """{artifact: {strategy: its JSON}} for every artifact a study writes per run."""
-    paths = {"eval": "eval.json", "shared": "shared/shared.json", "ablation": "analysis/ablation.json",
-             "graft": "analysis/graft.json", "attention": "analysis/attention.json",
-             "consistency": "analysis/consistency.json"}
-    on = read_json(Path(study) / "study.json", "study record")["config"]["analysis"]["heads_on"]
-    suffix = "-grafted" if on == "grafted" else ""
-    paths |= {"heads": f"analysis/heads{suffix}.json", "neurons": f"analysis/neurons{suffix}.json"}
-    return {name: {s: read_json(Path(study) / "runs" / s / rel, name) for s in STRATEGIES}
-            for name, rel in paths.items()}
+    files = StudyLayout(Path(study))
+    on = read_json(files.record, "study record")["config"]["analysis"]["heads_on"]
+    paths = {"eval": lambda run: run.eval, "shared": lambda run: run.shared,
+             **{name: lambda run, name=name: run.result(name) for name in ("ablation", "graft", "attention",
+                                                                          "consistency")},
+             "heads": lambda run: run.curves("head", on), "neurons": lambda run: run.curves("neuron", on)}
+    return {name: {s: read_json(path(files.run(s)), name) for s in STRATEGIES} for name, path in paths.items()}
 
 
 def _accuracy(result: dict) -> dict:
@@ -64,10 +64,11 @@ def summarize_study(study: Path) -> dict:
         "attention": _attention,
         "consistency": consistency_headline,
     }
-    config = read_json(Path(study) / "study.json", "study record")["config"]
+    files = StudyLayout(Path(study))
+    config = read_json(files.record, "study record")["config"]
     preset = config["preset"]
     summary = {"preset": preset, "accuracy": accuracy, **{name: {s: f(art[name][s]) for s in STRATEGIES} for name, f in per.items()}}
-    forgetting = {s: Path(study) / "runs" / s / "analysis" / "forgetting.json" for s in STRATEGIES}
+    forgetting = {s: files.run(s).result("forgetting") for s in STRATEGIES}
     if all(f.is_file() for f in forgetting.values()):
         summary["forgetting"] = {s: {k: v for k, v in read_json(f, "forgetting").items() if k in ("before", "after")}
                                  for s, f in forgetting.items()}
@@ -76,9 +77,9 @@ def summarize_study(study: Path) -> dict:
                          c6_heads(art["heads"], art["neurons"]), c7_consistency(art["consistency"])]
     bases = config.get("bases", ["random"])
     if len(bases) > 1:  # the first base is this study's own; each other one is a study under bases/<name>/
-        roots = {base_name(b): (Path(study) / "bases" / base_name(b) if i else Path(study)) for i, b in enumerate(bases)}
-        summary["bases"] = {name: _base_entry(summary if root == Path(study) else summarize_study(root),
-                                              root.relative_to(study)) for name, root in roots.items()}
+        roots = {base_name(b): (files.sub_study(base_name(b)) if i else files) for i, b in enumerate(bases)}
+        summary["bases"] = {name: _base_entry(summary if root == files else summarize_study(root.root),
+                                              StudyLayout(root.root.relative_to(study))) for name, root in roots.items()}
     return summary
 
 
@@ -87,7 +88,8 @@ def base_name(base: str) -> str:
     return base if base in BASE_KINDS else Path(base).name
 
 
-def _base_entry(summary: dict, root: Path) -> dict:
+def _base_entry(summary: dict, where: StudyLayout) -> dict:
+    """A base's row of the comparison; `where` is its study, relative to the main study."""
     return {"accuracy": summary["accuracy"], "forgetting": summary.get("forgetting"),
             "claims": [{k: c[k] for k in ("id", "holds", "evidence")} for c in summary["claims"]],
-            "report": str(root / "report" / "index.html")}
+            "report": str(where.report)}

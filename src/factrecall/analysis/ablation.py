@@ -1,4 +1,4 @@
-"""Ablation of shared parameters (SPEC §6; the paper's Fig. 2b).
+"""Ablation of shared parameters (docs/method.md §6; the paper's Fig. 2b).
 
 Reset a set of entries to their θ_pre values and re-evaluate ID-QA, OOD-QA and BIO:
 
@@ -31,6 +31,7 @@ from factrecall.artifacts import write_json
 from factrecall.encode import pad_id
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
+from factrecall.layout import RunLayout
 
 METRICS = ("qa_id", "qa_ood", "bio")
 
@@ -104,5 +105,5 @@ def ablate_run(run: Path, k: float = 1.0, seeds: int = 3, eval_people: int = 0, 
             "mean_drop": {m: statistics.fmean(r["drop"][m] for r in runs) for m in METRICS},
             "std_drop": {m: statistics.pstdev([r["drop"][m] for r in runs]) for m in METRICS},
         }
-    write_json(run / "analysis" / "ablation.json", result)
+    write_json(RunLayout(run).result("ablation"), result)
     return result

@@ -1,4 +1,4 @@
-"""Where the final token looks, over many people (SPEC §9: "subject linking", "relation focusing").
+"""Where the final token looks, over many people (docs/method.md §9: "subject linking", "relation focusing").
 
 For each of the first `people` people: their first bio, read up to each of the six values, and
 their six questions. At the token that predicts the answer (the token before the value; the last
@@ -25,6 +25,7 @@ from factrecall.analysis.run import model_config, run_dataset
 from factrecall.artifacts import write_json
 from factrecall.encode import pad_id
 from factrecall.errors import UserError
+from factrecall.layout import RunLayout
 from factrecall.models.adapters import geometry
 
 FORMS = ("bio", "qa")
@@ -121,9 +122,10 @@ def attention_stats(run: Path, people: int = 500, on: str = "finetuned", batch_s
         keep = {form: torch.tensor([s == split for s in split_of[form]]) for form in FORMS}
         if all(k.any() for k in keep.values()):
             result["by_split"][split] = {form: _table(shares[form][keep[form]]) for form in FORMS}
-    if (run / "shared" / "mask.safetensors").is_file() or (run / "trace.safetensors").is_file():
+    files = RunLayout(run)
+    if files.shared_mask.is_file() or files.trace.is_file():
         layer, head = top_shared_head(run)
         result["top_shared_head"] = {"layer": layer, "head": head, **{
             form: {label: result["shares"][form][label][layer][head] for label in LABELS} for form in FORMS}}
-    write_json(run / "analysis" / "attention.json", result)
+    write_json(files.result("attention"), result)
     return result

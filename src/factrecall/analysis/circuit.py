@@ -1,4 +1,4 @@
-"""Heads and neurons of the fact-recall circuit (SPEC §8; the paper's Fig. 4a–c).
+"""Heads and neurons of the fact-recall circuit (docs/method.md §8; the paper's Fig. 4a–c).
 
 Units are ranked by a metric; two curves per metric, one evaluation per distinct intervention:
 
@@ -49,7 +49,9 @@ from factrecall.artifacts import write_json
 from factrecall.encode import collate, pad_id
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
+from factrecall.layout import RunLayout
 from factrecall.models.adapters import adapter_for, tensor_units
+from factrecall.models.hooks import temporary_hooks
 
 UNIT_METRICS = ("shared_size", "qa_size", "bio_size", "graft_size", "delta_norm", "random")
 INTERVENTIONS = ("reset", "zero", "mean")
@@ -82,18 +84,15 @@ def unit_output_means(model, config, kind: str, examples, pad: int, batch_size: 
             sums[layer] = sums.get(layer, 0) + (args[0] * real).sum(dim=(0, 1))
         return hook
 
-    handles = [model.get_submodule(f"{a.layers}.{layer}.{_output_module(config, kind)}").register_forward_pre_hook(
-        accumulate(layer)) for layer in range(len(model.get_submodule(a.layers)))]
+    hooks = [(model.get_submodule(f"{a.layers}.{layer}.{_output_module(config, kind)}"), "pre", accumulate(layer))
+             for layer in range(len(model.get_submodule(a.layers)))]
     count, device = 0, next(model.parameters()).device
-    try:
+    with temporary_hooks(hooks):
         for start in range(0, len(examples), batch_size):
             batch = {k: v.to(device) for k, v in collate(examples[start:start + batch_size], pad).items()}
             real = batch["attention_mask"].unsqueeze(-1).float()
             count += int(batch["attention_mask"].sum())
             model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
     return {layer: total / count for layer, total in sums.items()}
 
 
@@ -114,13 +113,9 @@ def unit_output_ablation(model, config, kind: str, units: set[tuple[int, int]], 
             return (x, *args[1:])
         return hook
 
-    handles = [model.get_submodule(f"{a.layers}.{layer}.{_output_module(config, kind)}").register_forward_pre_hook(
-        replace(_output_features(config, kind, layer, idx), layer)) for layer, idx in by_layer.items()]
-    try:
+    with temporary_hooks((model.get_submodule(f"{a.layers}.{layer}.{_output_module(config, kind)}"), "pre",
+                          replace(_output_features(config, kind, layer, idx), layer)) for layer, idx in by_layer.items()):
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def unit_masks(config, shapes: dict[str, tuple[int, ...]], kind: str, units: set[tuple[int, int]]) -> Masks:
@@ -211,7 +206,7 @@ def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNI
     trace, config = load_trace(run), model_config(run)
     selection = select(trace, k, "global")
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
-    has_graft = (run / "analysis" / "graft_mask.safetensors").is_file()
+    has_graft = RunLayout(run).graft_mask.is_file()
     graft = load_graft_mask(run, shapes) if has_graft or on == "grafted" else None
     if on == "grafted":
         make_grafted(model, base, graft)
@@ -265,5 +260,5 @@ def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNI
         }
     result["units"] = total if metrics else 0
     result["evaluations"] = len(cache)
-    write_json(run / "analysis" / f"{kind}s{'-grafted' if on == 'grafted' else ''}.json", result)
+    write_json(RunLayout(run).curves(kind, on), result)
     return result

@@ -1,4 +1,4 @@
-"""Do BIO and QA agree? Representations, trace directions and gradients per layer (SPEC §10).
+"""Do BIO and QA agree? Representations, trace directions and gradients per layer (docs/method.md §10).
 
 * **Representation consistency**: for the same fact in BIO form (the person's first bio, read up
   to the value) and QA form (the question), the cosine similarity of the residual stream x_l
@@ -24,7 +24,6 @@ Written to `RUN/analysis/consistency.json`; running it on the Mix and the Stage 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -33,11 +32,12 @@ from tqdm.auto import tqdm
 from factrecall.analysis.attention import batches, first_bio_and_questions, person_views
 from factrecall.analysis.readout import ON, analysis_model, read
 from factrecall.analysis.run import load_trace, model_config, run_dataset
-from factrecall.analysis.shared import layer_of
 from factrecall.artifacts import read_jsonl, write_json
 from factrecall.encode import IGNORE, collate, encode_bio, encode_qa, pad_id
 from factrecall.errors import UserError
+from factrecall.layout import RunLayout
 from factrecall.models.adapters import tracked_parameter_names
+from factrecall.training.observer import cosine, cosine_sums
 
 POSITIONS = ("subject", "answer")
 
@@ -98,29 +98,13 @@ def representation_consistency(model, tokenizer, dataset, people: int, batch_siz
     return result
 
 
-def _cosine_sums(pairs) -> dict[str, list[float]]:
-    """{layer: [x·y, x·x, y·y]} over (name, x, y) tensor pairs, each summed in float64 one tensor at a time."""
-    sums: dict[str, list[float]] = {}
-    for name, x, y in pairs:
-        x, y = x.double(), y.double()
-        acc = sums.setdefault(layer_of(name), [0.0, 0.0, 0.0])
-        acc[0] += float((x * y).sum())
-        acc[1] += float((x * x).sum())
-        acc[2] += float((y * y).sum())
-    return sums
-
-
-def _cos(dot: float, nx: float, ny: float) -> float | None:
-    return dot / math.sqrt(nx * ny) if nx > 0 and ny > 0 else None
-
-
 def trace_direction(run: Path) -> dict:
     """cos(Δ_BIO, Δ_QA) per layer (`other` for traced tensors outside the blocks) and over all traced entries."""
     trace = load_trace(run)
-    sums = _cosine_sums((name, trace.delta("bio", name), trace.delta("qa", name)) for name in trace.names)
+    sums = cosine_sums((name, trace.delta("bio", name), trace.delta("qa", name)) for name in trace.names)
     total = [sum(v[i] for v in sums.values()) for i in range(3)]
     layers = sorted(sums, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0))
-    return {"by_layer": {k: _cos(*sums[k]) for k in layers}, "all": _cos(*total)}
+    return {"by_layer": {k: cosine(*sums[k]) for k in layers}, "all": cosine(*total)}
 
 
 def _gradients(model, params: dict[str, torch.nn.Parameter], batch: dict) -> dict[str, torch.Tensor]:
@@ -134,7 +118,7 @@ def _gradients(model, params: dict[str, torch.nn.Parameter], batch: dict) -> dic
 
 def _layer_cosines(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:
     """Per layer, the cosine of the two gradients over the layer's traced tensors (0 for a zero gradient)."""
-    return {layer: _cos(*v) or 0.0 for layer, v in _cosine_sums((n, a[n], b[n]) for n in a).items()}
+    return {layer: cosine(*v) or 0.0 for layer, v in cosine_sums((n, a[n], b[n]) for n in a).items()}
 
 
 def gradient_probe(model, tokenizer, dataset, people: int) -> dict:
@@ -174,7 +158,7 @@ def gradient_probe(model, tokenizer, dataset, people: int) -> dict:
 
 def gradient_summary(run: Path) -> dict:
     """Mean of the per-layer gradient cosines logged in `metrics.jsonl` (rows with `grad_cosine`)."""
-    path = Path(run) / "metrics.jsonl"
+    path = RunLayout(Path(run)).metrics
     rows = [r["grad_cosine"] for r in (read_jsonl(path) if path.is_file() else []) if r.get("grad_cosine")]
     if not rows:
         return {"logged": 0, "note": "no BIO and QA gradients of one phase were logged; train with "
@@ -202,9 +186,9 @@ def consistency_run(run: Path, people: int = 500, on: str = "finetuned", batch_s
     model, tokenizer = analysis_model(run, on, device)
     result = {"run": str(run), "on": on, "people": min(people, len(dataset.people)),
               "representation": representation_consistency(model, tokenizer, dataset, people, batch_size),
-              "trace_direction": trace_direction(run) if (run / "trace.safetensors").is_file() else None,
+              "trace_direction": trace_direction(run) if RunLayout(run).trace.is_file() else None,
               "gradient": gradient_summary(run),
               "gradient_probe": {"people": min(probe_people, len(dataset.people)),
                                  **gradient_probe(model, tokenizer, dataset, probe_people)}}
-    write_json(run / "analysis" / "consistency.json", result)
+    write_json(RunLayout(run).result("consistency"), result)
     return result

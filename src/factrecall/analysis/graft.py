@@ -1,4 +1,4 @@
-"""Grafting: the sparse part of fine-tuning that is enough for fact recall (SPEC §7; Panigrahi et al. 2023).
+"""Grafting: the sparse part of fine-tuning that is enough for fact recall (docs/method.md §7; Panigrahi et al. 2023).
 
     θ(γ) = θ_pre + γ ⊙ (θ_ft − θ_pre),    γ ∈ {0, 1} per entry, over every parameter of the model
 
@@ -38,6 +38,7 @@ from factrecall.artifacts import write_json
 from factrecall.encode import collate, encode_qa, pad_id
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
+from factrecall.layout import RunLayout
 from factrecall.memory import trim
 
 BIAS = 10.0
@@ -70,7 +71,7 @@ def base_patch(shapes: dict[str, tuple[int, ...]], ft: Mapping[str, torch.Tensor
 
 def load_graft_mask(run: Path, model_shapes: dict[str, tuple[int, ...]]) -> IndexMask:
     """The run's graft mask (from `factrecall graft`), checked against the model's shapes."""
-    path = Path(run) / "analysis" / "graft_mask.safetensors"
+    path = RunLayout(Path(run)).graft_mask
     if not path.is_file():
         raise UserError(f"{run} has no graft mask; run 'factrecall graft --run {run}' first")
     mask = load_mask(path, "graft", model_shapes)
@@ -104,7 +105,7 @@ def graft_run(run: Path, sparsity: float = 0.01, steps: int = 20, lr: float = 1e
     if steps < 0 or lr <= 0:
         raise UserError(f"--steps must be ≥ 0 and --lr positive (got {steps}, {lr})")
     model, tokenizer, pre = load_pair(run, "grafting starts from it", device)
-    ft = model_weights(run / "model", "θ_ft")
+    ft = model_weights(RunLayout(run).model, "θ_ft")
     model.eval()
     device = next(model.parameters()).device
     dataset = run_dataset(run, data)
@@ -171,15 +172,15 @@ def _write(run: Path, mask: IndexMask, acc: dict, step: int, base: IndexMask, ba
            steps: int, lr: float) -> dict:
     result = {"sparsity": sparsity, "steps": steps, "lr": lr, "best_step": step, "parameters": mask.total(),
               "graft": _summary(mask, acc), "base_patch": _summary(base, base_acc)}
-    shared_path = run / "shared" / "mask.safetensors"
-    if shared_path.is_file():
-        shared = load_mask(shared_path, "shared", mask.shapes)
+    files = RunLayout(run)
+    if files.shared_mask.is_file():
+        shared = load_mask(files.shared_mask, "shared", mask.shapes)
         in_traced = mask.restrict(shared.index)
         # chance within the traced tensors, where shared entries can be: |γ ∩ traced|·|Shared| / |traced|
         overlap = (in_traced & shared).size()
         chance = in_traced.size() * shared.size() / shared.total()
         result["shared_overlap"] = {"overlap": overlap, "shared": shared.size(), "graft_in_traced": in_traced.size(),
                                     "chance": chance, "enrichment": overlap / chance if chance else None}
-    save_masks(run / "analysis" / "graft_mask.safetensors", {"graft": mask}, {"sparsity": str(sparsity)})
-    write_json(run / "analysis" / "graft.json", result)
+    save_masks(files.graft_mask, {"graft": mask}, {"sparsity": str(sparsity)})
+    write_json(files.result("graft"), result)
     return result

@@ -1,4 +1,4 @@
-"""Looking inside for one person (SPEC §9, the paper's Fig. 5).
+"""Looking inside for one person (docs/method.md §9, the paper's Fig. 5).
 
 For one person, one attribute and one head (default: the top `shared_size` head), side by side
 for the person's first BIO text (read up to the value) and the question about the same attribute:
@@ -31,6 +31,7 @@ from factrecall.analysis.shared import select, unit_counts
 from factrecall.artifacts import write_json
 from factrecall.data.pools import ATTRIBUTES
 from factrecall.errors import UserError
+from factrecall.layout import InspectLayout, RunLayout
 from factrecall.models.adapters import geometry
 
 DEFAULT_ATTRIBUTE = "birth_city"
@@ -40,10 +41,10 @@ def top_shared_head(run: Path) -> tuple[int, int]:
     """(layer, head) holding the most shared parameters: from `shared/mask.safetensors`, else the trace at k = 1."""
     run = Path(run)
     config = model_config(run)
-    path = run / "shared" / "mask.safetensors"
-    if path.is_file():
-        masks = load_mask(path, "shared")
-    elif (run / "trace.safetensors").is_file():
+    files = RunLayout(run)
+    if files.shared_mask.is_file():
+        masks = load_mask(files.shared_mask, "shared")
+    elif files.trace.is_file():
         masks = select(load_trace(run), 1.0, "global").shared
     else:
         raise UserError(f"{run} has neither shared/mask.safetensors nor trace.safetensors to find the top "
@@ -146,8 +147,8 @@ def inspect_run(run: Path, person: int | None = None, layer: int | None = None, 
     result = {"run": str(run), "on": on, "person": {k: who[k] for k in ("person_id", "name", "split")},
               "attribute": attribute, "layer": layer, "head": head,
               "views": [_describe(model, tokenizer, v, layer, head, top) for v in views]}
-    out = Path(out) if out else run / "analysis" / "inspect"
-    write_json(out / "inspect.json", result)
-    write_figures(result, out)
-    write_fragment(result, out / "inspect.html")
+    files = InspectLayout(Path(out)) if out else RunLayout(run).inspect
+    write_json(files.json, result)
+    write_figures(result, files.root)
+    write_fragment(result, files.html)
     return result

@@ -1,4 +1,4 @@
-"""Which tokens of a BIO text or a question name the subject, which the relation (SPEC §9).
+"""Which tokens of a BIO text or a question name the subject, which the relation (docs/method.md §9).
 
 * **subject** — the tokens of the person's full name (a pronoun standing for the person is "other");
 * **relation** — the content words a template or question adds around the subject and the value

@@ -32,23 +32,27 @@ import torch
 from factrecall.analysis.graft import load_graft_mask, make_grafted
 from factrecall.analysis.run import model_config, model_weights
 from factrecall.errors import UserError
+from factrecall.layout import RunLayout
 from factrecall.models.adapters import adapter_for, geometry, tensor_units
+from factrecall.models.hooks import temporary_hooks
 from factrecall.models.loading import load_model
 
 ON = ("finetuned", "grafted")
 
 
 def analysis_model(run: Path, on: str = "finetuned", device: str = "auto"):
-    """(model on `device` in eval mode, eager attention, tokenizer): θ_ft, or the grafted θ_pre + γ ⊙ (θ_ft − θ_pre)."""
+    """(model on `device` in eval mode, eager attention, tokenizer): θ_ft, or the grafted
+    θ_pre + γ ⊙ (θ_ft − θ_pre)."""
     run = Path(run)
     if on not in ON:
         raise UserError(f"--on {on!r} is not one of {', '.join(ON)}")
     model_config(run)  # a run without model/ is a UserError
-    model, tokenizer = load_model(run / "model", attn_implementation="eager", device=device)
+    files = RunLayout(run)
+    model, tokenizer = load_model(files.model, attn_implementation="eager", device=device)
     if on == "grafted":
         mask = load_graft_mask(run, {n: tuple(p.shape) for n, p in model.named_parameters()})
         model_config(run, "base")
-        make_grafted(model, model_weights(run / "base", "θ_pre"), mask)
+        make_grafted(model, model_weights(files.base, "θ_pre"), mask)
     return model.eval(), tokenizer
 
 
@@ -83,18 +87,14 @@ def _hooks(model, record: dict[str, list]):
             record[key].append(out[0] if isinstance(out, tuple) else out)
         return hook
 
-    handles = [layers[0].register_forward_pre_hook(first_input, with_kwargs=True)]
+    hooks = [(layers[0], "pre_kwargs", first_input)]
     for layer in layers:
-        handles += [layer.register_forward_hook(output("residual")),
-                    layer.get_submodule(a.attn_out).register_forward_pre_hook(
-                        lambda m, args: record["head_inputs"].append(args[0])),
-                    layer.get_submodule(a.attn_out).register_forward_hook(output("attn_out")),
-                    layer.get_submodule(mlp_out).register_forward_hook(output("mlp_out"))]
-    try:
+        hooks += [(layer, "forward", output("residual")),
+                  (layer.get_submodule(a.attn_out), "pre", lambda m, args: record["head_inputs"].append(args[0])),
+                  (layer.get_submodule(a.attn_out), "forward", output("attn_out")),
+                  (layer.get_submodule(mlp_out), "forward", output("mlp_out"))]
+    with temporary_hooks(hooks):
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @torch.no_grad()

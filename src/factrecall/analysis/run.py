@@ -17,13 +17,14 @@ from safetensors import safe_open
 from factrecall.artifacts import read_json
 from factrecall.data.dataset import Dataset, load_dataset
 from factrecall.errors import UserError
+from factrecall.layout import RunLayout
 from factrecall.models.loading import checkpoint_keys, load_config, load_model
 from factrecall.models.loading import parameter_shapes as model_parameter_shapes
 
 
 def model_config(run: Path, which: str = "model"):
     """The HF config of `run/<which>` (model = θ_ft, base = θ_pre)."""
-    path = Path(run) / which
+    path = getattr(RunLayout(Path(run)), which)
     if not (path / "config.json").is_file():
         raise UserError(f"{run} has no trained {which}/ directory; run 'factrecall train --out {run}' first "
                         f"(or --resume it if it was interrupted)")
@@ -75,7 +76,7 @@ def model_weights(path: Path, what: str) -> TensorFiles:
 def parameter_shapes(run: Path, which: str = "model") -> dict[str, tuple[int, ...]]:
     """Names and shapes of the parameters of `run/<which>` (headers and config only)."""
     model_config(run, which)
-    return model_weights(Path(run) / which, "θ_ft" if which == "model" else "θ_pre").shapes
+    return model_weights(getattr(RunLayout(Path(run)), which), "θ_ft" if which == "model" else "θ_pre").shapes
 
 
 TASKS = ("bio", "qa")
@@ -90,7 +91,7 @@ class Trace:
 
     def __init__(self, run: Path):
         run = Path(run)
-        self.path = run / "trace.safetensors"
+        self.path = RunLayout(run).trace
         if not self.path.is_file():
             raise UserError(f"{run} has no trace.safetensors; train it with the trace on "
                             f"(the default of 'factrecall train', i.e. without --no-trace)")
@@ -139,7 +140,7 @@ def load_trace(run: Path) -> Trace:
 
 def run_dataset(run: Path, data: Path | None = None) -> Dataset:
     """The dataset a run was trained on (or `data`), checked by content hash."""
-    record = read_json(Path(run) / "config.json", "run config")
+    record = read_json(RunLayout(Path(run)).config, "run config")
     dataset = load_dataset(Path(data) if data else Path(record["data"]["path"]))
     if dataset.content_hash != record["data"]["content_hash"]:
         raise UserError(f"dataset {dataset.path} is not the one {run} was trained on (content hash differs); "
@@ -154,10 +155,11 @@ def load_pair(run: Path, purpose: str, device: str = "auto") -> tuple[torch.nn.M
     """
     run = Path(run)
     model_config(run)  # a trained model/ of a supported family
-    if not (run / "base" / "config.json").is_file():
+    files = RunLayout(run)
+    if not files.base.is_dir():
         raise UserError(f"{run} has no base/ (θ_pre); {purpose}, so retrain the run")
-    model, tokenizer = load_model(run / "model", device=device)
-    pre = model_weights(run / "base", "θ_pre")
+    model, tokenizer = load_model(files.model, device=device)
+    pre = model_weights(files.base, "θ_pre")
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     if shapes != pre.shapes:
         raise UserError(f"{run}/base and {run}/model are different architectures; retrain the run")

@@ -1,4 +1,4 @@
-"""Shared parameters (the paper's Definition 3.1) and where they sit (SPEC §5).
+"""Shared parameters (the paper's Definition 3.1) and where they sit (docs/method.md §5).
 
     Top_T(k)   = entries whose trace score |Δ_T| is in the top k percent of all tracked entries
     Shared(k)  = Top_BIO(k) ∩ Top_QA(k)
@@ -27,8 +27,9 @@ from factrecall.analysis.masks import IndexMask, save_masks
 from factrecall.analysis.run import TASKS, Trace, load_trace, model_config
 from factrecall.analysis.threshold import kth_largest_many, top_count
 from factrecall.artifacts import write_json
+from factrecall.layout import RunLayout
 from factrecall.memory import trim
-from factrecall.models.adapters import geometry, tensor_units
+from factrecall.models.adapters import geometry, layer_of, module_of, tensor_units
 
 MODES = ("global", "per_tensor")
 SWEEP = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -125,19 +126,6 @@ def unit_counts(config, mask: IndexMask) -> dict[str, torch.Tensor]:
         if counts is not None:
             table.add(name, counts)
     return table.tables()
-
-
-def module_of(name: str) -> str:
-    """`model.layers.3.self_attn.q_proj.weight` -> `self_attn.q_proj.weight`; non-layer names stay."""
-    parts = name.split(".")
-    for i, part in enumerate(parts):
-        if part.isdigit():
-            return ".".join(parts[i + 1:])
-    return name
-
-
-def layer_of(name: str) -> str:
-    return next((p for p in name.split(".") if p.isdigit()), "other")
 
 
 def breakdown(counts: dict[str, int]) -> dict[str, dict[str, int]]:
@@ -244,12 +232,12 @@ def analyze_run(run: Path, k: float = 1.0, sweep: tuple[float, ...] = SWEEP) -> 
     run = Path(run)
     trace, config = load_trace(run), model_config(run)
     summaries, selection = scan(trace, config, run_points(k, sweep), keep=(k, "global"))
-    save_masks(run / "shared" / "mask.safetensors",
+    save_masks(RunLayout(run).shared_mask,
                {"shared": selection.shared, "top_bio": selection.top_bio, "top_qa": selection.top_qa},
                {"k": str(k), "mode": "global"})
     result = summaries[(k, "global")]  # the global threshold at the top level, as in the paper
     result["per_tensor"] = summaries[(k, "per_tensor")]
     result["sweep"] = [{"k": s, **{mode: {key: summaries[(s, mode)][key] for key in _HEADLINE} for mode in MODES}}
                        for s in sweep]
-    write_json(run / "shared" / "shared.json", result)
+    write_json(RunLayout(run).shared, result)
     return result

@@ -1,1 +1,1 @@
-"""Synthetic bioS-style people: pools, rendering, dataset directories (SPEC §1)."""
+"""Synthetic bioS-style people: pools, rendering, dataset directories (docs/method.md §1)."""

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from factrecall.artifacts import read_json, read_jsonl
-from factrecall.data.generate import DATA_FILES
 from factrecall.data.pools import ATTRIBUTES
 from factrecall.errors import UserError
+from factrecall.layout import DatasetLayout
 
 _REQUIRED = {
-    "people.jsonl": ("person_id", "name", "split", *ATTRIBUTES),
-    "bio.jsonl": ("person_id", "split", "text", "spans"),
-    "qa.jsonl": ("person_id", "attribute", "split", "prompt", "answer", "text", "answer_start"),
+    "people": ("person_id", "name", "split", *ATTRIBUTES),
+    "bio": ("person_id", "split", "text", "spans"),
+    "qa": ("person_id", "attribute", "split", "prompt", "answer", "text", "answer_start"),
 }
 
 
@@ -33,7 +33,7 @@ class Dataset:
         return [q for q in self.qa if q["split"] == split]
 
     def vocabulary_fragments(self) -> list[str]:
-        return (self.path / "vocabulary.txt").read_text(encoding="utf-8").splitlines()
+        return DatasetLayout(self.path).vocabulary.read_text(encoding="utf-8").splitlines()
 
 
 _TYPES = {"person_id": int, "bio_index": int, "answer_start": int, "spans": dict}  # every other key: str
@@ -57,31 +57,32 @@ def load_dataset(path: Path) -> Dataset:
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"data directory {path} does not exist; create one with 'factrecall data generate --out {path}'")
-    missing = [f for f in (*DATA_FILES, "meta.json") if not (path / f).is_file()]
+    files = DatasetLayout(path)
+    missing = [f.name for f in files.files if not f.is_file()]
     if missing:
         raise UserError(f"{path} is not a factrecall dataset (missing {', '.join(missing)}); "
                         f"create one with 'factrecall data generate'")
-    meta = read_json(path / "meta.json", "dataset meta")
+    meta = read_json(files.meta, "dataset meta")
     if not isinstance(meta, dict) or "content_hash" not in meta:
-        raise UserError(f"{path / 'meta.json'} has no content_hash; regenerate the dataset")
+        raise UserError(f"{files.meta} has no content_hash; regenerate the dataset")
     tables = {}
     for name, keys in _REQUIRED.items():
-        rows = read_jsonl(path / name)
-        _check_rows(path / name, rows, keys)
+        rows = read_jsonl(files.table(name))
+        _check_rows(files.table(name), rows, keys)
         tables[name] = rows
-    people = tables["people.jsonl"]
+    people = tables["people"]
     if not people:
-        raise UserError(f"{path / 'people.jsonl'} holds no people; regenerate the dataset")
+        raise UserError(f"{files.table('people')} holds no people; regenerate the dataset")
     split_of: dict[int, str] = {}
     for number, person in enumerate(people, start=1):
         if person["person_id"] in split_of:
-            raise UserError(f"{path / 'people.jsonl'}:{number}: person {person['person_id']} appears twice; "
+            raise UserError(f"{files.table('people')}:{number}: person {person['person_id']} appears twice; "
                             f"a person belongs to one split, regenerate the dataset")
         split_of[person["person_id"]] = person["split"]
-    for name in ("bio.jsonl", "qa.jsonl"):
+    for name in ("bio", "qa"):
         for number, row in enumerate(tables[name], start=1):
             if split_of.get(row["person_id"]) != row["split"]:
-                raise UserError(f"{path / name}:{number}: person {row['person_id']} is "
+                raise UserError(f"{files.table(name)}:{number}: person {row['person_id']} is "
                                 f"{split_of.get(row['person_id'], 'unknown')!r} in people.jsonl but "
                                 f"{row['split']!r} here; a person belongs to one split")
-    return Dataset(path, meta, people, tables["bio.jsonl"], tables["qa.jsonl"])
+    return Dataset(path, meta, people, tables["bio"], tables["qa"])

@@ -1,4 +1,4 @@
-"""Draw a population of synthetic people and write it as a dataset directory (SPEC §1).
+"""Draw a population of synthetic people and write it as a dataset directory (docs/method.md §1).
 
 Layout of a dataset directory::
 
@@ -21,11 +21,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from factrecall.artifacts import atomic_directory, sha256_files, write_json, write_jsonl
+from factrecall.data.dataset import load_dataset
 from factrecall.data.pools import ANSWER_CUE, ATTRIBUTES, MONTHS, PRONOUNS, Pools, load_pools
 from factrecall.errors import UserError
+from factrecall.layout import DatasetLayout
 
 GENERATOR_VERSION = "1"
-DATA_FILES = ("people.jsonl", "bio.jsonl", "qa.jsonl", "vocabulary.txt")
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,6 @@ class DataConfig:
 
 def excluded_names(config: DataConfig) -> tuple[set[str], dict[str, str]]:
     """Full names of the people in `config.exclude`'s datasets, and each dataset's content hash."""
-    from factrecall.data.dataset import load_dataset
-
     names, hashes = set(), {}
     for path in config.exclude:
         other = load_dataset(Path(path))
@@ -170,10 +169,10 @@ def generate_dataset(config: DataConfig, out: Path) -> dict:
             template = question_rng.choice(questions) if config.question_paraphrases else questions[0]
             qa.append(render_qa(person, attribute, template))
     with atomic_directory(Path(out)) as tmp:
-        write_jsonl(tmp / "people.jsonl", people)
-        write_jsonl(tmp / "bio.jsonl", bios)
-        write_jsonl(tmp / "qa.jsonl", qa)
-        (tmp / "vocabulary.txt").write_text("\n".join(vocabulary_fragments(pools, config)) + "\n", encoding="utf-8")
+        files = DatasetLayout(tmp)
+        for name, rows in (("people", people), ("bio", bios), ("qa", qa)):
+            write_jsonl(files.table(name), rows)
+        files.vocabulary.write_text("\n".join(vocabulary_fragments(pools, config)) + "\n", encoding="utf-8")
         n_id = sum(p["split"] == "id" for p in people)
         meta = {
             "generator_version": GENERATOR_VERSION,
@@ -181,7 +180,7 @@ def generate_dataset(config: DataConfig, out: Path) -> dict:
             "excluded": excluded_hashes,  # content hash of every excluded dataset
             "counts": {"people": len(people), "id_people": n_id, "ood_people": len(people) - n_id,
                        "bios": len(bios), "qa": len(qa)},
-            "content_hash": sha256_files(tmp / f for f in DATA_FILES),
+            "content_hash": sha256_files(files.files[1:]),  # the data files, not meta.json
         }
-        write_json(tmp / "meta.json", meta)
+        write_json(files.meta, meta)
     return meta

@@ -26,6 +26,7 @@ import torch
 from factrecall.data.dataset import Dataset
 from factrecall.data.pools import ATTRIBUTES
 from factrecall.encode import Encoded, collate, encode_bio, encode_qa
+from factrecall.models.hooks import temporary_hooks
 
 
 @torch.no_grad()
@@ -42,8 +43,7 @@ def span_hits(model, examples: list[Encoded], pad: int, batch_size: int = 256) -
         output.last_hidden_state = output.last_hidden_state[scored["rows"], scored["cols"]].unsqueeze(0)
         return output
 
-    handle = model.base_model.register_forward_hook(gather)
-    try:
+    with temporary_hooks([(model.base_model, "forward", gather)]):
         for start in range(0, len(order), batch_size):
             chunk = [examples[i] for i in order[start:start + batch_size]]
             batch = collate(chunk, pad)
@@ -53,8 +53,6 @@ def span_hits(model, examples: list[Encoded], pad: int, batch_size: int = 256) -
             logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
                            use_cache=False).logits  # [1, N, V]
             _score(chunk, batch["input_ids"], logits[0].argmax(-1).tolist(), order[start:], by_index)
-    finally:
-        handle.remove()
     hits = [by_index[i] for i in range(len(examples))]
     model.train(was_training)
     return hits

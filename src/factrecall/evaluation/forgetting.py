@@ -13,25 +13,26 @@ from factrecall.data.dataset import load_dataset
 from factrecall.encode import pad_id
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
-from factrecall.models.base import RECORD
+from factrecall.layout import RunLayout
 from factrecall.models.loading import load_model
 
 
 def forgetting_run(run: Path, eval_people: int = 100, device: str = "auto") -> dict | None:
     """Write `analysis/forgetting.json` for a run fine-tuned from a built base; None for other bases."""
     run = Path(run)
-    if not (run / "base" / RECORD).is_file():
+    files = RunLayout(run)
+    if not files.base_record.is_file():
         return None
-    record = read_json(run / "base" / RECORD, "base record")
+    record = read_json(files.base_record, "base record")
     population = record["population"]
     dataset = load_dataset(Path(population["path"]))
     if dataset.content_hash != population["content_hash"]:
         raise UserError(f"{population['path']} is not the population the base of {run} was trained on "
                         f"(content hash differs); rebuild the base")
     result = {"base": record["kind"], "population": population["path"], "eval_people": eval_people}
-    for when, which in (("before", "base"), ("after", "model")):
-        model, tokenizer = load_model(run / which, device=device)
+    for when, weights in (("before", files.base), ("after", files.model)):
+        model, tokenizer = load_model(weights, device=device)
         sets = {n: s for n, s in eval_sets(tokenizer, dataset, eval_people).items() if s.examples}
         result[when] = {n: r["accuracy"] for n, r in evaluate(model, sets, pad_id(tokenizer)).items()}
-    write_json(run / "analysis" / "forgetting.json", result)
+    write_json(files.result("forgetting"), result)
     return result

@@ -1,1 +1,1 @@
-"""Models: presets built from a config, loading of local HF directories, tokenizers (SPEC §2)."""
+"""Models: presets built from a config, loading of local HF directories, tokenizers (docs/method.md §2)."""

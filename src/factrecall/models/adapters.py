@@ -145,6 +145,20 @@ def tensor_units(config, name: str) -> TensorUnits | None:
     raise AssertionError(f"unknown role {role}")
 
 
+def layer_of(name: str) -> str:
+    """The block index in a parameter name (`model.layers.3.mlp.up_proj.weight` -> "3"), or "other"."""
+    return next((p for p in name.split(".") if p.isdigit()), "other")
+
+
+def module_of(name: str) -> str:
+    """`model.layers.3.self_attn.q_proj.weight` -> `self_attn.q_proj.weight`; non-layer names stay."""
+    parts = name.split(".")
+    for i, part in enumerate(parts):
+        if part.isdigit():
+            return ".".join(parts[i + 1:])
+    return name
+
+
 def adapter_for(config) -> Adapter:
     """The adapter of a model config (`config.model_type`); unsupported families are a UserError."""
     model_type = getattr(config, "model_type", None)

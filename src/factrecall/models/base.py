@@ -13,17 +13,15 @@ from pathlib import Path
 from factrecall.artifacts import atomic_directory, read_json
 from factrecall.data.dataset import Dataset
 from factrecall.errors import UserError
+from factrecall.layout import BaseLayout
 from factrecall.models.loading import checkpoint_dtype, load_model
 from factrecall.models.presets import MODEL_PRESETS, build_preset_model
 from factrecall.models.tokenizer import first_uncovered_word, word_tokenizer
 
 
-RECORD = "base.json"  # provenance of a built base
-
-
 def base_population_overlap(base_dir: Path, dataset: Dataset) -> int:
     """People of `dataset` whose full name is in the population `base_dir` was trained on (0 without base.json)."""
-    path = Path(base_dir) / RECORD
+    path = BaseLayout(Path(base_dir)).record
     if not path.is_file():
         return 0
     names = set(read_json(path, "base record")["population"]["names"])
@@ -62,5 +60,6 @@ def write_base(model_spec: str, dataset: Dataset, seed: int, out: Path) -> None:
     with atomic_directory(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if model_spec not in MODEL_PRESETS and (Path(model_spec) / RECORD).is_file():
-            shutil.copyfile(Path(model_spec) / RECORD, tmp / RECORD)
+        built = BaseLayout(Path(model_spec))
+        if model_spec not in MODEL_PRESETS and built.record.is_file():
+            shutil.copyfile(built.record, BaseLayout(tmp).record)

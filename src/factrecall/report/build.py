@@ -17,9 +17,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from factrecall.analysis.masks import load_mask
-from factrecall.analysis.shared import layer_of, module_of
 from factrecall.artifacts import read_json, read_jsonl, write_bytes
 from factrecall.errors import UserError
+from factrecall.layout import StudyLayout
+from factrecall.models.adapters import layer_of, module_of
 from factrecall.report import figures
 from factrecall.summary import study_artifacts
 from factrecall.training.config import STRATEGIES
@@ -53,13 +54,14 @@ def _save(fig, folder: Path, name: str) -> str:
 def build_report(study: Path) -> Path:
     """Write `study/report/index.html` (and `report/figures/*.png|pdf`); returns the page's path."""
     study = Path(study)
-    if not (study / "summary.json").is_file():
+    files = StudyLayout(study)
+    if not files.summary.is_file():
         raise UserError(f"{study} has no summary.json; run 'factrecall study --out {study}' first")
-    summary = read_json(study / "summary.json", "study summary")
-    record = read_json(study / "study.json", "study record")
+    summary = read_json(files.summary, "study summary")
+    record = read_json(files.record, "study record")
     art = study_artifacts(study)
-    runs = {s: study / "runs" / s for s in STRATEGIES}
-    folder = study / "report" / "figures"
+    runs = {s: files.run(s) for s in STRATEGIES}
+    folder = files.figures
 
     sections = []  # (title, caption, data URI)
 
@@ -71,12 +73,12 @@ def build_report(study: Path) -> Path:
         "and held-out (OOD) questions and on the biographies (Fig. 1a).", figures.accuracy(acc))
     add("training", "Training curves", "Periodic evaluations on a subset of people; the dashed line marks "
         "Stage's switch from BIO to QA.", figures.training_curves(
-            {s: read_jsonl(runs[s] / "metrics.jsonl") for s in STRATEGIES}))
+            {s: read_jsonl(runs[s].metrics) for s in STRATEGIES}))
     add("shared_sweep", "Shared parameters vs k", "|Top_BIO(k) ∩ Top_QA(k)| for a global and a per-tensor "
         "threshold; chance is (k/100)²·P (Fig. 2a).", figures.shared_sweep(art["shared"]))
     add("shared_heatmap", "Where the shared parameters sit", "Shared entries (global threshold, default k) "
         "by layer and module.", figures.shared_heatmaps(
-            {s: _layer_module_grid(runs[s] / "shared" / "mask.safetensors") for s in STRATEGIES}))
+            {s: _layer_module_grid(runs[s].shared_mask) for s in STRATEGIES}))
     add("concentration", "Concentration", "Shared entries per attention head and the Lorenz curve over MLP "
         "neurons (claim C3).", figures.concentration(art["shared"]))
     add("ablation", "Ablation", "Accuracy change after resetting each set to θ_pre; random and Top∖Shared "
@@ -94,24 +96,24 @@ def build_report(study: Path) -> Path:
         "and between hidden states of the same fact in BIO and QA form (claim C7).",
         figures.consistency(art["consistency"]))
 
-    inspections = [{"strategy": s, "html": (runs[s] / "analysis" / "inspect" / "inspect.html").read_text(
-        encoding="utf-8")} for s in STRATEGIES if (runs[s] / "analysis" / "inspect" / "inspect.html").is_file()]
+    inspections = [{"strategy": s, "html": runs[s].inspect.html.read_text(encoding="utf-8")}
+                   for s in STRATEGIES if runs[s].inspect.html.is_file()]
     env = jinja2.Environment(loader=jinja2.PackageLoader("factrecall", "report"), autoescape=True)
     page = env.get_template("template.html").render(
         study=str(study), summary=summary, sections=sections, inspections=inspections,
         config=json.dumps(record["config"], indent=2, ensure_ascii=False),
         provenance=json.dumps(record.get("provenance", {}), indent=2, ensure_ascii=False),
-        manifest=read_json(study / "manifest.json", "study manifest") if (study / "manifest.json").is_file() else {})
-    out = study / "report" / "index.html"
+        manifest=read_json(files.manifest, "study manifest") if files.manifest.is_file() else {})
+    out = files.report
     write_bytes(out, page.encode("utf-8"))
     return out
 
 
 def build_reports(study: Path) -> Path:
     """The study's report and, when it compares several bases, each base's own report first."""
-    summary = read_json(Path(study) / "summary.json", "study summary")
+    summary = read_json(StudyLayout(Path(study)).summary, "study summary")
     for entry in summary.get("bases", {}).values():
-        root = Path(study) / Path(entry["report"]).parent.parent
+        root = Path(study) / Path(entry["report"]).parent.parent  # entry["report"]: <sub-study>/report/index.html
         if root != Path(study):
             build_report(root)
     return build_report(study)

@@ -22,8 +22,7 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 
 from factrecall.artifacts import atomic_directory, load_tensors, read_json, save_tensors, sha256_files, write_json
 from factrecall.errors import UserError
-
-_TENSOR_FILES = ("model.safetensors", "optimizer.safetensors", "trace.safetensors", "rng.safetensors")
+from factrecall.layout import CheckpointLayout
 
 
 def _full(t: torch.Tensor, keep: bool) -> torch.Tensor | None:
@@ -57,23 +56,24 @@ def full_optimizer_state(optimizer: torch.optim.Optimizer, keep: bool) -> tuple[
 def save_checkpoint(path: Path, params: dict[str, torch.Tensor], optimizer_tensors: dict[str, torch.Tensor],
                     param_groups: list[dict], trace: dict[str, torch.Tensor], position: dict) -> None:
     with atomic_directory(path) as tmp:
-        save_tensors(tmp / "model.safetensors", params)
-        save_tensors(tmp / "optimizer.safetensors", optimizer_tensors)
-        save_tensors(tmp / "trace.safetensors", trace)
-        save_tensors(tmp / "rng.safetensors", {"torch": torch.get_rng_state()})
-        hashes = {f: sha256_files([tmp / f]) for f in _TENSOR_FILES}
-        write_json(tmp / "state.json", {"position": position, "param_groups": param_groups, "sha256": hashes})
+        files = CheckpointLayout(tmp)
+        for name, tensors in (("model", params), ("optimizer", optimizer_tensors), ("trace", trace),
+                              ("rng", {"torch": torch.get_rng_state()})):
+            save_tensors(files.tensors(name), tensors)
+        hashes = {files.tensors(n).name: sha256_files([files.tensors(n)]) for n in CheckpointLayout.TENSOR_FILES}
+        write_json(files.state, {"position": position, "param_groups": param_groups, "sha256": hashes})
 
 
 @torch.no_grad()
 def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer | None) -> dict[str, torch.Tensor]:
     """Restore parameters, optimizer (unless None) and RNG in place; returns the (full) trace tensors."""
-    state = read_json(path / "state.json", "checkpoint state")
-    for f in _TENSOR_FILES:
-        if not (path / f).is_file() or sha256_files([path / f]) != state["sha256"].get(f):
-            raise UserError(f"checkpoint {path} is damaged ({f} does not match its hash); "
+    files = CheckpointLayout(path)
+    state = read_json(files.state, "checkpoint state")
+    for f in map(files.tensors, CheckpointLayout.TENSOR_FILES):
+        if not f.is_file() or sha256_files([f]) != state["sha256"].get(f.name):
+            raise UserError(f"checkpoint {path} is damaged ({f.name} does not match its hash); "
                             f"rerun with --force to start over")
-    saved = load_tensors(path / "model.safetensors", "checkpoint model")
+    saved = load_tensors(files.tensors("model"), "checkpoint model")
     params = dict(model.named_parameters())
     if saved.keys() != params.keys():
         raise UserError(f"checkpoint {path} holds another model's parameters; rerun with --force to start over")
@@ -82,7 +82,7 @@ def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer | None) 
         (p.to_local() if isinstance(p, DTensor) else p).copy_(
             value.to_local() if isinstance(value, DTensor) else value)
     if optimizer is not None:
-        flat = load_tensors(path / "optimizer.safetensors", "optimizer state")
+        flat = load_tensors(files.tensors("optimizer"), "optimizer state")
         ordered = [p for group in optimizer.param_groups for p in group["params"]]
         per_param: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in flat.items():
@@ -90,5 +90,5 @@ def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer | None) 
             ref = ordered[int(index)]
             per_param.setdefault(int(index), {})[name] = _like(value, ref) if value.shape == ref.shape else value
         optimizer.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
-    torch.set_rng_state(load_tensors(path / "rng.safetensors", "RNG state")["torch"])
-    return load_tensors(path / "trace.safetensors", "trace")
+    torch.set_rng_state(load_tensors(files.tensors("rng"), "RNG state")["torch"])
+    return load_tensors(files.tensors("trace"), "trace")

@@ -48,6 +48,7 @@ from factrecall.data.dataset import Dataset, load_dataset
 from factrecall.encode import Encoded, collate, encode_bio, encode_qa, pad_id
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
+from factrecall.layout import RunLayout
 from factrecall.models.adapters import adapter_for, tracked_parameter_names
 from factrecall.models.base import source_dtype, write_base
 from factrecall.models.compat import enable_gradient_checkpointing
@@ -77,7 +78,7 @@ def _prepare_run_dir(out: Path, record: dict, resume: bool, force: bool, main: b
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory")
     if out.is_dir() and any(out.iterdir()):
-        config = out / "config.json"
+        config = RunLayout(out).config
         if force:
             if main:
                 shutil.rmtree(out)
@@ -92,7 +93,7 @@ def _prepare_run_dir(out: Path, record: dict, resume: bool, force: bool, main: b
             if not same:
                 raise UserError(f"--out {out} holds a run with a different config or dataset; "
                                 f"use another directory or --force to replace it")
-            return (out / "checkpoint").is_dir()
+            return RunLayout(out).checkpoint.root.is_dir()
     return False
 
 
@@ -174,19 +175,20 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
     accelerator = _accelerator(cfg)
     sharded = cfg.distributed == "fsdp" and accelerator.num_processes > 1
     out = Path(out)
+    files = RunLayout(out)
     dataset = load_dataset(data_dir)
     record = _run_record(cfg, dataset)
     resuming = _prepare_run_dir(out, record, resume, force, accelerator.is_main_process)  # same config?
     accelerator.wait_for_everyone()
-    if resume and (out / "eval.json").is_file() and (out / "model").is_dir():
-        return read_json(out / "eval.json", "final evaluation")
+    if resume and files.finished:
+        return read_json(files.eval, "final evaluation")
     # a new run: θ_pre first, then the record that makes it a run (one writer; the others wait for it)
-    if not (out / "config.json").is_file() and accelerator.is_main_process:
-        write_base(cfg.model, dataset, cfg.seed, out / "base")
-        write_json(out / "config.json", record)
+    if not files.config.is_file() and accelerator.is_main_process:
+        write_base(cfg.model, dataset, cfg.seed, files.base)
+        write_json(files.config, record)
     accelerator.wait_for_everyone()
 
-    model, tokenizer = load_model(out / "base")
+    model, tokenizer = load_model(files.base)
     model.to(accelerator.device)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
@@ -203,12 +205,12 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
     tracked = {name: tracked[name] for name in tracked_parameter_names(model, cfg.trace_include)}
     trace = TraceRecorder(tracked, cfg.trace_mode, sharded) if cfg.trace else None
     consistency = GradientConsistency(tracked, cfg.grad_consistency) if cfg.grad_consistency else None
-    metrics = out / "metrics.jsonl"
+    metrics = files.metrics
 
     start_phase, start_step, phase_evals, global_step = 0, 0, {}, 0
-    checkpoint_dir = out / "checkpoint"
+    checkpoint_dir = files.checkpoint.root
     if resuming:
-        state = read_json(checkpoint_dir / "state.json", "checkpoint state")["position"]
+        state = read_json(files.checkpoint.state, "checkpoint state")["position"]
         start_phase, start_step = state["phase"], state["step"]
         phase_evals, global_step = state["phase_evals"], state["global_step"]
         with open(metrics, "r+b") as f:  # drop lines logged after the checkpoint
@@ -308,17 +310,17 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
         consistency.close()
     if accelerator.is_main_process:
         if trace_state is not None:
-            save_tensors(out / "trace.safetensors", trace_state, metadata={
+            save_tensors(files.trace, trace_state, metadata={
                 "model": cfg.model, "strategy": cfg.strategy, "mode": cfg.trace_mode,
                 "dataset_hash": dataset.content_hash,
                 "steps": json.dumps({p.name: len(p.steps) for p in phases})})
-        with atomic_directory(out / "model") as tmp:
+        with atomic_directory(files.model) as tmp:
             _save_pretrained(model, params, tmp)
             tokenizer.save_pretrained(tmp)
-        write_json(out / "eval.json", {**phase_evals[phases[-1].name], "phases": phase_evals})
+        write_json(files.eval, {**phase_evals[phases[-1].name], "phases": phase_evals})
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     accelerator.wait_for_everyone()
-    return read_json(out / "eval.json", "final evaluation")
+    return read_json(files.eval, "final evaluation")
 
 
 def _save_pretrained(model, params: dict[str, torch.Tensor], directory: Path) -> None:

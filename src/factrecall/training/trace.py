@@ -1,4 +1,4 @@
-"""The cross-task gradient trace (SPEC §4).
+"""The cross-task gradient trace (docs/method.md §4).
 
 For every tracked parameter entry i and task T ∈ {bio, qa}::
 
@@ -32,6 +32,7 @@ from collections.abc import Iterator
 import torch
 from torch.distributed.tensor import DTensor, distribute_tensor
 
+from factrecall.training.observer import GradientObserver
 from factrecall.training.schedule import TASKS
 
 
@@ -40,35 +41,22 @@ def _local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if isinstance(t, DTensor) else t
 
 
-class TraceRecorder:
+class TraceRecorder(GradientObserver):
     def __init__(self, named_parameters: dict[str, torch.nn.Parameter], mode: str = "signed", sharded: bool = False):
         self.mode, self.sharded = mode, sharded
-        self.params = named_parameters
         self.accumulators = {
             task: {name: torch.zeros_like(_local(p), dtype=torch.float32) for name, p in named_parameters.items()}
             for task in TASKS
         }
-        self._task: str | None = None
         self._lr = 0.0
         self._before: dict[str, torch.Tensor] = {}  # sharded "abs": each shard's .grad before the backward
-        if sharded:
-            self._handles = [p.register_post_accumulate_grad_hook(self._sharded_hook(name))
-                             for name, p in named_parameters.items()]
-        else:
-            self._handles = [p.register_hook(self._hook(name)) for name, p in named_parameters.items()]
+        super().__init__(named_parameters)
 
-    def _add(self, name: str, g: torch.Tensor) -> None:
-        g = g.abs() if self.mode == "abs" else g
-        self.accumulators[self._task][name].add_(g.to(torch.float32), alpha=self._lr)
+    def _register(self, name: str, p: torch.nn.Parameter):
+        if not self.sharded:
+            return super()._register(name, p)
 
-    def _hook(self, name: str):
-        def add(grad: torch.Tensor) -> None:
-            if self._task is not None:
-                self._add(name, grad)
-        return add
-
-    def _sharded_hook(self, name: str):
-        def add(param: torch.Tensor) -> None:
+        def add(param: torch.Tensor) -> None:  # FSDP2: `.grad` holds the reduced shard's new sum
             if self._task is None:
                 return
             grad = _local(param.grad)
@@ -76,8 +64,12 @@ class TraceRecorder:
                 self.accumulators[self._task][name].add_(grad.to(torch.float32), alpha=self._lr)
             else:
                 before = self._before.pop(name, None)
-                self._add(name, grad if before is None else grad - before)
-        return add
+                self.observe(name, grad if before is None else grad - before)
+        return p.register_post_accumulate_grad_hook(add)
+
+    def observe(self, name: str, grad: torch.Tensor) -> None:
+        grad = grad.abs() if self.mode == "abs" else grad
+        self.accumulators[self._task][name].add_(grad.to(torch.float32), alpha=self._lr)
 
     @contextlib.contextmanager
     def attribute(self, task: str, lr: float) -> Iterator[None]:
@@ -85,7 +77,7 @@ class TraceRecorder:
 
         Sharded: every tracked parameter must take part in the backward (true of block weights),
         since the sum its `.grad` held before is subtracted here and added back by its hook."""
-        self._task, self._lr = task, lr
+        self._lr = lr
         for name, p in self.params.items():
             if not self.sharded or p.grad is None:
                 continue
@@ -94,10 +86,10 @@ class TraceRecorder:
             else:
                 self._before[name] = _local(p.grad).clone()
         try:
-            yield
+            with self.attributed(task):
+                yield
         finally:
             self._before.clear()
-            self._task = None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"{task}/{name}": t for task, acc in self.accumulators.items() for name, t in acc.items()}
@@ -132,7 +124,3 @@ class TraceRecorder:
                 out[key] = full.cpu()
         return out
 
-    def close(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []

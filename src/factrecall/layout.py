@@ -1,0 +1,217 @@
+"""Where every artifact lives: each file of a dataset, run, checkpoint, base and study named once.
+
+After kronfluence's `*_save_path` functions: a module that writes or reads an artifact asks its
+layout for the path and never spells one; README.md's "Layouts" section describes the same tree.
+
+    dataset/   people.jsonl bio.jsonl qa.jsonl vocabulary.txt meta.json
+    run/       config.json metrics.jsonl eval.json trace.safetensors base/ (θ_pre) model/ (θ_ft) checkpoint/
+               shared/{shared.json, mask.safetensors}
+               analysis/{ablation.json, graft.json, graft_mask.safetensors, heads[-grafted].json,
+                         neurons[-grafted].json, attention.json, consistency.json, forgetting.json, inspect/}
+    base/      base.json (written last: a finished base) data/ run/ and θ_ft's HF files (`factrecall base build`)
+    study/     study.json manifest.json .lock data/ runs/{stage,mix}/ summary.json report/{index.html, figures/}
+               bases/<name>/ (a sub-study per further base; built bases in bases/<kind>/model)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA_FILES = ("people.jsonl", "bio.jsonl", "qa.jsonl", "vocabulary.txt")  # with meta.json, a dataset
+BASE_RECORD = "base.json"  # provenance of a built base, in its directory and in a run's base/
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    root: Path
+
+    def table(self, name: str) -> Path:
+        """One of the JSONL tables: people, bio, qa."""
+        return self.root / f"{name}.jsonl"
+
+    @property
+    def vocabulary(self) -> Path:
+        return self.root / "vocabulary.txt"
+
+    @property
+    def meta(self) -> Path:
+        return self.root / "meta.json"
+
+    @property
+    def files(self) -> list[Path]:
+        """Every file of a dataset, meta.json first."""
+        return [self.meta, *(self.root / f for f in DATA_FILES)]
+
+
+@dataclass(frozen=True)
+class CheckpointLayout:
+    root: Path
+    TENSOR_FILES = ("model", "optimizer", "trace", "rng")
+
+    def tensors(self, name: str) -> Path:
+        """model, optimizer, trace or rng: a safetensors file."""
+        return self.root / f"{name}.safetensors"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.json"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+
+    @property
+    def base(self) -> Path:
+        """θ_pre, an HF model directory (with `base.json` when it came from a built base)."""
+        return self.root / "base"
+
+    @property
+    def base_record(self) -> Path:
+        return self.base / BASE_RECORD
+
+    @property
+    def model(self) -> Path:
+        """θ_ft, an HF model directory."""
+        return self.root / "model"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval.json"
+
+    @property
+    def trace(self) -> Path:
+        return self.root / "trace.safetensors"
+
+    @property
+    def checkpoint(self) -> CheckpointLayout:
+        return CheckpointLayout(self.root / "checkpoint")
+
+    @property
+    def finished(self) -> bool:
+        """Training wrote its final evaluation and θ_ft."""
+        return self.eval.is_file() and self.model.is_dir()
+
+    @property
+    def shared_dir(self) -> Path:
+        return self.root / "shared"
+
+    @property
+    def shared(self) -> Path:
+        return self.shared_dir / "shared.json"
+
+    @property
+    def shared_mask(self) -> Path:
+        """Index masks of Shared, Top_BIO and Top_QA at the run's k."""
+        return self.shared_dir / "mask.safetensors"
+
+    @property
+    def analysis(self) -> Path:
+        return self.root / "analysis"
+
+    def result(self, name: str) -> Path:
+        """analysis/<name>.json: ablation, graft, attention, consistency, forgetting."""
+        return self.analysis / f"{name}.json"
+
+    @property
+    def graft_mask(self) -> Path:
+        return self.analysis / "graft_mask.safetensors"
+
+    def curves(self, kind: str, on: str = "finetuned") -> Path:
+        """The head or neuron curves (`kind` head|neuron) of θ_ft, or of the grafted model."""
+        return self.analysis / f"{kind}s{'-grafted' if on == 'grafted' else ''}.json"
+
+    @property
+    def inspect(self) -> InspectLayout:
+        """Where `factrecall inspect` writes by default."""
+        return InspectLayout(self.analysis / "inspect")
+
+
+@dataclass(frozen=True)
+class InspectLayout:
+    """One inspection: inspect.json, a PNG per figure and a self-contained HTML fragment."""
+    root: Path
+
+    @property
+    def json(self) -> Path:
+        return self.root / "inspect.json"
+
+    @property
+    def html(self) -> Path:
+        return self.root / "inspect.html"
+
+    def figure(self, name: str) -> Path:
+        """attention, logit_lens or direct."""
+        return self.root / f"{name}.png"
+
+
+@dataclass(frozen=True)
+class BaseLayout:
+    """A base built by `factrecall base build`: an HF model directory that also holds its population."""
+    root: Path
+
+    @property
+    def record(self) -> Path:
+        return self.root / BASE_RECORD
+
+    @property
+    def data(self) -> DatasetLayout:
+        return DatasetLayout(self.root / "data")
+
+    @property
+    def run(self) -> RunLayout:
+        return RunLayout(self.root / "run")
+
+
+@dataclass(frozen=True)
+class StudyLayout:
+    root: Path
+
+    @property
+    def record(self) -> Path:
+        """study.json: the resolved config and package versions."""
+        return self.root / "study.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    @property
+    def data(self) -> DatasetLayout:
+        return DatasetLayout(self.root / "data")
+
+    def run(self, strategy: str) -> RunLayout:
+        return RunLayout(self.root / "runs" / strategy)
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report" / "index.html"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "report" / "figures"
+
+    def sub_study(self, name: str) -> StudyLayout:
+        """The study of a further base, `bases/<name>/`."""
+        return StudyLayout(self.root / "bases" / name)
+
+    def built_base(self, kind: str) -> BaseLayout:
+        """A `language` or `skill` base the study builds, `bases/<kind>/model`."""
+        return BaseLayout(self.root / "bases" / kind / "model")
