@@ -104,7 +104,7 @@ def main() -> None:
         baseline = run(["eval", "--model", str(run_dir / "model"), "--data", str(data)], work / "eval.log")
         commands = {
             "shared": ["shared", "--run", str(run_dir)],
-            "ablate": ["ablate", "--run", str(run_dir), "--seeds", "1", "--eval-people", EVAL_PEOPLE],
+            "ablate": ["ablate", "--run", str(run_dir), "--k", "1", "--seeds", "1", "--eval-people", EVAL_PEOPLE],
             "graft": ["graft", "--run", str(run_dir), "--steps", "2", "--eval-people", EVAL_PEOPLE],
             "heads": ["heads", "--run", str(run_dir), "--metrics", "delta_norm", "--eval-people", EVAL_PEOPLE],
         }

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from factrecall import devices
 from factrecall.models import loading
 from factrecall.presets import study_config
 from test_train_cli import run_cli
@@ -36,7 +37,7 @@ def test_every_model_an_analysis_loads_goes_to_the_asked_device(command, run, sm
         asked.append(name)
         return torch.device("cpu")
 
-    monkeypatch.setattr(loading, "resolve_device", resolve)
+    monkeypatch.setattr(devices, "resolve_device", resolve)
     loads = []
     load_model = loading.load_model
     monkeypatch.setattr(loading, "load_model", lambda *a, **kw: loads.append(kw.get("device")) or load_model(*a, **kw))

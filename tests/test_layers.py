@@ -11,7 +11,7 @@ import factrecall
 
 ROOT = Path(factrecall.__file__).parent
 FLOORS = [
-    {"errors", "artifacts", "layout", "provenance", "memory", "__init__"},
+    {"errors", "artifacts", "layout", "devices", "provenance", "memory", "__init__"},
     {"data"},
     {"models"},
     {"encode", "evaluation"},

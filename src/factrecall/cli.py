@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from factrecall.analysis.config import AnalysisConfig
 from factrecall.errors import UserError
 from factrecall.layout import BaseLayout, RunLayout, StudyLayout
 
@@ -22,7 +23,8 @@ app.add_typer(base_app, name="base")
 
 _DEBUG = {"on": bool(os.environ.get("FACTRECALL_DEBUG"))}
 
-# options shared by the analysis commands
+# options shared by the analysis commands; their defaults are the study's (`AnalysisConfig`)
+DEFAULT = AnalysisConfig()
 RunDir = Annotated[Path, typer.Option(help="Run directory (from 'factrecall train').")]
 EvalPeople = Annotated[int, typer.Option(help="People per split to evaluate; 0 = all.")]
 MovedData = Annotated[Optional[Path], typer.Option(help="The run's dataset, if it moved.")]
@@ -31,7 +33,7 @@ MovedData = Annotated[Optional[Path], typer.Option(help="The run's dataset, if i
 def _checked_device(name: str | None) -> str | None:
     """An option's device, refused before any work when unknown or absent from this machine."""
     if name is not None:
-        from factrecall.models.loading import resolve_device
+        from factrecall.devices import resolve_device
 
         resolve_device(name)
     return name
@@ -169,7 +171,7 @@ def eval_command(
     data: Annotated[Path, typer.Option(help="Dataset directory.")],
     out: Annotated[Optional[Path], typer.Option(help="JSON file to write.")] = None,
     batch_size: Annotated[int, typer.Option()] = 256,
-    device: Device = "auto",
+    device: Device = DEFAULT.device,
 ):
     """Greedy exact match on QA-ID, QA-OOD and BIO, in batches."""
     from factrecall.artifacts import dumps_json, write_json
@@ -191,8 +193,9 @@ def eval_command(
 @app.command("shared")
 def shared_command(
     run: RunDir,
-    k: Annotated[float, typer.Option(help="Top k percent per task.")] = 1.0,
-    sweep: Annotated[str, typer.Option(help="Comma-separated k values for the sweep.")] = "0.1,0.5,1,2,5,10",
+    k: Annotated[float, typer.Option(help="Top k percent per task.")] = DEFAULT.k,
+    sweep: Annotated[str, typer.Option(help="Comma-separated k values for the sweep.")] =
+        ",".join(f"{k:g}" for k in DEFAULT.sweep),
 ):
     """Shared parameters (Definition 3.1): sizes, enrichment, Jaccard, heads, neurons, concentration."""
     from factrecall.analysis.shared import analyze_run
@@ -212,11 +215,11 @@ def shared_command(
 @app.command("ablate")
 def ablate_command(
     run: RunDir,
-    k: Annotated[float, typer.Option(help="Top k percent defining the shared set.")] = 1.0,
-    seeds: Annotated[int, typer.Option(help="Random and size-matched sets per kind.")] = 3,
-    eval_people: EvalPeople = 0,
+    k: Annotated[float, typer.Option(help="Top k percent defining the shared set.")] = DEFAULT.ablation_k,
+    seeds: Annotated[int, typer.Option(help="Random and size-matched sets per kind.")] = DEFAULT.ablation_seeds,
+    eval_people: EvalPeople = DEFAULT.ablation_eval_people,
     data: MovedData = None,
-    device: Device = "auto",
+    device: Device = DEFAULT.device,
 ):
     """Reset shared parameters to θ_pre and measure the accuracy drop, against matched sets (docs/method.md §6)."""
     from factrecall.analysis.ablation import ablate_run
@@ -232,12 +235,12 @@ def ablate_command(
 @app.command("graft")
 def graft_command(
     run: RunDir,
-    sparsity: Annotated[float, typer.Option(help="Base patch: top fraction of |θ_ft − θ_pre|.")] = 0.01,
-    steps: Annotated[int, typer.Option(help="Mask optimisation steps.")] = 20,
-    lr: Annotated[float, typer.Option(help="Learning rate on the mask scores S.")] = 1e7,
-    eval_people: EvalPeople = 0,
+    sparsity: Annotated[float, typer.Option(help="Base patch: top fraction of |θ_ft − θ_pre|.")] = DEFAULT.graft_sparsity,
+    steps: Annotated[int, typer.Option(help="Mask optimisation steps.")] = DEFAULT.graft_steps,
+    lr: Annotated[float, typer.Option(help="Learning rate on the mask scores S.")] = DEFAULT.graft_lr,
+    eval_people: EvalPeople = DEFAULT.graft_eval_people,
     data: MovedData = None,
-    device: Device = "auto",
+    device: Device = DEFAULT.device,
 ):
     """Find the sparse graft of θ_ft − θ_pre that recalls the ID facts (docs/method.md §7)."""
     from factrecall.analysis.graft import graft_run
@@ -257,15 +260,16 @@ def heads_command(
     run: RunDir,
     metrics: Annotated[str, typer.Option(help="Comma-separated unit rankings.")] =
         "shared_size,qa_size,bio_size,graft_size,delta_norm,random",
-    k: Annotated[float, typer.Option(help="Top k percent of the shared/Top sets used by the metrics.")] = 1.0,
+    k: Annotated[float, typer.Option(help="Top k percent of the shared/Top sets used by the metrics.")] = DEFAULT.k,
     neurons: Annotated[bool, typer.Option("--neurons/--no-neurons", help="Also the MLP neuron curves.")] = True,
     intervention: Annotated[str, typer.Option(help="reset (weights to θ_pre), zero or mean (unit outputs).")] = "reset",
     on: Annotated[str, typer.Option(help="finetuned (θ_ft) or grafted (θ_pre + γ⊙Δ from 'factrecall graft').")] =
-        "finetuned",
+        DEFAULT.heads_on,
     bio: Annotated[bool, typer.Option("--bio/--no-bio", help="Also score BIO at every point (slower).")] = False,
-    eval_people: Annotated[int, typer.Option(help="People per split in the fixed evaluation subset; 0 = all.")] = 100,
+    eval_people: Annotated[int, typer.Option(help="People per split in the fixed evaluation subset; 0 = all.")] =
+        DEFAULT.heads_eval_people,
     data: MovedData = None,
-    device: Device = "auto",
+    device: Device = DEFAULT.device,
 ):
     """Sufficiency and criticality curves of heads (and neurons) per ranking metric (docs/method.md §8)."""
     from factrecall.analysis.circuit import circuit_curves
@@ -291,7 +295,7 @@ def inspect_command(
     on: Annotated[str, typer.Option(help="finetuned (θ_ft) or grafted (θ_pre + γ⊙Δ).")] = "finetuned",
     aggregate: Annotated[int, typer.Option(help="Also the attention shares over this many people; 0 = off.")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Folder for the figures (default RUN/analysis/inspect).")] = None,
-    device: Device = "auto",
+    device: Device = DEFAULT.device,
 ):
     """Attention pattern, logit lens and direct head contribution for one person, BIO vs QA (docs/method.md §9, Fig. 5)."""
     from factrecall.analysis.attention import attention_stats
@@ -308,10 +312,11 @@ def inspect_command(
 @app.command("consistency")
 def consistency_command(
     run: RunDir,
-    people: Annotated[int, typer.Option(help="People in the representation consistency.")] = 500,
-    probe_people: Annotated[int, typer.Option(help="People in the gradient probe.")] = 100,
+    people: Annotated[int, typer.Option(help="People in the representation consistency.")] =
+        DEFAULT.consistency_people,
+    probe_people: Annotated[int, typer.Option(help="People in the gradient probe.")] = DEFAULT.probe_people,
     on: Annotated[str, typer.Option(help="finetuned or grafted.")] = "finetuned",
-    device: Device = "auto",
+    device: Device = DEFAULT.device,
 ):
     """BIO–QA consistency per layer: representations, gradient probe, trace direction (docs/method.md §10)."""
     from factrecall.analysis.consistency import consistency_run
@@ -345,7 +350,8 @@ def plan_command(
 
 
 @app.command("forgetting")
-def forgetting_command(run: RunDir, eval_people: EvalPeople = 100, device: Device = "auto"):
+def forgetting_command(run: RunDir, eval_people: EvalPeople = DEFAULT.heads_eval_people,
+                       device: Device = DEFAULT.device):
     """Accuracy on the base's own population before and after fine-tuning (runs from 'factrecall base build')."""
     from factrecall.evaluation.forgetting import forgetting_run
 

@@ -41,11 +41,11 @@ from factrecall.artifacts import as_json, read_json, sha256_files, write_json
 from factrecall.bases import KINDS, build_base
 from factrecall.claims import consistency_headline
 from factrecall.data.generate import generate_dataset
+from factrecall.devices import resolve_device
 from factrecall.disk import check_disk, study_disk_bytes
 from factrecall.errors import UserError
 from factrecall.evaluation.forgetting import forgetting_run
 from factrecall.layout import BaseLayout, RunLayout, StudyLayout
-from factrecall.models.loading import resolve_device
 from factrecall.presets import StudyConfig, study_config
 from factrecall.provenance import package_versions
 from factrecall.summary import base_name, summarize_study

@@ -15,21 +15,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from factrecall import devices
 from factrecall.errors import UserError
 from factrecall.models.adapters import adapter_for
 
-DEVICES = ("auto", "cpu", "cuda")
 _SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto`: the GPU when torch sees one, else the CPU; `cuda` without a GPU is a UserError."""
-    if name not in DEVICES:
-        raise UserError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device 'cuda' asks for a GPU but torch sees none on this machine; "
-                        "use --device auto (CPU here) or run on a GPU machine")
-    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def check_model_dir(path: Path) -> None:
@@ -109,7 +99,7 @@ def load_model(path: Path, attn_implementation: str | None = None, device: str |
     `attn_implementation="eager"` for attention analysis; `device` a torch device or "auto"/"cpu"/"cuda".
     """
     load_config(path)
-    device = resolve_device(device) if isinstance(device, str) else device
+    device = devices.resolve_device(device) if isinstance(device, str) else device
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, use_safetensors=True, trust_remote_code=False, local_files_only=True,

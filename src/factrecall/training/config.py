@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from factrecall.devices import DEVICES
 from factrecall.errors import UserError
-from factrecall.models.loading import DEVICES
 
 STRATEGIES = ("stage", "mix")
 TRACE_MODES = ("signed", "abs")

@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from factrecall.artifacts import append_jsonl, as_json, atomic_directory, read_json, save_tensors, write_json
 from factrecall.data.dataset import Dataset, load_dataset
+from factrecall.devices import resolve_device
 from factrecall.encode import Encoded, collate, encode_bio, encode_qa, pad_id
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
@@ -52,7 +53,7 @@ from factrecall.layout import RunLayout
 from factrecall.models.adapters import adapter_for, tracked_parameter_names
 from factrecall.models.base import source_dtype, write_base
 from factrecall.models.compat import enable_gradient_checkpointing
-from factrecall.models.loading import load_model, resolve_device
+from factrecall.models.loading import load_model
 from factrecall.models.presets import MODEL_PRESETS
 from factrecall.provenance import package_versions
 from factrecall.training.checkpoint import full_optimizer_state, full_parameters, load_checkpoint, save_checkpoint
