@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -16,13 +18,26 @@ def small_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def smoke_run(small_data, tmp_path_factory):
-    """A tiny Mix run (3 steps) with its trace and shared parameters; copy it before writing into it."""
-    from factrecall.analysis.shared import analyze_run
+def train_smoke(small_data, tmp_path_factory):
+    """Train a tiny run of the smoke data into a new folder named after `name`: the smoke preset, Mix,
+    4 steps, 2 people per split in evaluations between steps, no checkpoints, unless `overrides` say
+    otherwise (any TrainConfig field). Returns the run directory."""
     from factrecall.presets import train_config
     from factrecall.training.loop import train
 
-    run = tmp_path_factory.mktemp("smoke_run") / "run"
-    train(train_config("smoke", strategy="mix", max_steps=3, eval_people=2, checkpoint_every=0), small_data, run)
+    def make(name: str, **overrides) -> Path:
+        out = tmp_path_factory.mktemp(name) / "run"
+        settings = {"strategy": "mix", "max_steps": 4, "eval_people": 2, "checkpoint_every": 0, **overrides}
+        train(train_config("smoke", **settings), small_data, out)
+        return out
+    return make
+
+
+@pytest.fixture(scope="session")
+def smoke_run(train_smoke):
+    """A tiny Mix run (3 steps) with its trace and shared parameters; copy it before writing into it."""
+    from factrecall.analysis.shared import analyze_run
+
+    run = train_smoke("smoke_run", max_steps=3)
     analyze_run(run)
     return run

@@ -15,15 +15,11 @@ from factrecall.analysis.masks import IndexMask, load_mask, save_masks
 from factrecall.analysis.run import TensorFiles
 from factrecall.errors import UserError
 from factrecall.models.loading import load_model
-from factrecall.presets import train_config
-from factrecall.training.loop import train
 
 
 @pytest.fixture(scope="module")
-def run(small_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("graft") / "run"
-    train(train_config("smoke", strategy="mix", max_steps=4, eval_people=2, checkpoint_every=0), small_data, out)
-    return out
+def run(train_smoke):
+    return train_smoke("graft")
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,6 @@ from factrecall.models.adapters import adapter_for, geometry, tensor_units
 from factrecall.models.loading import load_model
 from factrecall.models.presets import build_preset_model
 from factrecall.models.tokenizer import word_tokenizer
-from factrecall.presets import train_config
-from factrecall.training.loop import train
 
 PRESETS = ["tiny-llama-gqa", "tiny-neox", "tiny-gpt2"]
 
@@ -50,10 +48,8 @@ def models(tokenizer, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def run(small_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("inspect") / "run"
-    train(train_config("smoke", strategy="mix", max_steps=3, eval_people=2, checkpoint_every=0), small_data, out)
-    return out
+def run(train_smoke):
+    return train_smoke("inspect", max_steps=3)
 
 
 IDS = "Danielle Luca Holden was born in Madrid . She attended Witwatersrand University . Where did she work ?"

@@ -9,8 +9,6 @@ from factrecall.analysis import threshold
 from factrecall.analysis.masks import IndexMask, load_mask
 from factrecall.analysis.shared import analyze_run, gini, scan, select, top_unit_share, unit_counts
 from factrecall.errors import UserError
-from factrecall.presets import train_config
-from factrecall.training.loop import train
 
 
 @settings(max_examples=60, deadline=None)
@@ -58,11 +56,8 @@ def test_gini_and_top_share_on_hand_cases():
 
 
 @pytest.fixture(scope="module")
-def run(small_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("shared") / "run"
-    train(train_config("smoke", strategy="mix", model="tiny-llama-gqa", max_steps=4, eval_people=2,
-                       checkpoint_every=0), small_data, out)
-    return out
+def run(train_smoke):
+    return train_smoke("shared", model="tiny-llama-gqa")
 
 
 def test_shared_sets_against_direct_computation(run):
