@@ -63,3 +63,17 @@ def test_an_installed_library_below_its_floor_is_one_line(monkeypatch):
     monkeypatch.setattr(metadata, "version", lambda name: "5.3.0" if name == "transformers" else real(name))
     with pytest.raises(UserError, match=r"^transformers 5\.3\.0 is older than the 5\.17 factrecall needs; pip install"):
         check_versions()
+
+
+def test_floors_come_from_pyproject_when_run_from_a_checkout(monkeypatch):
+    """`PYTHONPATH=src python -m factrecall` (as the GPU benchmark runs) has no installed metadata."""
+    real = metadata.requires
+
+    def requires(name):
+        if name == "factrecall":
+            raise metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(metadata, "requires", requires)
+    assert declared_floor("transformers") == "5.17"
+    check_versions()

@@ -7,7 +7,9 @@ from both is a UserError that names the version to install, never an AttributeEr
 
 from __future__ import annotations
 
+import tomllib
 from importlib import metadata
+from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.version import Version
@@ -15,9 +17,20 @@ from packaging.version import Version
 from factrecall.errors import UserError
 
 
+def _requirements() -> list[str]:
+    """factrecall's declared dependencies: from its installed metadata, or, run from a checkout without
+    installing (PYTHONPATH=src), from the checkout's pyproject.toml."""
+    try:
+        return metadata.requires("factrecall") or []
+    except metadata.PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
+        return tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"] \
+            if pyproject.is_file() else []
+
+
 def declared_floor(package: str) -> str:
     """The lowest version of `package` factrecall declares (its `>=` in pyproject.toml)."""
-    for line in metadata.requires("factrecall") or ():
+    for line in _requirements():
         requirement = Requirement(line)
         if requirement.name == package and not requirement.marker:
             for spec in requirement.specifier:
@@ -33,8 +46,12 @@ def check_versions() -> None:
     """Refuse, in one line, an installed library older than the floor factrecall declares for it (pip
     enforces the floors on install; an environment changed afterwards would fail later on a missing API)."""
     for package in CHECKED:
-        installed = metadata.version(package)
-        floor = declared_floor(package)
+        try:
+            installed, floor = metadata.version(package), declared_floor(package)
+        except KeyError:  # no floor declared (a checkout without its pyproject.toml): nothing to check
+            continue
+        except metadata.PackageNotFoundError:
+            raise UserError(f"{package} is not installed; pip install '{package}>={declared_floor(package)}'") from None
         if Version(installed.split("+")[0]) < Version(floor):
             raise UserError(f"{package} {installed} is older than the {floor} factrecall needs; "
                             f"pip install -U '{package}>={floor}'")
