@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from factrecall.analysis.masks import IndexMask, random_like, sample_from
 from factrecall.analysis.run import load_pair, load_trace, run_dataset
-from factrecall.analysis.shared import select
+from factrecall.analysis.shared import run_selection
 from factrecall.analysis.threshold import top_count
 from factrecall.artifacts import write_json
 from factrecall.encode import pad_id
@@ -81,7 +81,7 @@ def ablate_run(run: Path, k: float = 1.0, seeds: int = 3, eval_people: int = 0, 
     dataset = run_dataset(run, data)
     sets, pad = eval_sets(tokenizer, dataset, eval_people), pad_id(tokenizer)
 
-    selection = select(trace, k, "global")
+    selection = run_selection(run, trace, k)
     shared = selection.shared
     bio_only, qa_only = selection.top_bio - shared, selection.top_qa - shared
     jobs = [("shared", None, lambda: shared)]  # sets are drawn when their turn comes: one in memory at a time

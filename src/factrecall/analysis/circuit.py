@@ -44,7 +44,7 @@ from factrecall.analysis.ablation import reset_to_base
 from factrecall.analysis.graft import load_graft_mask, make_grafted
 from factrecall.analysis.masks import IndexMask
 from factrecall.analysis.run import load_pair, load_trace, model_config, run_dataset
-from factrecall.analysis.shared import Selection, UnitTable, feature_sums, select, unit_counts
+from factrecall.analysis.shared import Selection, UnitTable, feature_sums, run_selection, unit_counts
 from factrecall.artifacts import write_json
 from factrecall.encode import collate, pad_id
 from factrecall.errors import UserError
@@ -204,7 +204,7 @@ def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNI
         raise UserError(f"unknown metric {unknown[0]!r}; choose from {', '.join(UNIT_METRICS)}")
     model, tokenizer, base = load_pair(run, "interventions reset units to it", device)
     trace, config = load_trace(run), model_config(run)
-    selection = select(trace, k, "global")
+    selection = run_selection(run, trace, k)
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     has_graft = RunLayout(run).graft_mask.is_file()
     graft = load_graft_mask(run, shapes) if has_graft or on == "grafted" else None

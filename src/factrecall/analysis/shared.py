@@ -21,9 +21,10 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from factrecall.analysis.masks import IndexMask, save_masks
+from factrecall.analysis.masks import IndexMask, load_mask, save_masks
 from factrecall.analysis.run import TASKS, Trace, load_trace, model_config
 from factrecall.analysis.threshold import kth_largest_many, top_count
 from factrecall.artifacts import write_json
@@ -220,6 +221,20 @@ def scan(trace: Trace, config, points: list[Point], keep: Point | None = None) -
 def select(trace: Trace, k: float = 1.0, mode: str = "global") -> Selection:
     """Top_BIO and Top_QA at (k, mode)."""
     return scan(trace, None, [], keep=(k, mode))[1]
+
+
+def run_selection(run: Path, trace: Trace, k: float) -> Selection:
+    """Top_BIO and Top_QA at (k, global) of a run: read from `shared/mask.safetensors` when `factrecall shared`
+    saved them at this k after the trace was written, else selected from the trace (three passes over it:
+    minutes at 3 B)."""
+    path = RunLayout(Path(run)).shared_mask
+    if path.is_file() and path.stat().st_mtime_ns >= trace.path.stat().st_mtime_ns:
+        with safe_open(str(path), framework="pt") as st:
+            saved = st.metadata() or {}
+        if saved.get("mode") == "global" and saved.get("k") is not None and float(saved["k"]) == k:
+            masks = {kind: load_mask(path, kind, trace.shapes) for kind in ("top_bio", "top_qa")}
+            return Selection(k, "global", masks["top_bio"], masks["top_qa"])
+    return select(trace, k, "global")
 
 
 def run_points(k: float, sweep: tuple[float, ...]) -> list[Point]:
