@@ -322,8 +322,8 @@ def consistency_command(
     from factrecall.analysis.consistency import consistency_run
     from factrecall.claims import consistency_headline
 
-    h = consistency_headline(consistency_run(run, people=people, on=on, probe_people=probe_people,
-                                                         device=device))
+    result = consistency_run(run, people=people, on=on, probe_people=probe_people, device=device)
+    h = consistency_headline(result)
     typer.echo(_numbers({"gradient probe gap": h["gradient_probe_gap"],
                          **{f"representation gap {p}": v for p, v in h["representation_gap"].items()}}))
     typer.echo(f"written to {RunLayout(run).result('consistency')}")
