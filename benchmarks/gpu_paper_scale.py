@@ -338,7 +338,8 @@ def planned(key, tiny, init, bio_len, qa_len):
     """`factrecall plan --preset …`'s per-GPU total for one GPU, plain or checkpointed as the preset
     trains, at the data's longest bio / question and at plan's defaults (128 / 32); with the run's final
     evaluation and each analysis where plan has them (`per_gpu.ddp.evaluation`, "analyses")."""
-    from factrecall.plan import PlanSettings, model_shapes, plan, preset_plan, shipped_config
+    from factrecall.plan import PlanSettings, model_shapes, plan, shipped_config
+    from factrecall.plan_study import preset_plan
     from factrecall.presets import train_config
 
     preset = MODELS[key]["preset"]

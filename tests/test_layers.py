@@ -17,7 +17,7 @@ FLOORS = [
     {"encode", "evaluation"},
     {"training"},
     {"analysis"},
-    {"presets", "bases", "plan", "plan_analyses", "disk", "claims", "summary", "study"},
+    {"presets", "bases", "plan", "plan_analyses", "disk", "plan_study", "claims", "summary", "study"},
     {"report"},
     {"cli", "__main__"},
 ]
@@ -48,6 +48,27 @@ def test_nothing_imports_upward():
             if floor(target) > floor(module):
                 upward.append(f"{module} imports {target}")
     assert not upward, upward
+
+
+def test_no_import_circles():
+    """No module reaches itself through imports (lazy ones too), inside a floor either."""
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts): p for p in ROOT.rglob("*.py")}
+    graph = {m: {t for t in imports(p) if t in modules and t != m} for m, p in modules.items()}
+    circles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        for target in graph[module]:
+            if target in path:
+                circles.append(" -> ".join(path[path.index(target):] + [target]))
+            elif target not in done:
+                visit(target, path + [target])
+        done.add(module)
+
+    done: set[str] = set()
+    for module in modules:
+        if module not in done:
+            visit(module, [module])
+    assert not circles, circles
 
 
 def test_every_module_has_a_floor():

@@ -18,8 +18,9 @@ from transformers import AutoModelForCausalLM
 
 from factrecall.models.adapters import tracked_parameter_names
 from factrecall.models.presets import MODEL_PRESETS
-from factrecall.plan import (activation_bytes, autocast_copy_bytes, evaluation_bytes, model_shapes, preset_plan,
-                             shipped_config, state_bytes)
+from factrecall.plan import (activation_bytes, autocast_copy_bytes, evaluation_bytes, model_shapes, shipped_config,
+                             state_bytes)
+from factrecall.plan_study import preset_plan
 from factrecall.presets import train_config
 from factrecall.training.loop import _optimizer
 from factrecall.training.trace import TraceRecorder

@@ -175,7 +175,7 @@ def test_analysis_within_25_percent(case, smoke_run, lengths, tmp_path, monkeypa
 
 
 def test_paper_presets_run_every_analysis_on_one_80_gib_gpu():
-    from factrecall.plan import preset_plan
+    from factrecall.plan_study import preset_plan
 
     plans = {preset: preset_plan(preset) for preset in ("paper-llama", "paper-pythia")}
     for preset, p in plans.items():

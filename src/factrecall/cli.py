@@ -343,7 +343,7 @@ def plan_command(
     checkpointing: weights, gradients, AdamW, trace, activations) and evaluating between steps; each analysis
     on one GPU; whether each fits; the disk of a run and of the whole study."""
     from factrecall.artifacts import dumps_json
-    from factrecall.plan import format_plan, preset_plan
+    from factrecall.plan_study import format_plan, preset_plan
 
     result = preset_plan(preset, gpus, gpu_memory, seq_len, qa_seq_len, precision)
     typer.echo(dumps_json(result).rstrip() if as_json else format_plan(result))
