@@ -3,7 +3,7 @@ import torch
 
 from factrecall.analysis.ablation import ablate_run, reset_to_base
 from factrecall.analysis.masks import IndexMask
-from factrecall.analysis.run import TensorFiles
+from factrecall.models.tensor_files import TensorFiles
 from factrecall.errors import UserError
 from factrecall.models.loading import load_model
 

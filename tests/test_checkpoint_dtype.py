@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 from factrecall.data.dataset import load_dataset
 from factrecall.models.base import source_dtype
-from factrecall.models.loading import checkpoint_dtype, load_model
+from factrecall.models.loading import load_model
+from factrecall.models.tensor_files import checkpoint_dtype
 from factrecall.models.presets import build_preset_model
 from factrecall.models.tokenizer import word_tokenizer
 from test_train_cli import run_cli

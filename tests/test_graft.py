@@ -12,7 +12,7 @@ from factrecall.analysis.graft import (
     score_gradient,
 )
 from factrecall.analysis.masks import IndexMask, load_mask, save_masks
-from factrecall.analysis.run import TensorFiles
+from factrecall.models.tensor_files import TensorFiles
 from factrecall.errors import UserError
 from factrecall.models.loading import load_model
 

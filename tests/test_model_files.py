@@ -11,10 +11,11 @@ from safetensors import safe_open
 from factrecall.analysis.ablation import ablate_run
 from factrecall.analysis.graft import graft_run
 from factrecall.analysis.readout import analysis_model
-from factrecall.analysis.run import load_pair, model_weights
+from factrecall.analysis.run import load_pair
+from factrecall.models.tensor_files import model_weights
 from factrecall.analysis.shared import analyze_run
 from factrecall.errors import UserError
-from factrecall.models.loading import checkpoint_keys
+from factrecall.models.tensor_files import checkpoint_keys
 from factrecall.presets import train_config
 from factrecall.training.loop import train
 

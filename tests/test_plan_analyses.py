@@ -31,7 +31,8 @@ from factrecall.analysis.config import AnalysisConfig
 from factrecall.analysis.consistency import consistency_run
 from factrecall.analysis.graft import graft_run
 from factrecall.analysis.readout import read
-from factrecall.analysis.run import TensorFiles, model_config, run_dataset
+from factrecall.analysis.run import model_config, run_dataset
+from factrecall.models.tensor_files import TensorFiles
 from factrecall.encode import Encoded, encode_bio, encode_qa
 from factrecall.evaluation.exact_match import evaluate, span_hits
 from factrecall.models.loading import load_model

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from factrecall.analysis.ablation import METRICS
 from factrecall.analysis.masks import IndexMask, load_mask, save_masks
-from factrecall.analysis.run import load_pair, model_weights, run_dataset
+from factrecall.analysis.run import load_pair, run_dataset
 from factrecall.analysis.shared import breakdown
 from factrecall.analysis.threshold import kth_largest
 from factrecall.artifacts import write_json
@@ -40,6 +40,7 @@ from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
 from factrecall.layout import RunLayout
 from factrecall.memory import trim
+from factrecall.models.tensor_files import model_weights
 
 BIAS = 10.0
 
@@ -105,7 +106,7 @@ def graft_run(run: Path, sparsity: float = 0.01, steps: int = 20, lr: float = 1e
     if steps < 0 or lr <= 0:
         raise UserError(f"--steps must be ≥ 0 and --lr positive (got {steps}, {lr})")
     model, tokenizer, pre = load_pair(run, "grafting starts from it", device)
-    ft = model_weights(RunLayout(run).model, "θ_ft")
+    ft = model_weights(RunLayout(run).model, "θ_ft", pre.shapes)
     model.eval()
     device = next(model.parameters()).device
     dataset = run_dataset(run, data)

@@ -30,12 +30,13 @@ from pathlib import Path
 import torch
 
 from factrecall.analysis.graft import load_graft_mask, make_grafted
-from factrecall.analysis.run import model_config, model_weights
+from factrecall.analysis.run import model_config
 from factrecall.errors import UserError
 from factrecall.layout import RunLayout
 from factrecall.models.adapters import adapter_for, geometry, tensor_units
 from factrecall.models.hooks import temporary_hooks
 from factrecall.models.loading import load_model
+from factrecall.models.tensor_files import model_weights
 
 ON = ("finetuned", "grafted")
 
@@ -50,9 +51,10 @@ def analysis_model(run: Path, on: str = "finetuned", device: str = "auto"):
     files = RunLayout(run)
     model, tokenizer = load_model(files.model, attn_implementation="eager", device=device)
     if on == "grafted":
-        mask = load_graft_mask(run, {n: tuple(p.shape) for n, p in model.named_parameters()})
+        shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+        mask = load_graft_mask(run, shapes)
         model_config(run, "base")
-        make_grafted(model, model_weights(files.base, "θ_pre"), mask)
+        make_grafted(model, model_weights(files.base, "θ_pre", shapes), mask)
     return model.eval(), tokenizer
 
 

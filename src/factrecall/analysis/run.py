@@ -2,24 +2,23 @@
 
 At 3 B parameters one float32 copy of a model is 12.9 GB and its trace 21 GB, so the analyses hold
 no second copy: θ_pre, θ_ft and the trace stay in their safetensors files and are read one tensor
-at a time (`TensorFiles`, `Trace`); only the model being evaluated is in memory.
+at a time (`models/tensor_files.py`, `Trace`); only the model being evaluated is in memory.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from factrecall.artifacts import read_json
 from factrecall.data.dataset import Dataset, load_dataset
 from factrecall.errors import UserError
 from factrecall.layout import RunLayout
-from factrecall.models.loading import checkpoint_keys, load_config, load_model
-from factrecall.models.loading import parameter_shapes as model_parameter_shapes
+from factrecall.models.loading import load_config, load_model
+from factrecall.models.tensor_files import TensorFiles, model_weights
 
 
 def model_config(run: Path, which: str = "model"):
@@ -29,48 +28,6 @@ def model_config(run: Path, which: str = "model"):
         raise UserError(f"{run} has no trained {which}/ directory; run 'factrecall train --out {run}' first "
                         f"(or --resume it if it was interrupted)")
     return load_config(path)
-
-
-class TensorFiles(Mapping):
-    """The tensors of safetensors files by name (one file, or a directory's `*.safetensors`), each
-    read from disk when asked for; opening reads the headers only. `keys` ({name: stored key}) offers
-    stored tensors under other names (a model's parameter names: `model_weights`)."""
-
-    def __init__(self, location: Path, what: str = "weights", keys: dict[str, str] | None = None):
-        location, self.what = Path(location), what
-        stored: dict[str, tuple[int, ...]] = {}
-        self._file: dict[str, Path] = {}
-        for f in [location] if location.is_file() else sorted(location.glob("*.safetensors")):
-            try:
-                with safe_open(str(f), framework="pt") as st:
-                    for key in st.keys():
-                        stored[key] = tuple(st.get_slice(key).get_shape())
-                        self._file[key] = f
-            except Exception as e:  # safetensors raises its own error types for damaged headers
-                raise UserError(f"{what}: {f} is not a readable safetensors file ({e})") from None
-        self._key = keys if keys is not None else {key: key for key in stored}
-        self.shapes = {name: stored[key] for name, key in self._key.items()}
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        key = self._key[name]  # KeyError for a name it does not offer
-        try:
-            with safe_open(str(self._file[key]), framework="pt") as st:
-                return st.get_tensor(key)
-        except Exception as e:
-            raise UserError(f"{self.what}: {self._file[key]} is damaged or truncated at {key} ({e})") from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.shapes)
-
-    def __len__(self) -> int:
-        return len(self.shapes)
-
-
-def model_weights(path: Path, what: str) -> TensorFiles:
-    """The parameters of model directory `path` under the names the loaded model gives them (which the
-    files may store under others: `checkpoint_keys`), read a tensor at a time."""
-    stored = TensorFiles(path, what).shapes
-    return TensorFiles(path, what, checkpoint_keys(model_parameter_shapes(path), stored, f"{what} in {path}"))
 
 
 def parameter_shapes(run: Path, which: str = "model") -> dict[str, tuple[int, ...]]:
@@ -159,8 +116,8 @@ def load_pair(run: Path, purpose: str, device: str = "auto") -> tuple[torch.nn.M
     if not files.base.is_dir():
         raise UserError(f"{run} has no base/ (θ_pre); {purpose}, so retrain the run")
     model, tokenizer = load_model(files.model, device=device)
-    pre = model_weights(files.base, "θ_pre")
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    pre = model_weights(files.base, "θ_pre", shapes)
     if shapes != pre.shapes:
         raise UserError(f"{run}/base and {run}/model are different architectures; retrain the run")
     return model, tokenizer, pre

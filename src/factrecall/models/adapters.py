@@ -60,7 +60,7 @@ ADAPTERS: dict[str, Adapter] = {
         attention={"attention.query_key_value": "qkv_interleaved", "attention.dense": "out"},
         mlp={"mlp.dense_h_to_4h": "in", "mlp.dense_4h_to_h": "out"},
         transposed=False, norms=("input_layernorm", "post_attention_layernorm"),
-        # transformers 5 names the unembedding `lm_head` (its files keep `embed_out`: loading.checkpoint_keys)
+        # transformers 5 names the unembedding `lm_head` (its files keep `embed_out`: tensor_files.checkpoint_keys)
         final_norm="gpt_neox.final_layer_norm", embeddings=("gpt_neox.embed_in",), unembedding="lm_head",
     ),
     "gpt2": Adapter(

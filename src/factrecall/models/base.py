@@ -14,8 +14,9 @@ from factrecall.artifacts import atomic_directory, read_json
 from factrecall.data.dataset import Dataset
 from factrecall.errors import UserError
 from factrecall.layout import BaseLayout
-from factrecall.models.loading import checkpoint_dtype, load_model
+from factrecall.models.loading import load_model
 from factrecall.models.presets import MODEL_PRESETS, build_preset_model
+from factrecall.models.tensor_files import checkpoint_dtype
 from factrecall.models.tokenizer import first_uncovered_word, word_tokenizer
 
 

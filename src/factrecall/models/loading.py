@@ -3,23 +3,20 @@
 Every model is loaded as float32, whatever dtype its checkpoint was saved in (hub checkpoints
 are bf16): the upcast is exact, so θ_pre keeps the checkpoint's values, and training, Δ = θ_ft − θ_pre
 and every analysis work on float32 weights (AdamW updates of ~lr are below bf16's resolution).
-bf16 enters only through autocast. `checkpoint_dtype` records what the files held.
+bf16 enters only through autocast. `tensor_files.checkpoint_dtype` records what the files held.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from factrecall import devices
 from factrecall.errors import UserError
 from factrecall.models.adapters import adapter_for
-
-_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 
 
 def check_model_dir(path: Path) -> None:
@@ -31,46 +28,6 @@ def check_model_dir(path: Path) -> None:
     if not any(path.glob("*.safetensors")):
         raise UserError(f"model directory {path} has no .safetensors weights (pickle formats are never loaded); "
                         f"convert it with save_pretrained(safe_serialization=True)")
-
-
-def checkpoint_dtype(path: Path) -> str:
-    """The floating dtype(s) the weights of model directory `path` are stored in, e.g. "bfloat16"
-    ("bfloat16+float32" for a mixed checkpoint); read from the safetensors headers only."""
-    check_model_dir(path)
-    found = set()
-    for f in sorted(Path(path).glob("*.safetensors")):
-        try:
-            with safe_open(str(f), framework="pt") as st:
-                found |= {st.get_slice(key).get_dtype() for key in st.keys()}
-        except Exception as e:  # safetensors raises its own error types for damaged headers
-            raise UserError(f"model directory {path}: {f.name} is not a readable safetensors file ({e})") from None
-    floating = sorted(_SAFETENSORS_DTYPES[d] for d in found if d in _SAFETENSORS_DTYPES)
-    return "+".join(floating) or "none"
-
-
-def checkpoint_keys(parameters: dict[str, tuple[int, ...]], stored: dict[str, tuple[int, ...]], where: str
-                    ) -> dict[str, str]:
-    """{parameter name: its key in the checkpoint files} from both sides' names and shapes.
-
-    transformers 5 renames some tensors between the files and the module (GPT-NeoX stores `embed_out.weight`
-    for the module's `lm_head.weight`), and `save_pretrained` writes the stored names back. A parameter whose
-    name is not stored takes the one unclaimed stored tensor of its shape, layer numbers and final name part.
-    """
-    keys = {name: name for name in parameters if name in stored}
-    unclaimed = set(stored) - set(keys.values())
-
-    def signature(name: str, shape) -> tuple:
-        return tuple(shape), re.findall(r"\d+", name), name.rsplit(".", 1)[-1]
-
-    for name in parameters.keys() - keys.keys():
-        match = [k for k in unclaimed if signature(k, stored[k]) == signature(name, parameters[name])]
-        if len(match) != 1:
-            raise UserError(f"{where}: parameter {name} {tuple(parameters[name])} has no "
-                            f"{'unique ' if match else ''}tensor in the checkpoint files; the files belong to "
-                            f"another model or another transformers version wrote them")
-        keys[name] = match[0]
-        unclaimed.discard(match[0])
-    return keys
 
 
 def load_config(path: Path):
