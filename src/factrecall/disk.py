@@ -76,9 +76,7 @@ def run_disk_bytes(cfg: TrainConfig, dataset: Dataset) -> dict[str, int]:
 
 def dataset_counts(data: DataConfig) -> tuple[int, int]:
     """(bios, ID questions) of a dataset drawn with `data` (as `data/generate.py` splits people)."""
-    n_id = data.people if data.qa_train_fraction == 1.0 else \
-        min(max(1, round(data.qa_train_fraction * data.people)), data.people - 1)
-    return data.people * data.bios_per_person, len(ATTRIBUTES) * n_id
+    return data.people * data.bios_per_person, len(ATTRIBUTES) * data.id_people
 
 
 def data_bytes(data: DataConfig) -> int:

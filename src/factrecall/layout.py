@@ -39,9 +39,14 @@ class DatasetLayout:
         return self.root / "meta.json"
 
     @property
+    def data_files(self) -> list[Path]:
+        """The files the content hash covers, in its order."""
+        return [self.root / f for f in DATA_FILES]
+
+    @property
     def files(self) -> list[Path]:
-        """Every file of a dataset, meta.json first."""
-        return [self.meta, *(self.root / f for f in DATA_FILES)]
+        """Every file of a dataset."""
+        return [self.meta, *self.data_files]
 
 
 @dataclass(frozen=True)

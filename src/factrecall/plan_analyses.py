@@ -64,8 +64,7 @@ def readout_parts(shapes: Shapes, rows: int, seq_len: int, attentions: bool = Tr
 
 def _eval_rows(data: DataConfig, eval_people: int) -> tuple[int, int]:
     """(question rows, bio rows) of an evaluation batch over the first `eval_people` people per split (0: all)."""
-    id_people = round(data.qa_train_fraction * data.people)
-    split = max(id_people, data.people - id_people)  # the larger split's questions
+    split = max(data.id_people, data.people - data.id_people)  # the larger split's questions
     people = min(data.people, 2 * eval_people) if eval_people else data.people
     return (min(EVAL_ROWS, QUESTIONS * (min(split, eval_people) if eval_people else split)),
             min(EVAL_ROWS, people * data.bios_per_person))

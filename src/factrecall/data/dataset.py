@@ -51,6 +51,12 @@ def _check_rows(path: Path, rows: list[dict], keys: tuple[str, ...]) -> None:
                                 f"regenerate the dataset")
         if row["split"] not in ("id", "ood"):
             raise UserError(f"{path}:{number}: split must be 'id' or 'ood', got {row['split']!r}")
+        for attribute in ATTRIBUTES if "spans" in keys else ():
+            span = row["spans"].get(attribute)
+            if not (isinstance(span, list) and len(span) == 2 and all(type(x) is int for x in span)
+                    and 0 <= span[0] <= span[1] <= len(row["text"])):
+                raise UserError(f"{path}:{number}: spans[{attribute!r}] must be [start, end] inside the text, "
+                                f"got {span!r}; regenerate the dataset")
 
 
 def load_dataset(path: Path) -> Dataset:

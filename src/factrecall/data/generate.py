@@ -44,6 +44,13 @@ class DataConfig:
     pools: str | None = None  # directory of user pools; None = the package's
     exclude: tuple[str, ...] = ()  # dataset directories whose people's full names are never drawn
 
+    @property
+    def id_people(self) -> int:
+        """People whose QA is trained: all of a skill base's population, else at least one of each split."""
+        if self.qa_train_fraction == 1.0:
+            return self.people
+        return min(max(1, round(self.qa_train_fraction * self.people)), self.people - 1)
+
     def validate(self) -> None:
         if self.people < 2:
             raise UserError(f"--people must be at least 2 (got {self.people}): ID and OOD need one person each")
@@ -92,9 +99,7 @@ def sample_people(pools: Pools, config: DataConfig, exclude: set[str] = frozense
         })
     order = list(range(config.people))
     random.Random(f"factrecall:{config.seed}:split").shuffle(order)
-    n_id = config.people if config.qa_train_fraction == 1.0 else \
-        min(max(1, round(config.qa_train_fraction * config.people)), config.people - 1)
-    id_people = set(order[:n_id])
+    id_people = set(order[:config.id_people])
     for p in people:
         p["split"] = "id" if p["person_id"] in id_people else "ood"
     return people
@@ -180,7 +185,7 @@ def generate_dataset(config: DataConfig, out: Path) -> dict:
             "excluded": excluded_hashes,  # content hash of every excluded dataset
             "counts": {"people": len(people), "id_people": n_id, "ood_people": len(people) - n_id,
                        "bios": len(bios), "qa": len(qa)},
-            "content_hash": sha256_files(files.files[1:]),  # the data files, not meta.json
+            "content_hash": sha256_files(files.data_files),
         }
         write_json(files.meta, meta)
     return meta
