@@ -303,7 +303,7 @@ def build_checkpoint(key, tiny, dataset, out, device):
     """θ_pre as a hub checkpoint would be: random weights, bf16 safetensors, with its tokenizer."""
     from transformers import AutoModelForCausalLM
 
-    from factrecall.models.loading import checkpoint_dtype
+    from factrecall.models.tensor_files import checkpoint_dtype
     from factrecall.models.presets import MODEL_PRESETS
     from factrecall.models.tokenizer import word_tokenizer
     from factrecall.plan import shipped_config
@@ -420,7 +420,7 @@ def bench_model(key, record, args, work, data, device, share, deadline):
     Training may run until `deadline`, the analyses until this model's `share` of it."""
     from factrecall.data.dataset import load_dataset
     from factrecall.encode import encode_bio, encode_qa
-    from factrecall.models.loading import checkpoint_dtype
+    from factrecall.models.tensor_files import checkpoint_dtype
 
     home = work / key
     home.mkdir()
