@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 FLOOR_VENV := .venv-floor
 FLOOR_PINS = $(shell python3 -c 'import tomllib; deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; print(" ".join(d.replace(">=", "==") for d in deps if d.split(">=")[0] in ("transformers", "accelerate")))')
 FLOOR_TESTS := tests/test_versions.py tests/test_scale.py tests/test_ddp.py tests/test_checkpoint_dtype.py \
-	tests/test_study.py
+	tests/test_study.py tests/test_hf_callback.py
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

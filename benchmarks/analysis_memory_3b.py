@@ -33,14 +33,16 @@ import torch
 
 from factrecall.analysis.graft import base_patch
 from factrecall.analysis.masks import random_like, sample_from, save_masks
-from factrecall.analysis.shared import SWEEP, run_points, scan
-from factrecall.plan import model_shapes, shipped_config
+from factrecall.analysis.selection import scan
+from factrecall.analysis.shared import SWEEP, run_points
+from factrecall.models.spec import spec_config
+from factrecall.study.plan_training import model_shapes
 
 K_PERCENT = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
 GRAFT_SPARSITY = 0.01
 POOL = torch.randn(1 << 24, generator=torch.Generator().manual_seed(0))  # 64 MiB of float32
 
-config = shipped_config("meta-llama/Llama-3.2-3B")
+config = spec_config("meta-llama/Llama-3.2-3B")
 llama = model_shapes(config)
 
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from factrecall.data.generate import generate_dataset
-from factrecall.presets import data_config
+from factrecall.study.config import data_config
 
 people = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 with tempfile.TemporaryDirectory() as tmp:

@@ -303,18 +303,18 @@ def build_checkpoint(key, tiny, dataset, out, device):
     """θ_pre as a hub checkpoint would be: random weights, bf16 safetensors, with its tokenizer."""
     from transformers import AutoModelForCausalLM
 
+    from factrecall.models.spec import spec_config
     from factrecall.models.tensor_files import checkpoint_dtype
-    from factrecall.models.presets import MODEL_PRESETS
+    from factrecall.models.tiny import TINY_MODELS
     from factrecall.models.tokenizer import word_tokenizer
-    from factrecall.plan import shipped_config
-    from factrecall.presets import train_config
+    from factrecall.study.config import train_config
 
     if tiny:  # the tiny preset's shapes, its rows the data's words (and Pythia's unnamed rows)
-        config_class, kwargs = MODEL_PRESETS[MODELS[key]["tiny"]]
+        config_class, kwargs = TINY_MODELS[MODELS[key]["tiny"]]
         vocab = len(word_tokenizer(dataset.vocabulary_fragments())) + UNNAMED_ROWS[key]
         config = config_class(vocab_size=vocab, **kwargs)
     else:
-        config = shipped_config(train_config(MODELS[key]["preset"]).model)
+        config = spec_config(train_config(MODELS[key]["preset"]).model)
     tokenizer = checkpoint_tokenizer(dataset, key, config.vocab_size)
     config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
     config.pad_token_id = tokenizer.pad_token_id
@@ -338,9 +338,10 @@ def planned(key, tiny, init, bio_len, qa_len):
     """`factrecall plan --preset …`'s per-GPU total for one GPU, plain or checkpointed as the preset
     trains, at the data's longest bio / question and at plan's defaults (128 / 32); with the run's final
     evaluation and each analysis where plan has them (`per_gpu.ddp.evaluation`, "analyses")."""
-    from factrecall.plan import PlanSettings, model_shapes, plan, shipped_config
-    from factrecall.plan_study import preset_plan
-    from factrecall.presets import train_config
+    from factrecall.models.spec import spec_config
+    from factrecall.study.config import train_config
+    from factrecall.study.plan import preset_plan
+    from factrecall.study.plan_training import PlanSettings, model_shapes, plan
 
     preset = MODELS[key]["preset"]
     cfg = train_config(preset)
@@ -350,7 +351,7 @@ def planned(key, tiny, init, bio_len, qa_len):
         if tiny:  # the preset's settings on the tiny model (preset_plan plans the 3 B one)
             settings = PlanSettings(bio_rows=cfg.bio_batch_size, qa_rows=cfg.qa_batch_size, seq_len=seq_len,
                                     qa_seq_len=qa_seq_len, precision=cfg.precision)
-            return plan(model_shapes(shipped_config(str(init)), cfg.trace_include), settings)
+            return plan(model_shapes(spec_config(str(init)), cfg.trace_include), settings)
         return preset_plan(preset, seq_len=seq_len, qa_seq_len=qa_seq_len)
 
     at_data, at_defaults = run_plan(bio_len, qa_len), run_plan(128, 32)
@@ -364,7 +365,7 @@ def planned(key, tiny, init, bio_len, qa_len):
 def analysis_arguments(preset):
     """Each analysis's arguments: the preset's analysis settings (what `plan` plans), except for the number
     of mask steps, seeds, sweep points and probed people (time, not memory); inspect at head 0 of layer 0."""
-    from factrecall.presets import analysis_config
+    from factrecall.study.config import analysis_config
 
     a = analysis_config(preset)
     curves = {"metrics": list(HEAD_METRICS), "k": a.k, "eval_people": a.heads_eval_people}

@@ -20,9 +20,9 @@ from factrecall.data.dataset import load_dataset
 from factrecall.data.generate import generate_dataset
 from factrecall.encode import collate, encode_bio, encode_qa
 from factrecall.models.adapters import tracked_parameter_names
-from factrecall.models.presets import build_preset_model
+from factrecall.models.tiny import build_tiny_model
 from factrecall.models.tokenizer import word_tokenizer
-from factrecall.presets import data_config, train_config
+from factrecall.study.config import data_config, train_config
 from factrecall.training.trace import TraceRecorder
 
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 60
@@ -36,7 +36,7 @@ qa = [encode_qa(tok, q) for q in ds.qa_split("id")]
 batches = [collate(bio[i:i + cfg.bio_batch_size], tok.pad_token_id) if i % 2 == 0 else
            collate(qa[i:i + cfg.qa_batch_size], tok.pad_token_id) for i in range(STEPS)]
 
-off = build_preset_model(cfg.model, tok, seed=0)
+off = build_tiny_model(cfg.model, tok, seed=0)
 on = copy.deepcopy(off)
 params = dict(on.named_parameters())
 recorder = TraceRecorder({n: params[n] for n in tracked_parameter_names(on)})

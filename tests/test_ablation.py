@@ -1,11 +1,12 @@
 import pytest
 import torch
 
-from factrecall.analysis.ablation import ablate_run, reset_to_base
+from factrecall.analysis.ablation import ablate_run
 from factrecall.analysis.masks import IndexMask
-from factrecall.models.tensor_files import TensorFiles
+from factrecall.analysis.weights import reset_to_base
 from factrecall.errors import UserError
 from factrecall.models.loading import load_model
+from factrecall.models.tensor_files import TensorFiles
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import torch
 
 from factrecall.data.dataset import load_dataset
 from factrecall.models.adapters import adapter_for, geometry, tensor_units, tracked_parameter_names
-from factrecall.models.presets import build_preset_model
+from factrecall.models.tiny import build_tiny_model
 from factrecall.models.tokenizer import word_tokenizer
 
 PRESETS = ["tiny-llama-gqa", "tiny-neox", "tiny-gpt2"]
@@ -46,7 +46,7 @@ def _zeroed(model, name, units, unit):
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_attention_and_mlp_entry_maps_to_one_unit(preset, tokenizer):
-    model = build_preset_model(preset, tokenizer, seed=0)
+    model = build_tiny_model(preset, tokenizer, seed=0)
     g = geometry(model.config)
     params = dict(model.named_parameters())
     for name in tracked_parameter_names(model, ("biases",)):
@@ -62,7 +62,7 @@ def test_every_attention_and_mlp_entry_maps_to_one_unit(preset, tokenizer):
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_head_slices_isolate_heads_in_the_real_forward(preset, tokenizer):
-    model = build_preset_model(preset, tokenizer, seed=0).eval()
+    model = build_tiny_model(preset, tokenizer, seed=0).eval()
     a, g = adapter_for(model.config), geometry(model.config)
     out_path = f"{a.layers}.{LAYER}.{a.attn_out}"
     ids = torch.randint(4, len(tokenizer), (2, 9))
@@ -88,7 +88,7 @@ def test_head_slices_isolate_heads_in_the_real_forward(preset, tokenizer):
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_neuron_slices_isolate_neurons(preset, tokenizer):
-    model = build_preset_model(preset, tokenizer, seed=0).eval()
+    model = build_tiny_model(preset, tokenizer, seed=0).eval()
     a = adapter_for(model.config)
     down = next(m for m, role in a.mlp.items() if role == "out")
     down_path = f"{a.layers}.{LAYER}.{down}"

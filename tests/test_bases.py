@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from factrecall.bases import build_base
 from factrecall.data.dataset import load_dataset
 from factrecall.data.generate import generate_dataset
 from factrecall.errors import UserError
 from factrecall.evaluation.forgetting import forgetting_run
-from factrecall.presets import data_config, train_config
+from factrecall.study.bases import build_base
+from factrecall.study.config import data_config, train_config
 from factrecall.training.loop import train
 
 POOLS = Path(__file__).parents[1] / "src" / "factrecall" / "data" / "pools"
@@ -97,7 +97,7 @@ def test_unknown_base_kind(tmp_path):
 
 def test_a_study_over_a_random_base_and_a_model_directory(bases, tmp_path):
     from factrecall.report.build import build_reports
-    from factrecall.study import run_study
+    from factrecall.study.runner import run_study
 
     config = tmp_path / "study.toml"
     config.write_text(f'preset = "smoke"\nbases = ["random", "{bases["skill"]}"]\n')

@@ -9,21 +9,21 @@ import json
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
+from test_train_cli import run_cli
 
 from factrecall.data.dataset import load_dataset
 from factrecall.models.base import source_dtype
 from factrecall.models.loading import load_model
 from factrecall.models.tensor_files import checkpoint_dtype
-from factrecall.models.presets import build_preset_model
+from factrecall.models.tiny import build_tiny_model
 from factrecall.models.tokenizer import word_tokenizer
-from test_train_cli import run_cli
 
 MATRIX = "model.layers.1.mlp.down_proj.weight"
 
 
 def _bf16_checkpoint(data, out):
     tokenizer = word_tokenizer(load_dataset(data).vocabulary_fragments())
-    model = build_preset_model("tiny-llama", tokenizer, seed=3).to(torch.bfloat16)
+    model = build_tiny_model("tiny-llama", tokenizer, seed=3).to(torch.bfloat16)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return load_file(out / "model.safetensors")

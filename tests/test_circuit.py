@@ -2,13 +2,13 @@ import pytest
 import torch
 
 from factrecall.analysis.circuit import circuit_curves, ranking, unit_masks, unit_output_ablation
-from factrecall.analysis.ablation import reset_to_base
+from factrecall.analysis.weights import reset_to_base
 from factrecall.data.dataset import load_dataset
 from factrecall.errors import UserError
 from factrecall.models.adapters import adapter_for
-from factrecall.models.presets import build_preset_model
+from factrecall.models.tiny import build_tiny_model
 from factrecall.models.tokenizer import word_tokenizer
-from factrecall.presets import train_config
+from factrecall.study.config import train_config
 from factrecall.training.loop import train
 
 
@@ -28,7 +28,7 @@ def _reset_diff(model, masks):
 
 @pytest.mark.parametrize("preset", ["tiny-llama-gqa", "tiny-neox", "tiny-gpt2"])
 def test_resetting_a_head_changes_exactly_its_entries(preset, tokenizer):
-    model = build_preset_model(preset, tokenizer, seed=0)
+    model = build_tiny_model(preset, tokenizer, seed=0)
     a = adapter_for(model.config)
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     masks = unit_masks(model.config, shapes, "head", {(1, 2)})
@@ -52,7 +52,7 @@ def test_resetting_a_head_changes_exactly_its_entries(preset, tokenizer):
 
 @pytest.mark.parametrize("preset", ["tiny-llama-gqa", "tiny-neox", "tiny-gpt2"])
 def test_zero_ablating_a_head_output_equals_zeroing_its_output_columns(preset, tokenizer):
-    model = build_preset_model(preset, tokenizer, seed=0).eval()
+    model = build_tiny_model(preset, tokenizer, seed=0).eval()
     a = adapter_for(model.config)
     ids = torch.randint(4, len(tokenizer), (2, 7))
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Table-driven tests of the claim rules C1–C7 (`factrecall.claims`; README "Choices the paper leaves open").
+"""Table-driven tests of the claim rules C1–C7 (`factrecall.study.claims`; README "Choices the paper leaves open").
 
 Each row builds only the keys a rule reads, states whether the claim holds, and names numbers that the
 evidence must repeat (the evidence states the reason). Boundary rows are named after the threshold
@@ -7,7 +7,7 @@ or comparison they sit on (`>=` holds at the boundary, `>`/`<` does not).
 
 import pytest
 
-from factrecall import claims
+from factrecall.study import claims
 
 RULES = {"C1": "c1_accuracy", "C2": "c2_shared_size", "C3": "c3_concentration", "C4": "c4_ablation",
          "C5": "c5_grafting", "C6": "c6_heads", "C7": "c7_consistency"}

@@ -3,7 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from factrecall.errors import UserError
-from factrecall.presets import PRESETS, study_config
+from factrecall.study.config import PRESETS, study_config
 
 
 def _write(tmp_path, text: str):

@@ -13,7 +13,7 @@ from factrecall.encode import collate, encode_bio, encode_qa
 from factrecall.errors import UserError
 from factrecall.models.adapters import layer_of, tracked_parameter_names
 from factrecall.models.loading import load_model
-from factrecall.presets import train_config
+from factrecall.study.config import train_config
 from factrecall.training.loop import train
 from factrecall.training.schedule import build_phases, lr_at
 
@@ -75,17 +75,15 @@ def _steps(run):
 
 
 @pytest.fixture(scope="module")
-def runs(small_data, tmp_path_factory):
-    root = tmp_path_factory.mktemp("consistency")
-    train(train_config("smoke", grad_consistency=1, **CFG), small_data, root / "on")
-    train(train_config("smoke", **CFG), small_data, root / "off")
-    return root
+def runs(train_smoke):
+    """{"on": a run logging gradient cosines every step, "off": the same run without}."""
+    return {"on": train_smoke("consistency-on", grad_consistency=1, **CFG), "off": train_smoke("consistency-off", **CFG)}
 
 
 def test_logged_gradient_cosines_equal_an_autograd_replay(runs, small_data):
     cfg = train_config("smoke", grad_consistency=1, **CFG)
-    expected = _replayed_cosines(cfg, small_data, runs / "on" / "base")
-    logged = {r["global_step"]: r["grad_cosine"] for r in _steps(runs / "on") if "grad_cosine" in r}
+    expected = _replayed_cosines(cfg, small_data, runs["on"] / "base")
+    logged = {r["global_step"]: r["grad_cosine"] for r in _steps(runs["on"]) if "grad_cosine" in r}
     assert logged.keys() == expected.keys() and logged
     assert any(lag == 0 for lag, _ in expected.values())  # a step with both tasks: the same step's gradients
     for step, (lag, by_layer) in expected.items():
@@ -97,9 +95,9 @@ def test_logged_gradient_cosines_equal_an_autograd_replay(runs, small_data):
 
 def test_gradient_logging_leaves_trace_and_model_bitwise_unchanged(runs):
     for path in ("trace.safetensors", "model/model.safetensors"):
-        on, off = load_file(str(runs / "on" / path)), load_file(str(runs / "off" / path))
+        on, off = load_file(str(runs["on"] / path)), load_file(str(runs["off"] / path))
         assert on.keys() == off.keys() and all(torch.equal(on[k], off[k]) for k in on), path
-    assert not any("grad_cosine" in r for r in _steps(runs / "off"))
+    assert not any("grad_cosine" in r for r in _steps(runs["off"]))
 
 
 def test_stage_logs_no_gradient_cosines(small_data, tmp_path):
@@ -111,7 +109,7 @@ def test_stage_logs_no_gradient_cosines(small_data, tmp_path):
 
 
 def test_consistency_run(runs):
-    run = runs / "on"
+    run = runs["on"]
     result = consistency_run(run, people=8)
     assert (run / "analysis" / "consistency.json").is_file()
     trace = load_file(str(run / "trace.safetensors"))
@@ -136,9 +134,9 @@ def test_consistency_run(runs):
 
 def test_gradient_probe_equals_autograd(runs, small_data):
     from factrecall.analysis.consistency import gradient_probe
-    from factrecall.analysis.readout import analysis_model
+    from factrecall.analysis.weights import analysis_model
 
-    model, tok = analysis_model(runs / "on")
+    model, tok = analysis_model(runs["on"])
     ds = load_dataset(small_data)
     result = gradient_probe(model, tok, ds, 2)
     names = set(tracked_parameter_names(model))

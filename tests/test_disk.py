@@ -1,4 +1,4 @@
-"""Disk of a run and a study (`factrecall/disk.py`): the items against the files a real smoke run writes, and
+"""Disk of a run and a study (`factrecall/study/plan_disk.py`): the items against the files a real smoke run writes, and
 the check that refuses to start on a disk too small.
 
 Margin: a safetensors file is its tensors' bytes plus a header (8 B and a JSON of names, dtypes, shapes
@@ -11,11 +11,19 @@ import types
 
 import pytest
 
-from factrecall import cli, disk
+from factrecall import cli
 from factrecall.data.dataset import load_dataset
-from factrecall.disk import OTHER_FILES, check_disk, data_bytes, dataset_counts, run_disk_bytes, study_disk_bytes
 from factrecall.errors import UserError
-from factrecall.presets import data_config, study_config, train_config
+from factrecall.study import plan_disk as disk
+from factrecall.study.config import data_config, study_config, train_config
+from factrecall.study.plan_disk import (
+    OTHER_FILES,
+    check_disk,
+    data_bytes,
+    dataset_counts,
+    run_disk_bytes,
+    study_disk_bytes,
+)
 from factrecall.training import loop
 
 HEADER = 64 * 2**10  # bytes a safetensors header may add to a tensor file

@@ -5,7 +5,7 @@ import pytest
 from factrecall.data.dataset import load_dataset
 from factrecall.encode import IGNORE, collate, encode_bio, encode_qa
 from factrecall.models.tokenizer import word_tokenizer
-from factrecall.presets import train_config
+from factrecall.study.config import train_config
 from factrecall.training.schedule import build_phases, lr_at
 
 

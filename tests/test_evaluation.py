@@ -8,7 +8,7 @@ import torch
 from factrecall.data.dataset import load_dataset
 from factrecall.encode import Encoded, pad_id
 from factrecall.evaluation.exact_match import EvalSet, eval_sets, evaluate, span_hits
-from factrecall.models.presets import build_preset_model
+from factrecall.models.tiny import build_tiny_model
 from factrecall.models.tokenizer import word_tokenizer
 
 V = 12
@@ -78,7 +78,7 @@ def test_scored_positions_only_equal_the_full_logits_argmax(preset, small_data):
     greedy guesses every span is right, and on the data's own texts it agrees with the full forward's argmax."""
     dataset = load_dataset(small_data)
     tokenizer = word_tokenizer(dataset.vocabulary_fragments())
-    model = build_preset_model(preset, tokenizer, seed=0).eval()
+    model = build_tiny_model(preset, tokenizer, seed=0).eval()
     examples = [e for s in eval_sets(tokenizer, dataset, 2).values() for e in s.examples]
     pad = pad_id(tokenizer)
     expected = []

@@ -6,15 +6,14 @@ from factrecall.analysis.graft import (
     base_patch,
     graft_run,
     grafted,
-    load_weights,
-    make_grafted,
     relaxed_mask,
     score_gradient,
 )
 from factrecall.analysis.masks import IndexMask, load_mask, save_masks
-from factrecall.models.tensor_files import TensorFiles
+from factrecall.analysis.weights import load_weights, make_grafted
 from factrecall.errors import UserError
 from factrecall.models.loading import load_model
+from factrecall.models.tensor_files import TensorFiles
 
 
 @pytest.fixture(scope="module")

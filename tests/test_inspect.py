@@ -12,15 +12,16 @@ import torch
 
 from factrecall.analysis.attention import attention_stats
 from factrecall.analysis.inspect import inspect_run
-from factrecall.analysis.inspect_html import fragment
 from factrecall.analysis.labels import bio_views, dataset_pools, qa_view
 from factrecall.analysis.readout import direct_contributions, head_outputs, logit_lens, read
 from factrecall.data.dataset import load_dataset
 from factrecall.errors import UserError
 from factrecall.models.adapters import adapter_for, geometry, tensor_units
 from factrecall.models.loading import load_model
-from factrecall.models.presets import build_preset_model
+from factrecall.models.tiny import build_tiny_model
 from factrecall.models.tokenizer import word_tokenizer
+from factrecall.report.inspect_figures import write_figures
+from factrecall.report.inspect_html import fragment, write_fragment
 
 PRESETS = ["tiny-llama-gqa", "tiny-neox", "tiny-gpt2"]
 
@@ -35,7 +36,7 @@ def models(tokenizer, tmp_path_factory):
     """Each preset with random weights large enough for peaked attention, reloaded with eager attention."""
     loaded = {}
     for preset in PRESETS:
-        model = build_preset_model(preset, tokenizer, seed=0)
+        model = build_tiny_model(preset, tokenizer, seed=0)
         gen = torch.Generator().manual_seed(1)
         with torch.no_grad():
             for p in model.parameters():
@@ -180,8 +181,11 @@ def test_labels_mark_exactly_subject_and_relation_tokens(tokenizer, small_data):
     assert view.tokens[-2:] == ("Answer", ":") and view.last_subject == view.tokens.index("Holden")
 
 
-def test_inspect_run_writes_figures_json_and_a_safe_fragment(run, tmp_path):
+def test_inspect_run_writes_json_and_report_draws_figures_and_a_safe_fragment(run, tmp_path):
     result = inspect_run(run, out=tmp_path / "inspect")
+    assert sorted(p.name for p in (tmp_path / "inspect").iterdir()) == ["inspect.json"]  # drawing is the report's
+    write_figures(result, tmp_path / "inspect")
+    write_fragment(result, tmp_path / "inspect" / "inspect.html")
     for name in ("inspect.json", "attention.png", "logit_lens.png", "direct.png", "inspect.html"):
         assert (tmp_path / "inspect" / name).stat().st_size > 0
     assert json.loads((tmp_path / "inspect" / "inspect.json").read_text())["head"] == result["head"]

@@ -1,7 +1,10 @@
 """The pipeline runs bottom to top in the package's folders: a module imports only its own floor or lower.
 
-    errors, artifacts, layout … → data → models → encode, evaluation → training → analysis
-    → study wing (presets, bases, plan, disk, claims, summary, study) → report → cli
+    errors, artifacts, layout, terms … → data → models → encode, evaluation → training → analysis
+    → study (the study wing) → report → cli
+
+Inside `analysis/`, the analyses are peers: each imports the shared primitives, never another analysis
+(their data dependencies, e.g. graft's use of the shared mask, go through the run directory).
 """
 
 import ast
@@ -11,15 +14,16 @@ import factrecall
 
 ROOT = Path(factrecall.__file__).parent
 FLOORS = [
-    {"errors", "artifacts", "layout", "devices", "provenance", "memory", "__init__"},
+    {"errors", "artifacts", "layout", "terms", "locks", "devices", "provenance", "memory"},
     {"data"},
     {"models"},
     {"encode", "evaluation"},
     {"training"},
     {"analysis"},
-    {"presets", "bases", "plan", "plan_analyses", "disk", "plan_study", "claims", "summary", "study"},
+    {"study"},
     {"report"},
-    {"cli", "__main__"},
+    # the public API: `__init__` re-exports every floor (lazily, PEP 562) and `api` holds its small wrappers
+    {"cli", "__main__", "__init__", "api"},
 ]
 
 
@@ -74,3 +78,17 @@ def test_no_import_circles():
 def test_every_module_has_a_floor():
     for path in ROOT.rglob("*.py"):
         floor(".".join(path.relative_to(ROOT).with_suffix("").parts))
+
+
+ANALYSES = {"shared", "ablation", "graft", "circuit", "inspect", "attention", "consistency"}
+PRIMITIVES = {"run", "masks", "threshold", "labels", "readout", "selection", "units", "weights", "config",
+              "__init__"}
+
+
+def test_analyses_are_peers():
+    """No analysis imports another analysis; primitives import no analysis."""
+    folder = ROOT / "analysis"
+    assert {p.stem for p in folder.glob("*.py")} == ANALYSES | PRIMITIVES
+    crossing = [f"analysis.{p.stem} imports {t}" for p in sorted(folder.glob("*.py")) for t in imports(p)
+                if t.startswith("analysis.") and t.split(".")[1] in ANALYSES and t != f"analysis.{p.stem}"]
+    assert not crossing, crossing

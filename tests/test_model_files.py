@@ -10,13 +10,12 @@ from safetensors import safe_open
 
 from factrecall.analysis.ablation import ablate_run
 from factrecall.analysis.graft import graft_run
-from factrecall.analysis.readout import analysis_model
 from factrecall.analysis.run import load_pair
-from factrecall.models.tensor_files import model_weights
 from factrecall.analysis.shared import analyze_run
+from factrecall.analysis.weights import analysis_model
 from factrecall.errors import UserError
-from factrecall.models.tensor_files import checkpoint_keys
-from factrecall.presets import train_config
+from factrecall.models.tensor_files import checkpoint_keys, model_weights
+from factrecall.study.config import train_config
 from factrecall.training.loop import train
 
 CASES = [  # (parameters, stored, expected map or error)
@@ -63,9 +62,9 @@ def test_analyses_read_theta_pre_and_theta_ft_by_parameter_name(preset, small_da
 
 def test_an_untied_unembedding_can_be_traced():
     from factrecall.models.adapters import tracked_parameter_names
-    from factrecall.models.presets import build_preset_model
+    from factrecall.models.tiny import build_tiny_model
     from factrecall.models.tokenizer import word_tokenizer
 
-    model = build_preset_model("tiny-neox", word_tokenizer(["a b c"]), seed=0)  # the only untied preset
+    model = build_tiny_model("tiny-neox", word_tokenizer(["a b c"]), seed=0)  # the only untied preset
     extra = set(tracked_parameter_names(model, ("unembedding",))) - set(tracked_parameter_names(model))
     assert len(extra) == 1 and model.get_parameter(extra.pop()) is model.get_output_embeddings().weight

@@ -8,7 +8,7 @@ from factrecall.data.dataset import load_dataset
 from factrecall.errors import UserError
 from factrecall.models.adapters import tracked_parameter_names
 from factrecall.models.loading import load_model
-from factrecall.models.presets import build_preset_model
+from factrecall.models.tiny import build_tiny_model
 from factrecall.models.tokenizer import word_tokenizer
 
 FAMILIES = {"tiny-llama-gqa": ("llama", 14), "tiny-neox": ("gpt_neox", 8), "tiny-gpt2": ("gpt2", 8)}
@@ -21,7 +21,7 @@ def tokenizer(small_data):
 
 @pytest.mark.parametrize("preset", FAMILIES)
 def test_save_and_load_every_family(preset, tokenizer, tmp_path):
-    model = build_preset_model(preset, tokenizer, seed=0)
+    model = build_tiny_model(preset, tokenizer, seed=0)
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     loaded, tok = load_model(tmp_path)
@@ -39,9 +39,9 @@ def test_save_and_load_every_family(preset, tokenizer, tmp_path):
 
 
 def test_same_seed_same_weights(tokenizer):
-    a = build_preset_model("tiny-llama", tokenizer, seed=5).state_dict()
-    b = build_preset_model("tiny-llama", tokenizer, seed=5).state_dict()
-    c = build_preset_model("tiny-llama", tokenizer, seed=6).state_dict()
+    a = build_tiny_model("tiny-llama", tokenizer, seed=5).state_dict()
+    b = build_tiny_model("tiny-llama", tokenizer, seed=5).state_dict()
+    c = build_tiny_model("tiny-llama", tokenizer, seed=6).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["model.layers.0.self_attn.q_proj.weight"], c["model.layers.0.self_attn.q_proj.weight"])
 
@@ -52,7 +52,7 @@ def test_refuses_directory_without_config_or_safetensors(tokenizer, tmp_path):
     (tmp_path / "noconfig").mkdir()
     with pytest.raises(UserError, match="no config.json"):
         load_model(tmp_path / "noconfig")
-    model = build_preset_model("tiny-llama", tokenizer, seed=0)
+    model = build_tiny_model("tiny-llama", tokenizer, seed=0)
     model.config.save_pretrained(tmp_path / "pickled")
     (tmp_path / "pickled" / "pytorch_model.bin").write_bytes(pickle.dumps({"x": 1}))
     with pytest.raises(UserError, match="no .safetensors"):
@@ -66,7 +66,7 @@ class _Boom:
 
 
 def test_planted_pickle_and_python_never_run(tokenizer, tmp_path, monkeypatch):
-    model = build_preset_model("tiny-llama", tokenizer, seed=0)
+    model = build_tiny_model("tiny-llama", tokenizer, seed=0)
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     (tmp_path / "pytorch_model.bin").write_bytes(pickle.dumps(_Boom()))

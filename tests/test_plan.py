@@ -13,15 +13,20 @@ import math
 import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
-
 from transformers import AutoModelForCausalLM
 
 from factrecall.models.adapters import tracked_parameter_names
-from factrecall.models.presets import MODEL_PRESETS
-from factrecall.plan import (activation_bytes, autocast_copy_bytes, evaluation_bytes, model_shapes, shipped_config,
-                             state_bytes)
-from factrecall.plan_study import preset_plan
-from factrecall.presets import train_config
+from factrecall.models.spec import spec_config
+from factrecall.models.tiny import TINY_MODELS
+from factrecall.study.config import train_config
+from factrecall.study.plan import preset_plan
+from factrecall.study.plan_training import (
+    activation_bytes,
+    autocast_copy_bytes,
+    evaluation_bytes,
+    model_shapes,
+    state_bytes,
+)
 from factrecall.training.loop import _optimizer
 from factrecall.training.trace import TraceRecorder
 
@@ -29,7 +34,7 @@ VOCAB = 3432  # the default preset's word vocabulary
 
 
 def _tiny(name: str, vocab: int = VOCAB):
-    config_class, kwargs = MODEL_PRESETS[name]
+    config_class, kwargs = TINY_MODELS[name]
     config = config_class(vocab_size=vocab, **kwargs)
     torch.manual_seed(0)
     return config, AutoModelForCausalLM.from_config(config)
@@ -109,7 +114,7 @@ def test_activation_estimate_within_25_percent_of_measured_peak(name, vocab, row
     assert abs(estimate - measured) <= 0.25 * measured, (estimate, measured)
 
 
-def test_paper_models_from_their_shipped_configs():
+def test_paper_models_from_their_spec_configs():
     """Parameter counts of the published models (Llama-3.2-3B: 3.21 B, tied; Pythia-2.8B: 2,775,208,960)."""
     llama, pythia = preset_plan("paper-llama"), preset_plan("paper-pythia")
     assert llama["model"]["parameters"] == 3_212_749_824 and llama["model"]["vocab"] == 128_256
@@ -121,7 +126,7 @@ def test_paper_models_from_their_shipped_configs():
     assert ddp["plain"]["total"] == sum(ddp["state"].values()) + ddp["plain"]["activations"] + \
         ddp["plain"]["autocast_weight_copies"]
     # between steps: everything but the gradients, and an evaluation batch of 256 bios (six answers of 8 tokens)
-    shapes = model_shapes(shipped_config("meta-llama/Llama-3.2-3B"))
+    shapes = model_shapes(spec_config("meta-llama/Llama-3.2-3B"))
     assert ddp["evaluation"]["total"] == sum(ddp["state"].values()) - ddp["state"]["gradients"] + \
         evaluation_bytes(shapes, 256, 128, 6 * 8)
 

@@ -23,7 +23,6 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from transformers import AutoModelForCausalLM
 
-from factrecall import plan_analyses
 from factrecall.analysis.ablation import ablate_run
 from factrecall.analysis.attention import attention_stats
 from factrecall.analysis.circuit import circuit_curves
@@ -32,14 +31,15 @@ from factrecall.analysis.consistency import consistency_run
 from factrecall.analysis.graft import graft_run
 from factrecall.analysis.readout import read
 from factrecall.analysis.run import model_config, run_dataset
-from factrecall.models.tensor_files import TensorFiles
 from factrecall.encode import Encoded, encode_bio, encode_qa
 from factrecall.evaluation.exact_match import evaluate, span_hits
 from factrecall.models.loading import load_model
-from factrecall.models.presets import MODEL_PRESETS
-from factrecall.plan import EVAL_ROWS, PlanSettings, evaluation_bytes, model_shapes
-from factrecall.plan_analyses import analysis_phases, readout_parts
-from factrecall.presets import data_config
+from factrecall.models.tensor_files import TensorFiles
+from factrecall.models.tiny import TINY_MODELS
+from factrecall.study import plan_analyses
+from factrecall.study.config import data_config
+from factrecall.study.plan_analyses import analysis_phases, readout_parts
+from factrecall.study.plan_training import EVAL_ROWS, PlanSettings, evaluation_bytes, model_shapes
 
 VOCAB = 3432  # the default preset's word vocabulary: the logits dominate; at 64 a block does
 
@@ -54,7 +54,7 @@ def _peak(call, trace_file) -> int:
 
 
 def _tiny(name: str, vocab: int, **kwargs):
-    config_class, preset = MODEL_PRESETS[name]
+    config_class, preset = TINY_MODELS[name]
     config = config_class(vocab_size=vocab, **preset, **kwargs)
     torch.manual_seed(0)
     return config, AutoModelForCausalLM.from_config(config).eval()
@@ -176,7 +176,7 @@ def test_analysis_within_25_percent(case, smoke_run, lengths, tmp_path, monkeypa
 
 
 def test_paper_presets_run_every_analysis_on_one_80_gib_gpu():
-    from factrecall.plan_study import preset_plan
+    from factrecall.study.plan import preset_plan
 
     plans = {preset: preset_plan(preset) for preset in ("paper-llama", "paper-pythia")}
     for preset, p in plans.items():

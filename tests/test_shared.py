@@ -5,9 +5,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from factrecall.analysis import threshold
+from factrecall.analysis import selection, threshold
 from factrecall.analysis.masks import IndexMask, load_mask
-from factrecall.analysis.shared import analyze_run, gini, scan, select, top_unit_share, unit_counts
+from factrecall.analysis.selection import scan, select
+from factrecall.analysis.shared import analyze_run
+from factrecall.analysis.units import gini, top_unit_share, unit_counts
 from factrecall.errors import UserError
 
 
@@ -158,18 +160,17 @@ def test_bad_runs(run, tmp_path):
 
 
 def test_run_selection_reads_the_saved_masks_at_their_k_and_selects_otherwise(run, monkeypatch):
-    from factrecall.analysis import shared
     from factrecall.analysis.run import load_trace
 
     analyze_run(run, 2.0, (2.0,))
     trace = load_trace(run)
     expected = select(trace, 2.0, "global")
-    monkeypatch.setattr(shared, "select", lambda *a: pytest.fail("the saved masks were not read"))
-    saved = shared.run_selection(run, trace, 2.0)
+    monkeypatch.setattr(selection, "select", lambda *a: pytest.fail("the saved masks were not read"))
+    saved = selection.run_selection(run, trace, 2.0)
     for kind in ("top_bio", "top_qa", "shared"):
         a, b = getattr(saved, kind), getattr(expected, kind)
         assert a.shapes == b.shapes and a.index.keys() == b.index.keys(), kind
         assert all(torch.equal(a.index[n], b.index[n]) for n in a.index), kind
     monkeypatch.undo()
-    other = shared.run_selection(run, trace, 1.0)  # another k: selected from the trace
+    other = selection.run_selection(run, trace, 1.0)  # another k: selected from the trace
     assert other.top_bio.size() == select(trace, 1.0, "global").top_bio.size() != saved.top_bio.size()

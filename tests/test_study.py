@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from factrecall.errors import UserError
+from factrecall.locks import directory_lock
 from factrecall.report.build import build_reports
-from factrecall.study import run_study, study_lock
+from factrecall.study.runner import run_study
 
 CLAIMS = [f"C{i}" for i in range(1, 8)]
 
@@ -38,8 +39,8 @@ def test_smoke_study_writes_every_artifact_and_a_valid_summary(study):
     for claim in summary["claims"]:
         assert isinstance(claim["holds"], bool) and claim["statement"] and len(claim["evidence"]) > 40
     manifest = json.loads((out / "manifest.json").read_text())
-    steps = {"data"} | {f"{s}/{r}" for s in ("train", "shared", "ablate", "graft", "heads", "inspect", "attention",
-                                               "consistency") for r in ("stage", "mix")}
+    steps = {"data"} | {f"{s}/{r}" for s in ("train", "shared", "ablation", "graft", "heads", "neurons", "inspect",
+                                               "attention", "consistency") for r in ("stage", "mix")}
     assert set(manifest) == steps
     for entry in manifest.values():
         assert entry["files"] and all((out / f).is_file() for f in entry["files"])
@@ -67,7 +68,7 @@ def test_rerun_skips_every_step_and_redoes_a_damaged_one(study, tmp_path):
     lines.clear()
     assert run_study(copy, "smoke", log=lines.append) == summary
     redone = [line.split()[0] for line in lines if " done " not in line]
-    assert redone == ["ablate/mix"]
+    assert redone == ["ablation/mix"]
 
 
 def _study_process(out: Path) -> subprocess.Popen:
@@ -96,11 +97,12 @@ def test_sigkill_then_rerun_gives_the_same_summary(study, tmp_path, kill_when):
 
 def test_a_second_study_in_the_same_directory_is_refused(tmp_path):
     out = tmp_path / "s"
-    with study_lock(out):
-        with pytest.raises(UserError, match=f"another study is running in {out} \\(pid {os.getpid()}\\)"):
+    with directory_lock(out, "study"):
+        with pytest.raises(UserError, match=f"another study is writing {out} \\(pid {os.getpid()}\\)"):
             run_study(out, "smoke")
+    out.mkdir(exist_ok=True)
     (out / ".lock").write_text("999999")  # a stale lock of a killed process: no OS lock is held on it
-    with study_lock(out):
+    with directory_lock(out, "study"):
         pass
 
 

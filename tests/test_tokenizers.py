@@ -271,7 +271,7 @@ def test_train_eval_inspect_consistency_on_a_family_model(run, dataset):
         assert tok.convert_tokens_to_string(subject).strip() == person["name"]
         assert tok.convert_tokens_to_string(view["gold"]).strip() == person["birth_city"]
         assert "relation" in view["labels"]
-    assert (out / "inspect" / "inspect.html").is_file()
+    assert (out / "inspect" / "inspect.json").is_file()
 
     result = consistency_run(out, people=4, probe_people=2)
     assert result["representation"]["subject"]["all"]["pairs"] == 24

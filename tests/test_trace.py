@@ -8,7 +8,7 @@ from factrecall.data.dataset import load_dataset
 from factrecall.encode import collate, encode_bio, encode_qa
 from factrecall.models.adapters import tracked_parameter_names
 from factrecall.models.loading import load_model
-from factrecall.presets import train_config
+from factrecall.study.config import train_config
 from factrecall.training.loop import train
 from factrecall.training.schedule import build_phases, lr_at
 

@@ -15,7 +15,7 @@ from packaging.version import Version
 
 from factrecall.errors import UserError
 from factrecall.models.compat import check_versions, declared_floor, enable_gradient_checkpointing
-from factrecall.models.presets import build_preset_model
+from factrecall.models.tiny import build_tiny_model
 from factrecall.models.tokenizer import word_tokenizer
 
 
@@ -39,7 +39,7 @@ def _blocks_checkpointed(model) -> bool:
 
 
 def test_gradient_checkpointing_is_enabled_on_the_installed_transformers():
-    model = build_preset_model("tiny-llama", word_tokenizer(["a b c"]), seed=0)
+    model = build_tiny_model("tiny-llama", word_tokenizer(["a b c"]), seed=0)
     enable_gradient_checkpointing(model)
     assert _blocks_checkpointed(model)
     model.train()

@@ -104,8 +104,40 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write a safetensors file atomically; the same tensors and metadata give the same bytes
+    (`canonical_header`), so resumed and repeated runs hash alike."""
     with _temporary_beside(Path(path), ".safetensors") as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        canonical_header(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # safetensors recreates the file with mode 0600
+
+
+def canonical_header(path: Path) -> None:
+    """Rewrite a safetensors file's header in one fixed order: `__metadata__` first with its keys sorted,
+    then the tensors by data offset. safetensors writes metadata in hash-map order, which changes from
+    process to process, so equal tensors and metadata would otherwise hash differently."""
+    path = Path(path)
+    with open(path, "r+b") as f:
+        length = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(length))
+        metadata = header.pop("__metadata__", None)
+        ordered = {} if metadata is None else {"__metadata__": dict(sorted(metadata.items()))}
+        ordered.update(sorted(header.items(), key=lambda item: (item[1]["data_offsets"][0], item[0])))
+        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+        text += b" " * (-len(text) % 8)  # safetensors pads its header to 8 bytes with spaces
+        if len(text) == length:  # the usual case: the same bytes in another order
+            f.seek(8)
+            f.write(text)
+            return
+    rewritten = path.with_name(f"{path.name}.canonical.tmp")
+    try:
+        with open(path, "rb") as source, open(rewritten, "wb") as target:
+            target.write(len(text).to_bytes(8, "little") + text)
+            source.seek(8 + length)
+            shutil.copyfileobj(source, target, 1 << 24)
+        os.replace(rewritten, path)
+    finally:
+        rewritten.unlink(missing_ok=True)
 
 
 def load_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:

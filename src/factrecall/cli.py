@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from factrecall.analysis.config import AnalysisConfig
-from factrecall.errors import UserError
-from factrecall.layout import BaseLayout, RunLayout, StudyLayout
+from factrecall import AnalysisConfig, UserError
+from factrecall.layout import BaseLayout, InspectLayout, RunLayout, StudyLayout
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Study how language models learn to recall facts (arXiv 2505.16178).")
@@ -66,8 +66,8 @@ def data_generate(
     force: Annotated[bool, typer.Option(help="Replace an existing directory.")] = False,
 ):
     """Generate a population (docs/method.md §1): people.jsonl, bio.jsonl, qa.jsonl, meta.json."""
-    from factrecall.data.generate import generate_dataset
-    from factrecall.presets import data_config
+    from factrecall import generate_dataset
+    from factrecall.study.config import data_config
 
     cfg = data_config(preset, people=people, seed=seed, qa_train_fraction=qa_train_fraction,
                       bios_per_person=bios_per_person, permute=permute, fullname=fullname,
@@ -103,12 +103,11 @@ def base_build(
     force: Annotated[bool, typer.Option(help="Replace a base in --out.")] = False,
 ):
     """Train a tiny model on a population of its own, to fine-tune from with 'train --model DIR'."""
-    from factrecall.bases import build_base
+    from factrecall.study.bases import base_headline, build_base
 
     record = build_base(kind, out, preset, people, seed, tuple(_dataset_of(e) for e in exclude or ()), model, force,
                         epochs)
-    typer.echo(f"{kind} base on {record['population']['people']} people: "
-               + _numbers(record["accuracy"]) + f"; written to {out}")
+    typer.echo(f"{base_headline(record)}; written to {out}")
 
 
 @app.command("train")
@@ -146,10 +145,10 @@ def train_command(
     ignore_disk: Annotated[bool, typer.Option(help="Start even if the disk looks too small for the run.")] = False,
 ):
     """Train with the Stage or Mix strategy (docs/method.md §3), recording the trace (docs/method.md §4)."""
-    from factrecall.data.dataset import load_dataset
-    from factrecall.disk import check_disk, run_disk_bytes
-    from factrecall.presets import train_config
-    from factrecall.training.loop import train
+    from factrecall import load_dataset, train
+    from factrecall.evaluation.exact_match import accuracy_line
+    from factrecall.study.config import train_config
+    from factrecall.study.plan_disk import check_disk, run_disk_bytes
 
     cfg = train_config(preset, strategy=strategy, model=model, seed=seed,
                        bio_epochs=bio_epochs or epochs, qa_epochs=qa_epochs or epochs, max_steps=max_steps,
@@ -161,7 +160,7 @@ def train_command(
     check_disk(out, run_disk_bytes(cfg, load_dataset(data))["peak"], "this run", ignore_disk)
     result = train(cfg, data, out, resume=resume, force=force)
     if int(os.environ.get("RANK", "0")) == 0:  # one report under torchrun / accelerate launch
-        typer.echo(_accuracy_line(result))
+        typer.echo(accuracy_line(result))
         typer.echo(f"run written to {out}")
 
 
@@ -174,10 +173,10 @@ def eval_command(
     device: Device = DEFAULT.device,
 ):
     """Greedy exact match on QA-ID, QA-OOD and BIO, in batches."""
+    from factrecall import load_dataset
     from factrecall.artifacts import dumps_json, write_json
-    from factrecall.data.dataset import load_dataset
     from factrecall.encode import pad_id
-    from factrecall.evaluation.exact_match import eval_sets, evaluate
+    from factrecall.evaluation.exact_match import accuracy_line, eval_sets, evaluate
     from factrecall.models.loading import load_model
 
     if out is not None and out.is_dir():
@@ -187,7 +186,7 @@ def eval_command(
     result = evaluate(lm, eval_sets(tokenizer, dataset), pad_id(tokenizer), batch_size)
     if out is not None:
         write_json(out, result)
-    typer.echo(dumps_json(result) if out is None else _accuracy_line(result))
+    typer.echo(dumps_json(result) if out is None else accuracy_line(result))
 
 
 @app.command("shared")
@@ -198,18 +197,13 @@ def shared_command(
         ",".join(f"{k:g}" for k in DEFAULT.sweep),
 ):
     """Shared parameters (Definition 3.1): sizes, enrichment, Jaccard, heads, neurons, concentration."""
-    from factrecall.analysis.shared import analyze_run
+    from factrecall import analyze_run
 
     try:
         ks = tuple(float(x) for x in sweep.split(",") if x.strip())
     except ValueError:
         raise UserError(f"--sweep {sweep!r} must be comma-separated numbers, e.g. 0.1,1,5") from None
-    r = analyze_run(run, k, ks)
-    for mode, s in (("global", r), ("per_tensor", r["per_tensor"])):
-        typer.echo(f"{mode:<10} k={k}%: |Top_BIO| {s['top_bio']}  |Top_QA| {s['top_qa']}  |Shared| {s['shared']} "
-                   f"(chance {s['chance']:.1f}, enrichment {s['enrichment']:.1f}, Jaccard {s['jaccard']:.3f})  "
-                   f"Gini heads {s['gini']['heads']:.2f} neurons {s['gini']['neurons']:.2f}")
-    typer.echo(f"written to {RunLayout(run).shared_dir}")
+    _headline("shared", analyze_run(run, k, ks), run)
 
 
 @app.command("ablate")
@@ -222,14 +216,9 @@ def ablate_command(
     device: Device = DEFAULT.device,
 ):
     """Reset shared parameters to θ_pre and measure the accuracy drop, against matched sets (docs/method.md §6)."""
-    from factrecall.analysis.ablation import ablate_run
+    from factrecall import ablate_run
 
-    r = ablate_run(run, k, seeds, eval_people, data, device)
-    typer.echo(f"unablated: {_numbers(r['unablated'])}")
-    typer.echo(f"shared ({r['shared']['size']}): {_numbers(r['shared']['drop'], '+.3f')}")
-    for name in ("random", "top_bio_only", "top_qa_only"):
-        typer.echo(f"{name} ({r[name]['size']}, mean of {seeds}): {_numbers(r[name]['mean_drop'], '+.3f')}")
-    typer.echo(f"written to {RunLayout(run).result('ablation')}")
+    _headline("ablation", ablate_run(run, k, seeds, eval_people, data, device), run)
 
 
 @app.command("graft")
@@ -243,16 +232,9 @@ def graft_command(
     device: Device = DEFAULT.device,
 ):
     """Find the sparse graft of θ_ft − θ_pre that recalls the ID facts (docs/method.md §7)."""
-    from factrecall.analysis.graft import graft_run
+    from factrecall import graft_run
 
-    r = graft_run(run, sparsity, steps, lr, eval_people=eval_people, data=data, device=device)
-    for name in ("base_patch", "graft"):
-        g = r[name]
-        typer.echo(f"{name:<10} |γ|₀ {g['size']}: {_numbers(g['accuracy'])}")
-    if "shared_overlap" in r:
-        o = r["shared_overlap"]
-        typer.echo(f"overlap with shared: {o['overlap']} (chance {o['chance']:.1f})")
-    typer.echo(f"written to {RunLayout(run).result('graft')}")
+    _headline("graft", graft_run(run, sparsity, steps, lr, eval_people=eval_people, data=data, device=device), run)
 
 
 @app.command("heads")
@@ -272,17 +254,13 @@ def heads_command(
     device: Device = DEFAULT.device,
 ):
     """Sufficiency and criticality curves of heads (and neurons) per ranking metric (docs/method.md §8)."""
-    from factrecall.analysis.circuit import circuit_curves
+    from factrecall import circuit_curves
 
     names = tuple(m.strip() for m in metrics.split(",") if m.strip())
     for kind in ("head", "neuron") if neurons else ("head",):
         r = circuit_curves(run, kind, names, k, eval_people, data=data, intervention=intervention, on=on, bio=bio,
                            device=device)
-        typer.echo(f"{kind}s ({r['units']}, OOD-QA {r['unablated']['qa_ood']:.3f} unablated; "
-                   f"{r['evaluations']} evaluations):")
-        for metric, v in r["metrics"].items():
-            typer.echo(f"  {metric:<12} minimal sufficient n = {v['minimal_sufficient']}, critical n = {v['critical']}")
-    typer.echo(f"written to {RunLayout(run).analysis}")
+        _headline(f"{kind}s", r, run, replace(DEFAULT, heads_on=on))
 
 
 @app.command("inspect")
@@ -298,15 +276,19 @@ def inspect_command(
     device: Device = DEFAULT.device,
 ):
     """Attention pattern, logit lens and direct head contribution for one person, BIO vs QA (docs/method.md §9, Fig. 5)."""
+    from factrecall import inspect_run
     from factrecall.analysis.attention import attention_stats
-    from factrecall.analysis.inspect import inspect_run
+    from factrecall.report.inspect_figures import write_figures
+    from factrecall.report.inspect_html import write_fragment
+    from factrecall.study.registry import REGISTRY
 
-    r = inspect_run(run, person, layer, head, on=on, attribute=attribute, out=out, device=device)
-    typer.echo(f"person {r['person']['person_id']} ({r['person']['name']}), head L{r['layer']}.H{r['head']}: "
-               f"written to {out or RunLayout(run).inspect.root}")
+    files = InspectLayout(out) if out else RunLayout(run).inspect
+    result = inspect_run(run, person, layer, head, on=on, attribute=attribute, out=files.root, device=device)
+    write_figures(result, files.root)
+    write_fragment(result, files.html)
+    typer.echo(f"{REGISTRY['inspect'].headline(result)}: written to {files.root}")
     if aggregate:
-        a = attention_stats(run, people=aggregate, on=on, device=device)
-        typer.echo(f"attention shares over {a['people']} people: {RunLayout(run).result('attention')}")
+        _headline("attention", attention_stats(run, people=aggregate, on=on, device=device), run)
 
 
 @app.command("consistency")
@@ -320,13 +302,8 @@ def consistency_command(
 ):
     """BIO–QA consistency per layer: representations, gradient probe, trace direction (docs/method.md §10)."""
     from factrecall.analysis.consistency import consistency_run
-    from factrecall.claims import consistency_headline
 
-    result = consistency_run(run, people=people, on=on, probe_people=probe_people, device=device)
-    h = consistency_headline(result)
-    typer.echo(_numbers({"gradient probe gap": h["gradient_probe_gap"],
-                         **{f"representation gap {p}": v for p, v in h["representation_gap"].items()}}))
-    typer.echo(f"written to {RunLayout(run).result('consistency')}")
+    _headline("consistency", consistency_run(run, people=people, on=on, probe_people=probe_people, device=device), run)
 
 
 @app.command("plan")
@@ -343,7 +320,7 @@ def plan_command(
     checkpointing: weights, gradients, AdamW, trace, activations) and evaluating between steps; each analysis
     on one GPU; whether each fits; the disk of a run and of the whole study."""
     from factrecall.artifacts import dumps_json
-    from factrecall.plan_study import format_plan, preset_plan
+    from factrecall.study.plan import format_plan, preset_plan
 
     result = preset_plan(preset, gpus, gpu_memory, seq_len, qa_seq_len, precision)
     typer.echo(dumps_json(result).rstrip() if as_json else format_plan(result))
@@ -359,9 +336,7 @@ def forgetting_command(run: RunDir, eval_people: EvalPeople = DEFAULT.heads_eval
     if result is None:
         raise UserError(f"the θ_pre of {run} was not built by 'factrecall base build' (no base/base.json): "
                         f"it has no population of its own to forget")
-    for when in ("before", "after"):
-        typer.echo(f"{when:<7} {_numbers(result[when])}")
-    typer.echo(f"written to {RunLayout(run).result('forgetting')}")
+    _headline("forgetting", result, run)
 
 
 @app.command("study")
@@ -381,8 +356,7 @@ def study_command(
     (re-running resumes: finished steps are skipped)."""
     import time
 
-    from factrecall.report.build import build_reports
-    from factrecall.study import run_study
+    from factrecall import build_reports, run_study
 
     summary = run_study(out, preset, config, force=force, log=typer.echo, device=device, ignore_disk=ignore_disk)
     t0 = time.perf_counter()
@@ -397,9 +371,9 @@ def study_command(
 @app.command("report")
 def report_command(study: Annotated[Path, typer.Option(help="Study directory (from 'factrecall study').")]):
     """Rebuild summary.json and report/index.html from a study's artifacts."""
+    from factrecall import build_reports
     from factrecall.artifacts import write_json
-    from factrecall.report.build import build_reports
-    from factrecall.summary import summarize_study
+    from factrecall.study.summary import summarize_study
 
     files = StudyLayout(study)
     if not files.record.is_file():
@@ -408,12 +382,13 @@ def report_command(study: Annotated[Path, typer.Option(help="Study directory (fr
     typer.echo(f"report: {build_reports(study)}")
 
 
-def _numbers(values: dict[str, float], spec: str = ".3f") -> str:
-    return "  ".join(f"{name} {value:{spec}}" for name, value in values.items())
+def _headline(analysis: str, result: dict, run: Path, config: AnalysisConfig = DEFAULT) -> None:
+    """An analysis's one-line headline and the files it wrote, as the study prints them (`study/registry.py`)."""
+    from factrecall.study.registry import REGISTRY
 
-
-def _accuracy_line(result: dict) -> str:
-    return _numbers({name: result[name]["accuracy"] for name in ("qa_id", "qa_ood", "bio")})
+    entry = REGISTRY[analysis]
+    typer.echo(entry.headline(result))
+    typer.echo(f"written to {', '.join(str(p) for p in entry.writes(RunLayout(run), config))}")
 
 
 def main() -> None:

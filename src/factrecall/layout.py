@@ -20,6 +20,7 @@ from pathlib import Path
 
 DATA_FILES = ("people.jsonl", "bio.jsonl", "qa.jsonl", "vocabulary.txt")  # with meta.json, a dataset
 BASE_RECORD = "base.json"  # provenance of a built base, in its directory and in a run's base/
+LOCK = ".lock"  # the one-writer lock of a dataset, run, base or study directory (`factrecall.locks`); no artifact
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ class DatasetLayout:
     def files(self) -> list[Path]:
         """Every file of a dataset."""
         return [self.meta, *self.data_files]
+
+    @property
+    def lock(self) -> Path:
+        """Held while the dataset is written (removed after); never one of its files."""
+        return self.root / LOCK
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,11 @@ class RunLayout:
     @property
     def checkpoint(self) -> CheckpointLayout:
         return CheckpointLayout(self.root / "checkpoint")
+
+    @property
+    def lock(self) -> Path:
+        """Held while `train` writes the run (removed after); never an artifact."""
+        return self.root / LOCK
 
     @property
     def finished(self) -> bool:
@@ -176,6 +187,11 @@ class BaseLayout:
     def run(self) -> RunLayout:
         return RunLayout(self.root / "run")
 
+    @property
+    def lock(self) -> Path:
+        """Held while the base is built; never an artifact."""
+        return self.root / LOCK
+
 
 @dataclass(frozen=True)
 class StudyLayout:
@@ -192,7 +208,7 @@ class StudyLayout:
 
     @property
     def lock(self) -> Path:
-        return self.root / ".lock"
+        return self.root / LOCK
 
     @property
     def data(self) -> DatasetLayout:

@@ -16,57 +16,26 @@ Sets compared with the shared set S = Top_BIO ∩ Top_QA at k:
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
-from factrecall.analysis.masks import IndexMask, random_like, sample_from
+from factrecall.analysis.masks import random_like, sample_from
 from factrecall.analysis.run import load_pair, load_trace, run_dataset
-from factrecall.analysis.shared import run_selection
+from factrecall.analysis.selection import run_selection
 from factrecall.analysis.threshold import top_count
+from factrecall.analysis.weights import reset_to_base
 from factrecall.artifacts import write_json
 from factrecall.encode import pad_id
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
 from factrecall.layout import RunLayout
-
-METRICS = ("qa_id", "qa_ood", "bio")
-
-
-@contextmanager
-def reset_to_base(model, base: Mapping[str, torch.Tensor],
-                  masks: IndexMask | dict[str, torch.Tensor]) -> Iterator[None]:
-    """Inside the block, the masked entries of `model` hold θ_pre; afterwards their own values again.
-
-    `base` gives θ_pre per tensor (a dict, or `TensorFiles` reading it from disk); `masks` is an
-    `IndexMask` (sorted flat positions) or {name: bool tensor of the parameter's shape} (unit
-    masks). Works a tensor at a time and keeps only the overwritten values (4 B each) to restore.
-    """
-    params = dict(model.named_parameters())
-    flat = isinstance(masks, IndexMask)
-    kept = []
-    with torch.no_grad():
-        for name, where in (masks.index if flat else masks).items():
-            if not (where.numel() if flat else bool(where.any())):
-                continue
-            p = params[name]
-            target, where = (p.view(-1) if flat else p), where.to(p.device)
-            kept.append((target, where, target[where]))  # advanced indexing copies the values
-            target[where] = base[name].to(p.device, p.dtype).view_as(target)[where]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for target, where, values in kept:
-                target[where] = values
+from factrecall.terms import EVAL_SETS
 
 
 def _result(acc: dict, reference: dict, size: int) -> dict:
-    accuracy = {m: acc[m]["accuracy"] for m in METRICS}
-    return {"size": size, "accuracy": accuracy, "drop": {m: accuracy[m] - reference[m] for m in METRICS}}
+    accuracy = {m: acc[m]["accuracy"] for m in EVAL_SETS}
+    return {"size": size, "accuracy": accuracy, "drop": {m: accuracy[m] - reference[m] for m in EVAL_SETS}}
 
 
 def ablate_run(run: Path, k: float = 1.0, seeds: int = 3, eval_people: int = 0, data: Path | None = None,
@@ -102,8 +71,8 @@ def ablate_run(run: Path, k: float = 1.0, seeds: int = 3, eval_people: int = 0, 
         runs = raw[name]
         result[name] = {
             "size": runs[0]["size"], "runs": runs,
-            "mean_drop": {m: statistics.fmean(r["drop"][m] for r in runs) for m in METRICS},
-            "std_drop": {m: statistics.pstdev([r["drop"][m] for r in runs]) for m in METRICS},
+            "mean_drop": {m: statistics.fmean(r["drop"][m] for r in runs) for m in EVAL_SETS},
+            "std_drop": {m: statistics.pstdev([r["drop"][m] for r in runs]) for m in EVAL_SETS},
         }
     write_json(RunLayout(run).result("ablation"), result)
     return result

@@ -18,51 +18,17 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from factrecall.analysis.inspect import top_shared_head
-from factrecall.analysis.labels import LABELS, View, bio_views, dataset_pools, qa_view
-from factrecall.analysis.readout import ON, analysis_model, read
+from factrecall.analysis.labels import LABELS, batches, person_views
+from factrecall.analysis.readout import read
 from factrecall.analysis.run import model_config, run_dataset
+from factrecall.analysis.selection import top_shared_head
+from factrecall.analysis.weights import analysis_model
 from factrecall.artifacts import write_json
 from factrecall.encode import pad_id
 from factrecall.errors import UserError
 from factrecall.layout import RunLayout
 from factrecall.models.adapters import geometry
-
-FORMS = ("bio", "qa")
-
-
-def first_bio_and_questions(dataset) -> tuple[dict[int, dict], dict[int, list[dict]]]:
-    """{person_id: their first bio}, {person_id: their questions}."""
-    first_bio, questions = {}, {}
-    for b in dataset.bios:
-        first_bio.setdefault(b["person_id"], b)
-    for q in dataset.qa:
-        questions.setdefault(q["person_id"], []).append(q)
-    return first_bio, questions
-
-
-def person_views(tokenizer, dataset, people: int) -> list[tuple[dict, list[View], list[View]]]:
-    """(person, six BIO views of the first bio, six QA views) for the first `people` people (≥ 1)."""
-    if people < 1:
-        raise UserError(f"--people must be at least 1 (got {people})")
-    pools = dataset_pools(dataset)
-    first_bio, questions = first_bio_and_questions(dataset)
-    chosen = dataset.people[:people]
-    return [(p, bio_views(tokenizer, first_bio[p["person_id"]], p, pools),
-             [qa_view(tokenizer, q, p, pools) for q in questions[p["person_id"]]]) for p in chosen]
-
-
-def batches(texts: list[tuple[int, ...]], pad: int, size: int):
-    """(start, input_ids [B, T], attention_mask [B, T]) over `texts`, right-padded."""
-    for start in range(0, len(texts), size):
-        chunk = texts[start:start + size]
-        width = max(len(t) for t in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for i, t in enumerate(chunk):
-            ids[i, :len(t)] = torch.tensor(t)
-            mask[i, :len(t)] = 1
-        yield start, ids, mask
+from factrecall.terms import MODEL_VARIANTS, TASKS
 
 
 def final_shares(model, texts: list[tuple[int, ...]], queries: list[list[tuple[int, tuple[str, ...]]]], pad: int,
@@ -96,8 +62,8 @@ def attention_stats(run: Path, people: int = 500, on: str = "finetuned", batch_s
     Called by the study's inspection step (and `factrecall inspect --run DIR --aggregate N`).
     """
     run = Path(run)
-    if on not in ON:
-        raise UserError(f"--on {on!r} is not one of {', '.join(ON)}")
+    if on not in MODEL_VARIANTS:
+        raise UserError(f"--on {on!r} is not one of {', '.join(MODEL_VARIANTS)}")
     config = model_config(run)
     dataset = run_dataset(run)
     model, tokenizer = analysis_model(run, on, device)
@@ -105,7 +71,7 @@ def attention_stats(run: Path, people: int = 500, on: str = "finetuned", batch_s
     pad = pad_id(tokenizer)
     split_of: dict[str, list[str]] = {}
     shares = {}
-    for form in FORMS:
+    for form in TASKS:
         texts, queries, splits = [], [], []
         for person, bio, qa in chosen:
             for group in ([bio] if form == "bio" else [[v] for v in qa]):  # one bio text, six question texts
@@ -116,16 +82,16 @@ def attention_stats(run: Path, people: int = 500, on: str = "finetuned", batch_s
         split_of[form] = splits
     g = geometry(config)
     result = {"run": str(run), "on": on, "people": len(chosen), "layers": g.n_layers, "heads": g.n_heads,
-              "views": {form: int(shares[form].shape[0]) for form in FORMS},
-              "shares": {form: _table(shares[form]) for form in FORMS}, "by_split": {}}
+              "views": {form: int(shares[form].shape[0]) for form in TASKS},
+              "shares": {form: _table(shares[form]) for form in TASKS}, "by_split": {}}
     for split in ("id", "ood"):
-        keep = {form: torch.tensor([s == split for s in split_of[form]]) for form in FORMS}
+        keep = {form: torch.tensor([s == split for s in split_of[form]]) for form in TASKS}
         if all(k.any() for k in keep.values()):
-            result["by_split"][split] = {form: _table(shares[form][keep[form]]) for form in FORMS}
+            result["by_split"][split] = {form: _table(shares[form][keep[form]]) for form in TASKS}
     files = RunLayout(run)
     if files.shared_mask.is_file() or files.trace.is_file():
         layer, head = top_shared_head(run)
         result["top_shared_head"] = {"layer": layer, "head": head, **{
-            form: {label: result["shares"][form][label][layer][head] for label in LABELS} for form in FORMS}}
+            form: {label: result["shares"][form][label][layer][head] for label in LABELS} for form in TASKS}}
     write_json(files.result("attention"), result)
     return result

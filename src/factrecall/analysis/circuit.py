@@ -40,11 +40,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from factrecall.analysis.ablation import reset_to_base
-from factrecall.analysis.graft import load_graft_mask, make_grafted
 from factrecall.analysis.masks import IndexMask
 from factrecall.analysis.run import load_pair, load_trace, model_config, run_dataset
-from factrecall.analysis.shared import Selection, UnitTable, feature_sums, run_selection, unit_counts
+from factrecall.analysis.selection import Selection, run_selection
+from factrecall.analysis.units import UnitTable, feature_sums, unit_counts
+from factrecall.analysis.weights import load_graft_mask, make_grafted, reset_to_base
 from factrecall.artifacts import write_json
 from factrecall.encode import collate, pad_id
 from factrecall.errors import UserError
@@ -52,10 +52,10 @@ from factrecall.evaluation.exact_match import eval_sets, evaluate
 from factrecall.layout import RunLayout
 from factrecall.models.adapters import adapter_for, tensor_units
 from factrecall.models.hooks import temporary_hooks
+from factrecall.terms import MODEL_VARIANTS
 
 UNIT_METRICS = ("shared_size", "qa_size", "bio_size", "graft_size", "delta_norm", "random")
 INTERVENTIONS = ("reset", "zero", "mean")
-STARTS = ("finetuned", "grafted")
 Masks = dict[str, torch.Tensor]
 
 
@@ -197,8 +197,8 @@ def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNI
     run = Path(run)
     if intervention not in INTERVENTIONS:
         raise UserError(f"unknown intervention {intervention!r}; choose from {', '.join(INTERVENTIONS)}")
-    if on not in STARTS:
-        raise UserError(f"unknown --on {on!r}; choose from {', '.join(STARTS)}")
+    if on not in MODEL_VARIANTS:
+        raise UserError(f"unknown --on {on!r}; choose from {', '.join(MODEL_VARIANTS)}")
     unknown = [m for m in metrics if m not in UNIT_METRICS]
     if unknown:
         raise UserError(f"unknown metric {unknown[0]!r}; choose from {', '.join(UNIT_METRICS)}")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from factrecall.devices import DEVICES
 from factrecall.errors import UserError
+from factrecall.terms import MODEL_VARIANTS
 
 
 @dataclass(frozen=True)
@@ -28,5 +30,47 @@ class AnalysisConfig:
     device: str = "auto"  # where the analyses run their forwards and backwards: auto (the GPU if any), cpu, cuda
 
     def validate(self) -> None:
+        """Refuse any setting out of its range, NaN and infinity included, in one line starting `analysis.<key>`."""
+        def must(ok: bool, key: str, rule: str, hint: str = "") -> None:
+            if not ok:
+                raise UserError(f"analysis.{key} must {rule} (got {getattr(self, key)!r}){hint and '; ' + hint}")
+
         if self.device not in DEVICES:
-            raise UserError(f"unknown analysis device {self.device!r}; choose one of {', '.join(DEVICES)}")
+            raise UserError(f"analysis.device: unknown analysis device {self.device!r}; "
+                            f"choose one of {', '.join(DEVICES)}")
+        if self.heads_on not in MODEL_VARIANTS:
+            raise UserError(f"analysis.heads_on: unknown heads_on {self.heads_on!r}; "
+                            f"choose one of {', '.join(MODEL_VARIANTS)}")
+        for key in ("k", "ablation_k"):
+            must(_percent(getattr(self, key)), key, "lie in (0, 100]", "a percentage of the tracked entries")
+        must(isinstance(self.sweep, (tuple, list)) and len(self.sweep) > 0 and all(map(_percent, self.sweep)),
+             "sweep", "be a non-empty list of percentages in (0, 100]")
+        must(isinstance(self.neuron_points, (tuple, list)) and len(self.neuron_points) > 0
+             and all(_real(x) and 0 <= x <= 1 for x in self.neuron_points),
+             "neuron_points", "be a non-empty list of fractions in [0, 1]")
+        must(_int(self.ablation_seeds) and self.ablation_seeds >= 1, "ablation_seeds", "be at least 1",
+             "give an integer")
+        must(_real(self.graft_sparsity) and 0 < self.graft_sparsity < 1, "graft_sparsity",
+             "lie strictly between 0 and 1", "the fraction of |θ_ft − θ_pre| in the base patch")
+        must(_int(self.graft_steps) and self.graft_steps >= 0, "graft_steps", "not be negative", "give an integer ≥ 0")
+        must(_real(self.graft_lr) and self.graft_lr > 0, "graft_lr", "be positive", "give a finite number > 0")
+        for key in ("ablation_eval_people", "graft_eval_people", "heads_eval_people"):
+            must(_int(getattr(self, key)) and getattr(self, key) >= 0, key, "not be negative",
+                 "give an integer ≥ 0 (0 = all people)")
+        must(_int(self.attention_people) and self.attention_people >= 1, "attention_people", "be at least 1",
+             "give an integer")
+        for key in ("consistency_people", "probe_people"):
+            must(_int(getattr(self, key)) and getattr(self, key) >= 2, key, "be at least 2", "give an integer")
+
+
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _real(value) -> bool:
+    """A finite int or float (never NaN, infinity or a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _percent(value) -> bool:
+    return _real(value) and 0 < value <= 100

@@ -29,14 +29,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from factrecall.analysis.attention import batches, first_bio_and_questions, person_views
-from factrecall.analysis.readout import ON, analysis_model, read
-from factrecall.analysis.run import load_trace, model_config, run_dataset
+from factrecall.analysis.labels import batches, first_bio_and_questions, person_views
+from factrecall.analysis.readout import read
+from factrecall.analysis.run import load_trace, run_dataset
+from factrecall.analysis.weights import analysis_model
 from factrecall.artifacts import read_jsonl, write_json
 from factrecall.encode import IGNORE, collate, encode_bio, encode_qa, pad_id
 from factrecall.errors import UserError
 from factrecall.layout import RunLayout
 from factrecall.models.adapters import tracked_parameter_names
+from factrecall.terms import MODEL_VARIANTS
 from factrecall.training.observer import cosine, cosine_sums
 
 POSITIONS = ("subject", "answer")
@@ -177,9 +179,8 @@ def consistency_run(run: Path, people: int = 500, on: str = "finetuned", batch_s
     Called by the study's consistency step (and `factrecall consistency --run DIR --people N`).
     """
     run = Path(run)
-    if on not in ON:
-        raise UserError(f"--on {on!r} is not one of {', '.join(ON)}")
-    model_config(run)
+    if on not in MODEL_VARIANTS:
+        raise UserError(f"--on {on!r} is not one of {', '.join(MODEL_VARIANTS)}")
     if probe_people < 2:
         raise UserError(f"--probe-people must be at least 2 (got {probe_people})")
     dataset = run_dataset(run)

@@ -23,17 +23,17 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from factrecall.analysis.ablation import METRICS
 from factrecall.analysis.masks import IndexMask, load_mask, save_masks
 from factrecall.analysis.run import load_pair, run_dataset
-from factrecall.analysis.shared import breakdown
 from factrecall.analysis.threshold import kth_largest
+from factrecall.analysis.units import breakdown
+from factrecall.analysis.weights import load_weights
 from factrecall.artifacts import write_json
 from factrecall.encode import collate, encode_qa, pad_id
 from factrecall.errors import UserError
@@ -41,6 +41,7 @@ from factrecall.evaluation.exact_match import eval_sets, evaluate
 from factrecall.layout import RunLayout
 from factrecall.memory import trim
 from factrecall.models.tensor_files import model_weights
+from factrecall.terms import EVAL_SETS
 
 BIAS = 10.0
 
@@ -68,32 +69,6 @@ def base_patch(shapes: dict[str, tuple[int, ...]], ft: Mapping[str, torch.Tensor
     total = sum(math.prod(s) for s in shapes.values())
     value = kth_largest(lambda: ((ft[n] - pre[n]).abs_() for n in shapes), max(1, round(sparsity * total)))
     return IndexMask(shapes, {n: ((ft[n] - pre[n]).abs_() >= value).flatten().nonzero().squeeze(1) for n in shapes})
-
-
-def load_graft_mask(run: Path, model_shapes: dict[str, tuple[int, ...]]) -> IndexMask:
-    """The run's graft mask (from `factrecall graft`), checked against the model's shapes."""
-    path = RunLayout(Path(run)).graft_mask
-    if not path.is_file():
-        raise UserError(f"{run} has no graft mask; run 'factrecall graft --run {run}' first")
-    mask = load_mask(path, "graft", model_shapes)
-    missing = sorted(set(model_shapes) - set(mask.index))
-    if missing:
-        raise UserError(f"{path} belongs to another model: it has no mask for {missing[0]}; "
-                        f"rerun 'factrecall graft --run {run}'")
-    return mask
-
-
-@torch.no_grad()
-def load_weights(model, weight: Callable[[str, torch.Tensor], torch.Tensor]) -> None:
-    """Write `weight(name, parameter)` into every parameter of `model`, a tensor at a time."""
-    for name, p in model.named_parameters():
-        p.copy_(weight(name, p))
-    trim()  # the per-tensor temporaries (`factrecall.memory`)
-
-
-def make_grafted(model, pre: Mapping[str, torch.Tensor], mask: IndexMask) -> None:
-    """Turn `model`, an in-memory copy of θ_ft, into θ_pre + γ ⊙ (θ_ft − θ_pre) (the saved files are untouched)."""
-    load_weights(model, lambda n, p: torch.where(mask.dense(n).to(p.device), p, pre[n].to(p.device, p.dtype)))
 
 
 def graft_run(run: Path, sparsity: float = 0.01, steps: int = 20, lr: float = 1e7, batches_per_step: int = 4,
@@ -166,7 +141,7 @@ def graft_run(run: Path, sparsity: float = 0.01, steps: int = 20, lr: float = 1e
 
 def _summary(mask: IndexMask, acc: dict) -> dict:
     return {"size": mask.size(), **breakdown({n: mask.count(n) for n in mask.index}),
-            "accuracy": {m: acc[m]["accuracy"] for m in METRICS}}
+            "accuracy": {m: acc[m]["accuracy"] for m in EVAL_SETS}}
 
 
 def _write(run: Path, mask: IndexMask, acc: dict, step: int, base: IndexMask, base_acc: dict, sparsity: float,

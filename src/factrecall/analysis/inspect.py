@@ -11,8 +11,8 @@ for the person's first BIO text (read up to the value) and the question about th
   logit for the gold token), and every component's direct logit for the gold token.
 
 The "final token" is the one that predicts the answer: the last prompt token of the question and,
-in the bio, the token before the value. Output (default `RUN/analysis/inspect/`): `inspect.json`,
-`attention.png`, `logit_lens.png`, `direct.png` and `inspect.html`, a self-contained fragment.
+in the bio, the token before the value. Output (default `RUN/analysis/inspect/`): `inspect.json`;
+`report/inspect_figures.py` and `report/inspect_html.py` draw it (three PNGs and an HTML fragment).
 """
 
 from __future__ import annotations
@@ -21,37 +21,19 @@ from pathlib import Path
 
 import torch
 
-from factrecall.analysis.inspect_figures import write_figures
-from factrecall.analysis.inspect_html import write_fragment
 from factrecall.analysis.labels import LABELS, View, bio_views, dataset_pools, qa_view
-from factrecall.analysis.masks import load_mask
-from factrecall.analysis.readout import ON, analysis_model, direct_contributions, logit_lens, read
-from factrecall.analysis.run import load_trace, model_config, run_dataset
-from factrecall.analysis.shared import select, unit_counts
+from factrecall.analysis.readout import direct_contributions, logit_lens, read
+from factrecall.analysis.run import model_config, run_dataset
+from factrecall.analysis.selection import top_shared_head
+from factrecall.analysis.weights import analysis_model
 from factrecall.artifacts import write_json
 from factrecall.data.pools import ATTRIBUTES
 from factrecall.errors import UserError
 from factrecall.layout import InspectLayout, RunLayout
 from factrecall.models.adapters import geometry
+from factrecall.terms import MODEL_VARIANTS
 
 DEFAULT_ATTRIBUTE = "birth_city"
-
-
-def top_shared_head(run: Path) -> tuple[int, int]:
-    """(layer, head) holding the most shared parameters: from `shared/mask.safetensors`, else the trace at k = 1."""
-    run = Path(run)
-    config = model_config(run)
-    files = RunLayout(run)
-    if files.shared_mask.is_file():
-        masks = load_mask(files.shared_mask, "shared")
-    elif files.trace.is_file():
-        masks = select(load_trace(run), 1.0, "global").shared
-    else:
-        raise UserError(f"{run} has neither shared/mask.safetensors nor trace.safetensors to find the top "
-                        f"shared_size head; pass --layer and --head")
-    heads = unit_counts(config, masks)["heads"]
-    index = int(torch.argmax(heads.flatten()))  # the first of equal maxima, layer-major
-    return index // heads.shape[1], index % heads.shape[1]
 
 
 def check_head(config, layer: int | None, head: int | None) -> None:
@@ -120,14 +102,14 @@ def _describe(model, tokenizer, view: View, layer: int, head: int, top: int) -> 
 def inspect_run(run: Path, person: int | None = None, layer: int | None = None, head: int | None = None,
                 on: str = "finetuned", attribute: str = DEFAULT_ATTRIBUTE, out: Path | None = None,
                 top: int = 5, device: str = "auto") -> dict:
-    """One person's BIO and QA views through one head; writes inspect.json, three PNGs and inspect.html.
+    """One person's BIO and QA views through one head; writes and returns inspect.json.
 
     Called by `factrecall inspect --run DIR [--person ID] [--layer L --head H] [--on grafted|finetuned]
     [--attribute A] [--out DIR]`.
     """
     run = Path(run)
-    if on not in ON:
-        raise UserError(f"--on {on!r} is not one of {', '.join(ON)}")
+    if on not in MODEL_VARIANTS:
+        raise UserError(f"--on {on!r} is not one of {', '.join(MODEL_VARIANTS)}")
     if attribute not in ATTRIBUTES:
         raise UserError(f"--attribute {attribute!r} is not one of {', '.join(ATTRIBUTES)}")
     if top < 1:
@@ -149,6 +131,4 @@ def inspect_run(run: Path, person: int | None = None, layer: int | None = None, 
               "views": [_describe(model, tokenizer, v, layer, head, top) for v in views]}
     files = InspectLayout(Path(out)) if out else RunLayout(run).inspect
     write_json(files.json, result)
-    write_figures(result, files.root)
-    write_fragment(result, files.html)
     return result

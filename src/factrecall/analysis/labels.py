@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from factrecall.data.dataset import Dataset
 from factrecall.data.pools import ATTRIBUTES, PRONOUNS, Pools, load_pools
 from factrecall.encode import encode_bio, encode_qa
@@ -164,3 +166,37 @@ def qa_view(tokenizer, row: dict, person: dict, pools: Pools) -> View:
     subject, relation = qa_ranges(row, person, pools)
     return _view(tokenizer, "qa", row["attribute"], row["text"], _offsets(tokenizer, row["text"]), encoded.input_ids,
                  (first, end - 1), subject, relation)
+
+
+def first_bio_and_questions(dataset) -> tuple[dict[int, dict], dict[int, list[dict]]]:
+    """{person_id: their first bio}, {person_id: their questions}."""
+    first_bio, questions = {}, {}
+    for b in dataset.bios:
+        first_bio.setdefault(b["person_id"], b)
+    for q in dataset.qa:
+        questions.setdefault(q["person_id"], []).append(q)
+    return first_bio, questions
+
+
+def person_views(tokenizer, dataset, people: int) -> list[tuple[dict, list[View], list[View]]]:
+    """(person, six BIO views of the first bio, six QA views) for the first `people` people (≥ 1)."""
+    if people < 1:
+        raise UserError(f"--people must be at least 1 (got {people})")
+    pools = dataset_pools(dataset)
+    first_bio, questions = first_bio_and_questions(dataset)
+    chosen = dataset.people[:people]
+    return [(p, bio_views(tokenizer, first_bio[p["person_id"]], p, pools),
+             [qa_view(tokenizer, q, p, pools) for q in questions[p["person_id"]]]) for p in chosen]
+
+
+def batches(texts: list[tuple[int, ...]], pad: int, size: int):
+    """(start, input_ids [B, T], attention_mask [B, T]) over `texts`, right-padded."""
+    for start in range(0, len(texts), size):
+        chunk = texts[start:start + size]
+        width = max(len(t) for t in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, t in enumerate(chunk):
+            ids[i, :len(t)] = torch.tensor(t)
+            mask[i, :len(t)] = 1
+        yield start, ids, mask

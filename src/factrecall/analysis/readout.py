@@ -25,37 +25,12 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from factrecall.analysis.graft import load_graft_mask, make_grafted
-from factrecall.analysis.run import model_config
 from factrecall.errors import UserError
-from factrecall.layout import RunLayout
 from factrecall.models.adapters import adapter_for, geometry, tensor_units
 from factrecall.models.hooks import temporary_hooks
-from factrecall.models.loading import load_model
-from factrecall.models.tensor_files import model_weights
-
-ON = ("finetuned", "grafted")
-
-
-def analysis_model(run: Path, on: str = "finetuned", device: str = "auto"):
-    """(model on `device` in eval mode, eager attention, tokenizer): θ_ft, or the grafted
-    θ_pre + γ ⊙ (θ_ft − θ_pre)."""
-    run = Path(run)
-    if on not in ON:
-        raise UserError(f"--on {on!r} is not one of {', '.join(ON)}")
-    model_config(run)  # a run without model/ is a UserError
-    files = RunLayout(run)
-    model, tokenizer = load_model(files.model, attn_implementation="eager", device=device)
-    if on == "grafted":
-        shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
-        mask = load_graft_mask(run, shapes)
-        model_config(run, "base")
-        make_grafted(model, model_weights(files.base, "θ_pre", shapes), mask)
-    return model.eval(), tokenizer
 
 
 @dataclass(frozen=True)

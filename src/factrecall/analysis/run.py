@@ -19,6 +19,7 @@ from factrecall.errors import UserError
 from factrecall.layout import RunLayout
 from factrecall.models.loading import load_config, load_model
 from factrecall.models.tensor_files import TensorFiles, model_weights
+from factrecall.terms import TASKS
 
 
 def model_config(run: Path, which: str = "model"):
@@ -36,7 +37,6 @@ def parameter_shapes(run: Path, which: str = "model") -> dict[str, tuple[int, ..
     return model_weights(getattr(RunLayout(Path(run)), which), "θ_ft" if which == "model" else "θ_pre").shapes
 
 
-TASKS = ("bio", "qa")
 
 
 class Trace:

@@ -12,10 +12,16 @@ Layout of a dataset directory::
 config gives byte-identical files: all randomness comes from `random.Random` streams seeded by
 strings derived from `seed`, one stream per concern, so changing e.g. `bios_per_person` does not
 change who the people are.
+
+`generate_dataset` holds the directory's lock (`factrecall.locks`) while it writes, and the sampling
+loop is bounded: odd custom pools end in a UserError, never in a hang.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +31,7 @@ from factrecall.data.dataset import load_dataset
 from factrecall.data.pools import ANSWER_CUE, ATTRIBUTES, MONTHS, PRONOUNS, Pools, load_pools
 from factrecall.errors import UserError
 from factrecall.layout import DatasetLayout
+from factrecall.locks import directory_lock, refuse_overlap
 
 GENERATOR_VERSION = "1"
 
@@ -52,17 +59,47 @@ class DataConfig:
         return min(max(1, round(self.qa_train_fraction * self.people)), self.people - 1)
 
     def validate(self) -> None:
-        if self.people < 2:
-            raise UserError(f"--people must be at least 2 (got {self.people}): ID and OOD need one person each")
-        if not 0.0 < self.qa_train_fraction <= 1.0:
-            raise UserError(f"--qa-train-fraction must lie in (0, 1] (got {self.qa_train_fraction}); "
-                            f"1 trains every person's QA (a skill base's population)")
-        if self.bios_per_person < 1:
-            raise UserError(f"--bios-per-person must be at least 1 (got {self.bios_per_person})")
-        if self.templates_per_attribute < 0:
-            raise UserError(f"--templates-per-attribute must be 0 (all) or more (got {self.templates_per_attribute})")
+        """Refuse any setting out of its range, NaN and infinity included, in one line starting `data.<key>`
+        (and the `data generate` option where there is one)."""
+        def must(ok: bool, key: str, rule: str, hint: str = "") -> None:
+            if not ok:
+                option = f": --{key.replace('_', '-')}" if key in _OPTIONS else ""
+                raise UserError(f"data.{key}{option} must {rule} (got {getattr(self, key)!r}){hint and '; ' + hint}")
+
+        must(_int(self.people) and self.people >= 2, "people", "be at least 2", "ID and OOD need one person each")
+        must(_int(self.seed) and 0 <= self.seed < 2**32, "seed", "be an integer in [0, 2**32)")
+        must(_real(self.qa_train_fraction) and 0 < self.qa_train_fraction <= 1, "qa_train_fraction",
+             "lie in (0, 1]", "1 trains every person's QA (a skill base's population)")
+        must(_int(self.bios_per_person) and self.bios_per_person >= 1, "bios_per_person", "be at least 1",
+             "give an integer")
+        must(_int(self.templates_per_attribute) and self.templates_per_attribute >= 0, "templates_per_attribute",
+             "be 0 (all) or more", "give an integer")
+        for key in ("permute", "fullname", "question_paraphrases"):
+            must(isinstance(getattr(self, key), bool), key, "be true or false")
+        for key in ("first_year", "last_year"):
+            must(_int(getattr(self, key)) and 1 <= getattr(self, key) <= 9999, key, "be a year in [1, 9999]")
         if self.first_year > self.last_year:
-            raise UserError(f"first_year {self.first_year} is after last_year {self.last_year}")
+            raise UserError(f"data.first_year {self.first_year} is after data.last_year {self.last_year}; "
+                            f"give first_year ≤ last_year")
+        must(self.pools is None or (isinstance(self.pools, str) and Path(self.pools).is_dir()), "pools",
+             "name a directory of pools", "copy the package's data/pools/ as a start")
+        must(isinstance(self.exclude, (tuple, list)) and all(isinstance(e, str) and Path(e).is_dir()
+                                                             for e in self.exclude),
+             "exclude", "list existing dataset directories")
+
+
+_OPTIONS = ("people", "seed", "qa_train_fraction", "bios_per_person", "templates_per_attribute", "pools",
+            "exclude")  # DataConfig keys that are options of `data generate` too
+SAMPLING_TRIES = 1000  # draws in a row of names already taken before sampling gives up (each ≤ ½ likely)
+
+
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _real(value) -> bool:
+    """A finite int or float (never NaN, infinity or a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def excluded_names(config: DataConfig) -> tuple[set[str], dict[str, str]]:
@@ -77,17 +114,27 @@ def excluded_names(config: DataConfig) -> tuple[set[str], dict[str, str]]:
 
 def sample_people(pools: Pools, config: DataConfig, exclude: set[str] = frozenset()) -> list[dict]:
     """People with unique full names (none of `exclude`) and uniformly drawn attributes, split into ID and OOD."""
-    capacity = len(pools.first_names) * len(pools.middle_names) * len(pools.last_names) - len(exclude)
+    distinct = len({n for n, _ in pools.first_names}) * len(set(pools.middle_names)) * len(set(pools.last_names))
+    capacity = distinct - len(exclude)
     if config.people > capacity // 2:
-        raise UserError(f"--people {config.people} is too many for these name pools (capacity {capacity}); add names")
+        raise UserError(f"--people {config.people} is too many for these name pools (capacity {capacity} full names); "
+                        f"add names")
     rng = random.Random(f"factrecall:{config.seed}:people")
     seen: set[str] = set(exclude)
     people = []
+    failed = 0  # draws in a row that gave a name already taken (each fails with probability ≤ ½ in uniform pools)
     while len(people) < config.people:
         first, gender = rng.choice(pools.first_names)
         name = f"{first} {rng.choice(pools.middle_names)} {rng.choice(pools.last_names)}"
         if name in seen:
+            failed += 1
+            if failed >= SAMPLING_TRIES:
+                raise UserError(f"drew {SAMPLING_TRIES} full names in a row that were already taken after "
+                                f"{len(people)} of {config.people} people: the name pools (first_names.tsv, "
+                                f"middle_names.txt, last_names.txt) repeat values or their names run together; "
+                                f"add distinct names or ask for fewer --people")
             continue
+        failed = 0
         seen.add(name)
         company, company_city = rng.choice(pools.companies)
         birth = f"{rng.choice(MONTHS)} {rng.randint(1, 28)}, {rng.randint(config.first_year, config.last_year)}"
@@ -156,8 +203,16 @@ def vocabulary_fragments(pools: Pools, config: DataConfig) -> list[str]:
 
 
 def generate_dataset(config: DataConfig, out: Path) -> dict:
-    """Write the dataset directory `out` atomically; returns its meta.json content."""
+    """Write the dataset directory `out` atomically, holding its lock; returns its meta.json content.
+
+    Refused before anything is written: an `out` that is, contains or lies inside the pools or an
+    excluded dataset, and an `out` another process is writing."""
     config.validate()
+    out = Path(out)
+    refuse_overlap(out, [("pool directory", config.pools), *(("excluded dataset", e) for e in config.exclude)],
+                   "data generate")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory")
     pools = load_pools(Path(config.pools) if config.pools else None)
     exclude, excluded_hashes = excluded_names(config)
     people = sample_people(pools, config, exclude)
@@ -173,7 +228,7 @@ def generate_dataset(config: DataConfig, out: Path) -> dict:
             questions = pools.questions[attribute]
             template = question_rng.choice(questions) if config.question_paraphrases else questions[0]
             qa.append(render_qa(person, attribute, template))
-    with atomic_directory(Path(out)) as tmp:
+    with directory_lock(out, "data generation") as lock, atomic_directory(out) as tmp:
         files = DatasetLayout(tmp)
         for name, rows in (("people", people), ("bio", bios), ("qa", qa)):
             write_jsonl(files.table(name), rows)
@@ -188,4 +243,6 @@ def generate_dataset(config: DataConfig, out: Path) -> dict:
             "content_hash": sha256_files(files.data_files),
         }
         write_json(files.meta, meta)
+        with contextlib.suppress(OSError):  # the new directory holds the same lock file: still ours once it replaces out
+            os.link(lock, files.lock)
     return meta

@@ -40,8 +40,17 @@ def default_pools_dir() -> Path:
     return Path(str(resources.files("factrecall.data") / "pools"))
 
 
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"pool file {path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise UserError(f"pool file {path} cannot be read ({e.strerror or e}); check its permissions") from None
+
+
 def _lines(path: Path) -> tuple[str, ...]:
-    values = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    values = tuple(line.strip() for line in _text(path).splitlines() if line.strip())
     if not values:
         raise UserError(f"pool file {path} is empty; give at least one value per line")
     return values
@@ -59,13 +68,17 @@ def _pairs(path: Path) -> tuple[tuple[str, str], ...]:
 
 def _templates(path: Path, placeholders: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(_text(path))
     except json.JSONDecodeError as e:
         raise UserError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} must hold a JSON object {{attribute: [template, ...]}}, not {type(raw).__name__}")
     missing = [a for a in ATTRIBUTES if not raw.get(a)]
     if missing:
         raise UserError(f"{path}: no templates for {', '.join(missing)}; give a list for each of {', '.join(ATTRIBUTES)}")
     for attribute in ATTRIBUTES:
+        if not isinstance(raw[attribute], list) or not all(isinstance(t, str) for t in raw[attribute]):
+            raise UserError(f"{path}: {attribute} must be a list of template strings (got {raw[attribute]!r})")
         for t in raw[attribute]:
             for ph in placeholders:
                 if t.count(ph) != 1:

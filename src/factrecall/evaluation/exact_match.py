@@ -27,6 +27,7 @@ from factrecall.data.dataset import Dataset
 from factrecall.data.pools import ATTRIBUTES
 from factrecall.encode import Encoded, collate, encode_bio, encode_qa
 from factrecall.models.hooks import temporary_hooks
+from factrecall.terms import EVAL_SETS
 
 
 @torch.no_grad()
@@ -117,3 +118,8 @@ def evaluate(model, sets: dict[str, EvalSet], pad: int, batch_size: int = 256) -
         hits = span_hits(model, s.examples, pad, batch_size)
         result[name] = _summary([(a, h) for attrs, hs in zip(s.attributes, hits) for a, h in zip(attrs, hs)])
     return result
+
+
+def accuracy_line(result: dict) -> str:
+    """`evaluate`'s result (or a run's eval.json) in one line: the accuracy of each evaluation set."""
+    return "  ".join(f"{name} {result[name]['accuracy']:.3f}" for name in EVAL_SETS if name in result)

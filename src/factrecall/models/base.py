@@ -15,8 +15,9 @@ from factrecall.data.dataset import Dataset
 from factrecall.errors import UserError
 from factrecall.layout import BaseLayout
 from factrecall.models.loading import load_model
-from factrecall.models.presets import MODEL_PRESETS, build_preset_model
+from factrecall.models.spec import spec_kind
 from factrecall.models.tensor_files import checkpoint_dtype
+from factrecall.models.tiny import build_tiny_model
 from factrecall.models.tokenizer import first_uncovered_word, word_tokenizer
 
 
@@ -30,20 +31,22 @@ def base_population_overlap(base_dir: Path, dataset: Dataset) -> int:
 
 
 def source_dtype(model_spec: str) -> str | None:
-    """The dtype θ_pre's values come in: float32 for a preset, the checkpoint's for a model directory
-    (None when `model_spec` names neither; `write_base` refuses it)."""
-    if model_spec in MODEL_PRESETS:
+    """The dtype θ_pre's values come in: float32 for a tiny preset, the checkpoint's for a model directory
+    (None for a hub id, which `write_base` refuses)."""
+    kind = spec_kind(model_spec)
+    if kind == "tiny":
         return "float32"
-    return checkpoint_dtype(Path(model_spec)) if Path(model_spec).is_dir() else None
+    return checkpoint_dtype(Path(model_spec)) if kind == "directory" else None
 
 
 def write_base(model_spec: str, dataset: Dataset, seed: int, out: Path) -> None:
     """Save θ_pre to `out` (an HF directory with its tokenizer, float32: the exact upcast of a bf16
     checkpoint), after checking it covers the data."""
-    if model_spec in MODEL_PRESETS:
+    kind = spec_kind(model_spec)
+    if kind == "tiny":
         tokenizer = word_tokenizer(dataset.vocabulary_fragments())
-        model = build_preset_model(model_spec, tokenizer, seed)
-    elif Path(model_spec).exists():
+        model = build_tiny_model(model_spec, tokenizer, seed)
+    elif kind == "directory":
         model, tokenizer = load_model(Path(model_spec))
         shared = base_population_overlap(Path(model_spec), dataset)
         if shared:
@@ -51,8 +54,8 @@ def write_base(model_spec: str, dataset: Dataset, seed: int, out: Path) -> None:
                             f"population base {model_spec} was trained on; draw it with "
                             f"'factrecall data generate --exclude {Path(model_spec) / 'data'}'")
     else:
-        raise UserError(f"--model {model_spec!r} is neither a preset ({', '.join(MODEL_PRESETS)}) "
-                        f"nor an existing model directory")
+        raise UserError(f"--model {model_spec!r} is a hub id and nothing is downloaded; save the model with "
+                        f"save_pretrained to a local directory and pass that directory")
     texts = [b["text"] for b in dataset.bios] + [q["text"] for q in dataset.qa]
     word = first_uncovered_word(tokenizer, texts)
     if word is not None:
@@ -62,5 +65,5 @@ def write_base(model_spec: str, dataset: Dataset, seed: int, out: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         built = BaseLayout(Path(model_spec))
-        if model_spec not in MODEL_PRESETS and built.record.is_file():
+        if kind == "directory" and built.record.is_file():
             shutil.copyfile(built.record, BaseLayout(tmp).record)

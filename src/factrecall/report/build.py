@@ -10,20 +10,25 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from factrecall.analysis.masks import load_mask
 from factrecall.artifacts import read_json, read_jsonl, write_bytes
 from factrecall.errors import UserError
-from factrecall.layout import StudyLayout
+from factrecall.layout import RunLayout, StudyLayout
 from factrecall.models.adapters import layer_of, module_of
 from factrecall.report import figures
-from factrecall.summary import study_artifacts
-from factrecall.training.config import STRATEGIES
+from factrecall.report.inspect_html import fragment
+from factrecall.study.registry import ANALYSES
+from factrecall.study.summary import study_artifacts
+from factrecall.terms import STRATEGIES
 
 
 def _layer_module_grid(mask_file: Path) -> tuple[list[str], list[str], np.ndarray]:
@@ -51,6 +56,48 @@ def _save(fig, folder: Path, name: str) -> str:
     return "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
 
 
+@dataclass(frozen=True)
+class Section:
+    """One figure of the report: drawn from the study's artifacts ({name: {strategy: result}}) and runs."""
+    id: str
+    title: str
+    caption: str
+    draw: Callable[[dict, dict[str, RunLayout]], Figure]
+
+
+# the report's figures per analysis of `registry.ANALYSES` (the report follows the registry's order);
+# inspection is embedded as its own fragments, forgetting is in the bases table
+SECTIONS: dict[str, tuple[Section, ...]] = {
+    "shared": (
+        Section("shared_sweep", "Shared parameters vs k", "|Top_BIO(k) ∩ Top_QA(k)| for a global and a per-tensor "
+                "threshold; chance is (k/100)²·P (Fig. 2a).", lambda art, runs: figures.shared_sweep(art["shared"])),
+        Section("shared_heatmap", "Where the shared parameters sit", "Shared entries (global threshold, default k) "
+                "by layer and module.", lambda art, runs: figures.shared_heatmaps(
+                    {s: _layer_module_grid(run.shared_mask) for s, run in runs.items()})),
+        Section("concentration", "Concentration", "Shared entries per attention head and the Lorenz curve over MLP "
+                "neurons (claim C3).", lambda art, runs: figures.concentration(art["shared"]))),
+    "ablation": (Section("ablation", "Ablation", "Accuracy change after resetting each set to θ_pre; random and "
+                         "Top∖Shared sets are size-matched, bars show the mean and spread over seeds (Fig. 2b).",
+                         lambda art, runs: figures.ablation(art["ablation"])),),
+    "graft": (Section("grafting", "Grafting", "Size of the learned graft mask and the grafted model's accuracy, "
+                      "with the magnitude-only base patch for comparison (Fig. 3b).",
+                      lambda art, runs: figures.grafting(art["graft"])),),
+    "heads": (Section("heads", "Attention heads", "Sufficiency (keep θ_ft only in the top-n heads), criticality "
+                      "(reset the top-n heads) and the fraction of parameters reset, per ranking metric (Fig. 4a–c).",
+                      lambda art, runs: figures.circuit(art["heads"], "head")),),
+    "neurons": (Section("neurons", "MLP neurons", "The same curves for MLP neurons.",
+                        lambda art, runs: figures.circuit(art["neurons"], "neuron")),),
+    "inspect": (),
+    "attention": (Section("attention", "Attention on subject and relation", "Share of the final token's attention "
+                          "on the subject's and the relation's tokens, per head, BIO vs QA (Fig. 5, aggregate).",
+                          lambda art, runs: figures.attention(art["attention"])),),
+    "consistency": (Section("consistency", "BIO–QA consistency", "Per layer: cosine between the BIO and QA trace "
+                            "directions, and between hidden states of the same fact in BIO and QA form (claim C7).",
+                            lambda art, runs: figures.consistency(art["consistency"])),),
+    "forgetting": (),
+}
+
+
 def build_report(study: Path) -> Path:
     """Write `study/report/index.html` (and `report/figures/*.png|pdf`); returns the page's path."""
     study = Path(study)
@@ -61,43 +108,17 @@ def build_report(study: Path) -> Path:
     record = read_json(files.record, "study record")
     art = study_artifacts(study)
     runs = {s: files.run(s) for s in STRATEGIES}
-    folder = files.figures
-
-    sections = []  # (title, caption, data URI)
-
-    def add(name: str, title: str, caption: str, fig) -> None:
-        sections.append({"id": name, "title": title, "caption": caption, "src": _save(fig, folder, name)})
-
-    acc = summary["accuracy"]
-    add("accuracy", "Fact recall: Stage vs Mix", "Exact-match accuracy of the final models on trained (ID) "
-        "and held-out (OOD) questions and on the biographies (Fig. 1a).", figures.accuracy(acc))
-    add("training", "Training curves", "Periodic evaluations on a subset of people; the dashed line marks "
-        "Stage's switch from BIO to QA.", figures.training_curves(
-            {s: read_jsonl(runs[s].metrics) for s in STRATEGIES}))
-    add("shared_sweep", "Shared parameters vs k", "|Top_BIO(k) ∩ Top_QA(k)| for a global and a per-tensor "
-        "threshold; chance is (k/100)²·P (Fig. 2a).", figures.shared_sweep(art["shared"]))
-    add("shared_heatmap", "Where the shared parameters sit", "Shared entries (global threshold, default k) "
-        "by layer and module.", figures.shared_heatmaps(
-            {s: _layer_module_grid(runs[s].shared_mask) for s in STRATEGIES}))
-    add("concentration", "Concentration", "Shared entries per attention head and the Lorenz curve over MLP "
-        "neurons (claim C3).", figures.concentration(art["shared"]))
-    add("ablation", "Ablation", "Accuracy change after resetting each set to θ_pre; random and Top∖Shared "
-        "sets are size-matched, bars show the mean and spread over seeds (Fig. 2b).", figures.ablation(art["ablation"]))
-    add("grafting", "Grafting", "Size of the learned graft mask and the grafted model's accuracy, with the "
-        "magnitude-only base patch for comparison (Fig. 3b).", figures.grafting(art["graft"]))
-    add("heads", "Attention heads", "Sufficiency (keep θ_ft only in the top-n heads), criticality (reset the "
-        "top-n heads) and the fraction of parameters reset, per ranking metric (Fig. 4a–c).",
-        figures.circuit(art["heads"], "head"))
-    add("neurons", "MLP neurons", "The same curves for MLP neurons.", figures.circuit(art["neurons"], "neuron"))
-    add("attention", "Attention on subject and relation", "Share of the final token's attention on the "
-        "subject's and the relation's tokens, per head, BIO vs QA (Fig. 5, aggregate).",
-        figures.attention(art["attention"]))
-    add("consistency", "BIO–QA consistency", "Per layer: cosine between the BIO and QA trace directions, "
-        "and between hidden states of the same fact in BIO and QA form (claim C7).",
-        figures.consistency(art["consistency"]))
-
-    inspections = [{"strategy": s, "html": runs[s].inspect.html.read_text(encoding="utf-8")}
-                   for s in STRATEGIES if runs[s].inspect.html.is_file()]
+    figures_of = [
+        Section("accuracy", "Fact recall: Stage vs Mix", "Exact-match accuracy of the final models on trained (ID) "
+                "and held-out (OOD) questions and on the biographies (Fig. 1a).",
+                lambda art, runs: figures.accuracy(summary["accuracy"])),
+        Section("training", "Training curves", "Periodic evaluations on a subset of people; the dashed line marks "
+                "Stage's switch from BIO to QA.",
+                lambda art, runs: figures.training_curves({s: read_jsonl(run.metrics) for s, run in runs.items()})),
+        *(section for analysis in ANALYSES if analysis.name in art for section in SECTIONS[analysis.name])]
+    sections = [{"id": f.id, "title": f.title, "caption": f.caption, "src": _save(f.draw(art, runs), files.figures, f.id)}
+                for f in figures_of]
+    inspections = [{"strategy": s, "html": fragment(result)} for s, result in art.get("inspect", {}).items()]
     env = jinja2.Environment(loader=jinja2.PackageLoader("factrecall", "report"), autoescape=True)
     page = env.get_template("template.html").render(
         study=str(study), summary=summary, sections=sections, inspections=inspections,

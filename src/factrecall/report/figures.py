@@ -13,9 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from factrecall.terms import STRATEGIES  # noqa: E402
+
 COLORS = {"stage": "#d95f02", "mix": "#1b9e77"}
 SETS = {"qa_id": "ID-QA", "qa_ood": "OOD-QA", "bio": "BIO"}
-STRATEGIES = ("stage", "mix")
 
 
 def _bars(ax, groups: list[str], values: dict[str, list[float]], errors: dict[str, list[float]] | None = None):

@@ -64,11 +64,36 @@ def save_checkpoint(path: Path, params: dict[str, torch.Tensor], optimizer_tenso
         write_json(files.state, {"position": position, "param_groups": param_groups, "sha256": hashes})
 
 
+_POSITION = {"phase": int, "step": int, "global_step": int, "metrics_bytes": int, "phase_evals": dict}
+
+
+def _state(path: Path) -> dict:
+    """state.json of the checkpoint `path`, checked to hold what a resume reads."""
+    files = CheckpointLayout(path)
+    state = read_json(files.state, "checkpoint state")
+    position = state.get("position") if isinstance(state, dict) else None
+    damaged = (not isinstance(position, dict) or not isinstance(state.get("sha256"), dict)
+               or not isinstance(state.get("param_groups"), list)
+               or any(not isinstance(position.get(k), t) or isinstance(position.get(k), bool)
+                      for k, t in _POSITION.items())
+               or min(position["phase"], position["step"], position["global_step"], position["metrics_bytes"]) < 0)
+    if damaged:
+        raise UserError(f"checkpoint state {files.state} is damaged (not the position, groups and hashes a "
+                        f"checkpoint writes); rerun with --force to start over")
+    return state
+
+
+def checkpoint_position(path: Path) -> dict:
+    """Where the checkpoint `path` stands: phase, step, global_step, phase_evals and metrics_bytes
+    (the length of metrics.jsonl when it was saved)."""
+    return _state(path)["position"]
+
+
 @torch.no_grad()
 def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer | None) -> dict[str, torch.Tensor]:
     """Restore parameters, optimizer (unless None) and RNG in place; returns the (full) trace tensors."""
     files = CheckpointLayout(path)
-    state = read_json(files.state, "checkpoint state")
+    state = _state(path)
     for f in map(files.tensors, CheckpointLayout.TENSOR_FILES):
         if not f.is_file() or sha256_files([f]) != state["sha256"].get(f.name):
             raise UserError(f"checkpoint {path} is damaged ({f.name} does not match its hash); "

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from factrecall.devices import DEVICES
 from factrecall.errors import UserError
+from factrecall.terms import STRATEGIES
 
-STRATEGIES = ("stage", "mix")
 TRACE_MODES = ("signed", "abs")
 PRECISIONS = ("fp32", "bf16")
 DISTRIBUTED = ("ddp", "fsdp")
+TRACE_INCLUDES = ("biases", "norms", "embeddings", "unembedding")  # as models/adapters.py's tracked_parameter_names
 
 
 @dataclass(frozen=True)
@@ -45,25 +47,45 @@ class TrainConfig:
     distributed: str = "ddp"  # several processes: "ddp" (full replicas) or "fsdp" (FSDP2, sharded per parameter)
 
     def validate(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise UserError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        for name, allowed in (("trace_mode", TRACE_MODES), ("precision", PRECISIONS), ("device", DEVICES),
-                              ("distributed", DISTRIBUTED)):
+        """Refuse any setting out of its range, NaN and infinity included, in one line starting `train.<key>`."""
+        def must(ok: bool, key: str, rule: str, hint: str = "") -> None:
+            if not ok:
+                raise UserError(f"train.{key} must {rule} (got {getattr(self, key)!r}){hint and '; ' + hint}")
+
+        for name, allowed in (("strategy", STRATEGIES), ("trace_mode", TRACE_MODES), ("precision", PRECISIONS),
+                              ("device", DEVICES), ("distributed", DISTRIBUTED)):
             if getattr(self, name) not in allowed:
-                raise UserError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
-        for name in ("bio_batch_size", "qa_batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be at least 1 (got {getattr(self, name)})")
+                raise UserError(f"train.{name}: unknown {name} {getattr(self, name)!r}; "
+                                f"choose one of {', '.join(allowed)}")
+        must(isinstance(self.model, str) and self.model.strip() != "", "model",
+             "name a preset or a local model directory")
+        must(_is_int(self.seed) and 0 <= self.seed < 2**32, "seed", "be an integer in [0, 2**32)")
+        for key in ("bio_batch_size", "qa_batch_size", "grad_accum"):
+            must(_is_int(getattr(self, key)) and getattr(self, key) >= 1, key, "be at least 1", "give an integer")
+        for key in ("bio_epochs", "qa_epochs", "max_steps", "eval_every", "eval_people", "checkpoint_every",
+                    "grad_consistency"):
+            must(_is_int(getattr(self, key)) and getattr(self, key) >= 0, key, "not be negative", "give an integer ≥ 0")
         # one task may have 0 epochs (a language base trains BIO only), a strategy compares both
-        if min(self.bio_epochs, self.qa_epochs) < 0 or self.bio_epochs + self.qa_epochs < 1 or (
-                self.strategy == "stage" and min(self.bio_epochs, self.qa_epochs) < 1):
-            raise UserError(f"bio_epochs and qa_epochs must be ≥ 0 with at least one positive, both ≥ 1 under "
-                            f"stage (got {self.bio_epochs}, {self.qa_epochs})")
-        for name in ("max_steps", "eval_every", "checkpoint_every", "eval_people", "clip", "qa_phase_lr",
-                     "weight_decay", "grad_consistency"):
-            if getattr(self, name) < 0:
-                raise UserError(f"{name} must not be negative (got {getattr(self, name)})")
-        if not self.lr > 0:
-            raise UserError(f"lr must be positive (got {self.lr})")
-        if not 0 <= self.warmup < 1 or not 0 <= self.min_lr_ratio <= 1:
-            raise UserError("warmup must lie in [0, 1) and min_lr_ratio in [0, 1]")
+        if self.bio_epochs + self.qa_epochs < 1 or (self.strategy == "stage" and min(self.bio_epochs, self.qa_epochs) < 1):
+            raise UserError(f"train.bio_epochs and train.qa_epochs must be ≥ 0 with at least one positive, both ≥ 1 "
+                            f"under stage (got {self.bio_epochs}, {self.qa_epochs})")
+        must(_is_real(self.lr) and self.lr > 0, "lr", "be positive", "give a finite number > 0")
+        for key in ("qa_phase_lr", "weight_decay", "clip"):
+            must(_is_real(getattr(self, key)) and getattr(self, key) >= 0, key, "not be negative", "give a finite number ≥ 0")
+        must(_is_real(self.warmup) and 0 <= self.warmup < 1, "warmup", "lie in [0, 1)", "a fraction of each phase's steps")
+        must(_is_real(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "lie in [0, 1]")
+        for key in ("beta1", "beta2"):
+            must(_is_real(getattr(self, key)) and 0 <= getattr(self, key) < 1, key, "lie in [0, 1)")
+        for key in ("trace", "gradient_checkpointing"):
+            must(isinstance(getattr(self, key), bool), key, "be true or false")
+        must(isinstance(self.trace_include, (tuple, list)) and all(i in TRACE_INCLUDES for i in self.trace_include),
+             "trace_include", f"be a list of {', '.join(TRACE_INCLUDES)}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    """A finite int or float (never NaN, infinity or a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -23,8 +23,8 @@ from collections.abc import Iterator
 
 import torch
 
+from factrecall.terms import TASKS
 from factrecall.training.observer import GradientObserver, cosine, cosine_sums
-from factrecall.training.schedule import TASKS
 
 
 class GradientConsistency(GradientObserver):

@@ -9,7 +9,11 @@
 
 A run directory is resumable: its checkpoint holds the model, optimizer, trace, RNG and the step
 index, and the schedule is a pure function of the config, so a resumed run continues exactly
-where the interrupted one was.
+where the interrupted one was: `metrics.jsonl` is cut back to its length at the checkpoint (to
+nothing without one) and the trace's header has a fixed order, so a resumed run writes what an
+uninterrupted one writes, byte for byte (the `seconds` of each step row aside). The main process
+holds the run directory's lock (`factrecall.locks`) throughout; an `--out` over the data or model
+directory is refused before anything is deleted.
 
 Scale (the same code on one CPU process and on n GPUs, started by `torchrun` or `accelerate launch`):
 
@@ -34,7 +38,6 @@ import contextlib
 import json
 import shutil
 import time
-import types
 from dataclasses import asdict
 from pathlib import Path
 
@@ -43,24 +46,32 @@ from accelerate import Accelerator
 from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
-from factrecall.artifacts import append_jsonl, as_json, atomic_directory, read_json, save_tensors, write_json
+from factrecall.artifacts import append_jsonl, as_json, atomic_directory, read_json, write_json
 from factrecall.data.dataset import Dataset, load_dataset
 from factrecall.devices import resolve_device
 from factrecall.encode import Encoded, collate, encode_bio, encode_qa, pad_id
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
 from factrecall.layout import RunLayout
+from factrecall.locks import refuse_overlap
 from factrecall.models.adapters import adapter_for, tracked_parameter_names
 from factrecall.models.base import source_dtype, write_base
 from factrecall.models.compat import enable_gradient_checkpointing
 from factrecall.models.loading import load_model
-from factrecall.models.presets import MODEL_PRESETS
+from factrecall.models.spec import spec_family
 from factrecall.provenance import package_versions
-from factrecall.training.checkpoint import full_optimizer_state, full_parameters, load_checkpoint, save_checkpoint
+from factrecall.training.checkpoint import (
+    checkpoint_position,
+    full_optimizer_state,
+    full_parameters,
+    load_checkpoint,
+    save_checkpoint,
+)
 from factrecall.training.config import TrainConfig
 from factrecall.training.consistency import GradientConsistency
+from factrecall.training.run_dir import model_directory, prepare_run_dir, run_lock, truncate_log
 from factrecall.training.schedule import build_phases, lr_at
-from factrecall.training.trace import TraceRecorder
+from factrecall.training.trace import TraceRecorder, save_trace
 
 
 def _run_record(cfg: TrainConfig, dataset: Dataset) -> dict:
@@ -72,30 +83,6 @@ def _run_record(cfg: TrainConfig, dataset: Dataset) -> dict:
         "base": {"source": cfg.model, "checkpoint_dtype": source_dtype(cfg.model)},  # θ_pre is float32 whatever it was
         "versions": package_versions(),
     }
-
-
-def _prepare_run_dir(out: Path, record: dict, resume: bool, force: bool, main: bool) -> bool:
-    """Check what `out` holds; returns True when a checkpoint should be resumed (only `main` deletes)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a directory")
-    if out.is_dir() and any(out.iterdir()):
-        config = RunLayout(out).config
-        if force:
-            if main:
-                shutil.rmtree(out)
-        elif not config.is_file():
-            raise UserError(f"--out {out} is not empty and holds no run; choose another directory or pass --force")
-        else:
-            old = read_json(config, "run config")
-            same = old.get("train") == record["train"] and old.get("data", {}).get("content_hash") == \
-                record["data"]["content_hash"]
-            if not resume:
-                raise UserError(f"--out {out} already holds a run; pass --resume to continue it or --force to replace it")
-            if not same:
-                raise UserError(f"--out {out} holds a run with a different config or dataset; "
-                                f"use another directory or --force to replace it")
-            return RunLayout(out).checkpoint.root.is_dir()
-    return False
 
 
 def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -113,6 +100,11 @@ def _accelerator(cfg: TrainConfig) -> Accelerator:
     device = resolve_device(cfg.device)
     # cpu=True where no GPU exists lets Accelerate run several CPU processes (gloo) under torchrun
     accelerator = Accelerator(cpu=device.type == "cpu")
+    # Accelerate's gradient state is one per process: a `transformers.Trainer` that ran before in this process
+    # leaves its accumulation steps (backward would divide our loss) and sync flag (the prepared optimizer
+    # would skip every step) behind. This loop accumulates by itself, so it sets both.
+    accelerator.gradient_accumulation_steps = 1
+    accelerator.gradient_state._set_sync_gradients(True)
     world = accelerator.num_processes
     for name in ("bio_batch_size", "qa_batch_size"):
         if getattr(cfg, name) % world:
@@ -122,7 +114,7 @@ def _accelerator(cfg: TrainConfig) -> Accelerator:
         raise UserError("trace mode 'abs' under DDP would sum each rank's |g| instead of |g| of the averaged "
                         "gradient; use --distributed fsdp (it sees the averaged gradient) or one process")
     if cfg.distributed == "fsdp":  # refused even on one process, where it would run unsharded
-        family = _family(cfg.model)
+        family = spec_family(cfg.model)
         if family not in FSDP_FAMILIES:
             raise UserError(f"distributed 'fsdp' does not support the {family!r} family of {cfg.model}; "
                             f"supported: {', '.join(FSDP_FAMILIES)} (use --distributed ddp)")
@@ -130,16 +122,6 @@ def _accelerator(cfg: TrainConfig) -> Accelerator:
             raise UserError("grad_consistency needs each rank's full gradients, which FSDP never holds; "
                             "set it to 0 or use --distributed ddp")
     return accelerator
-
-
-def _family(model_spec: str) -> str:
-    """The adapter family of a preset name or model directory (an unsupported one is a UserError)."""
-    if model_spec in MODEL_PRESETS:
-        model_type = MODEL_PRESETS[model_spec][0].model_type
-    else:
-        config = Path(model_spec) / "config.json"
-        model_type = json.loads(config.read_text()).get("model_type") if config.is_file() else None
-    return adapter_for(types.SimpleNamespace(model_type=model_type)).family
 
 
 def _shard(model) -> None:
@@ -171,15 +153,28 @@ def _micro_batch_loss(model, examples: list[Encoded], rows: tuple[int, ...], pad
 
 
 def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, force: bool = False) -> dict:
-    """Train one strategy; writes the run directory and returns the final evaluation."""
+    """Train one strategy; writes the run directory and returns the final evaluation.
+
+    Refused before anything is written or deleted: an `out` that is, contains or lies inside the
+    data or model directory it reads, and an `out` another process is writing (its lock)."""
     cfg.validate()
     accelerator = _accelerator(cfg)
-    sharded = cfg.distributed == "fsdp" and accelerator.num_processes > 1
     out = Path(out)
-    files = RunLayout(out)
     dataset = load_dataset(data_dir)
     record = _run_record(cfg, dataset)
-    resuming = _prepare_run_dir(out, record, resume, force, accelerator.is_main_process)  # same config?
+    refuse_overlap(out, [("data directory", data_dir), ("model directory", model_directory(cfg.model))], "train")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory")
+    with run_lock(out, accelerator):
+        return _train(cfg, accelerator, dataset, record, out, resume, force)
+
+
+def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: Path, resume: bool,
+           force: bool) -> dict:
+    """`train` under the run directory's lock."""
+    sharded = cfg.distributed == "fsdp" and accelerator.num_processes > 1
+    files = RunLayout(out)
+    resuming = prepare_run_dir(out, record, resume, force, accelerator.is_main_process)  # same config?
     accelerator.wait_for_everyone()
     if resume and files.finished:
         return read_json(files.eval, "final evaluation")
@@ -211,11 +206,14 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
     start_phase, start_step, phase_evals, global_step = 0, 0, {}, 0
     checkpoint_dir = files.checkpoint.root
     if resuming:
-        state = read_json(files.checkpoint.state, "checkpoint state")["position"]
+        state = checkpoint_position(checkpoint_dir)
         start_phase, start_step = state["phase"], state["step"]
         phase_evals, global_step = state["phase_evals"], state["global_step"]
-        with open(metrics, "r+b") as f:  # drop lines logged after the checkpoint
-            f.truncate(state["metrics_bytes"])
+        if start_phase >= len(phases) or start_step > len(phases[start_phase].steps):
+            raise UserError(f"checkpoint {checkpoint_dir} stands at phase {start_phase} step {start_step}, outside "
+                            f"this run's schedule; rerun with --force to start over")
+    # drop the rows a killed attempt logged after its checkpoint (all of them without one); every rank checks
+    truncate_log(metrics, state["metrics_bytes"] if resuming else 0, accelerator.is_main_process)
 
     def checkpoint(phase_index: int, step: int, optimizer) -> None:
         """Called by every rank. Saves the trace reduced over ranks: on resume each rank adds its new
@@ -311,7 +309,7 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
         consistency.close()
     if accelerator.is_main_process:
         if trace_state is not None:
-            save_tensors(files.trace, trace_state, metadata={
+            save_trace(files.trace, trace_state, metadata={
                 "model": cfg.model, "strategy": cfg.strategy, "mode": cfg.trace_mode,
                 "dataset_hash": dataset.content_hash,
                 "steps": json.dumps({p.name: len(p.steps) for p in phases})})

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 
 from factrecall.training.config import TrainConfig
 
-TASKS = ("bio", "qa")
-
 
 @dataclass(frozen=True)
 class MicroBatch:

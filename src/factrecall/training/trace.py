@@ -13,7 +13,8 @@ per tensor per micro-batch into a float32 accumulator.
 
 Under DDP the hooks see the rank's local gradient (before the all-reduce); `reduced()` averages
 the accumulators across ranks at save time, which equals the single-process trace because the
-sum is linear. Saved as safetensors keyed `bio/<name>` and `qa/<name>`.
+sum is linear. Saved as safetensors keyed `bio/<name>` and `qa/<name>` (`save_trace`: byte-reproducible,
+metadata keys sorted).
 
 Under FSDP2 (`sharded=True`) a parameter is a DTensor holding this rank's rows, and the unsharded
 gradient is reduce-scattered into `.grad` after every backward, so no hook ever sees a micro-batch's
@@ -28,12 +29,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from torch.distributed.tensor import DTensor, distribute_tensor
 
+from factrecall.artifacts import save_tensors
+from factrecall.terms import TASKS
 from factrecall.training.observer import GradientObserver
-from factrecall.training.schedule import TASKS
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
@@ -124,3 +127,8 @@ class TraceRecorder(GradientObserver):
                 out[key] = full.cpu()
         return out
 
+
+def save_trace(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write the trace ({"bio/<name>": Δ, "qa/<name>": Δ}, float32) atomically and byte-reproducibly
+    (`artifacts.save_tensors`)."""
+    save_tensors(path, tensors, metadata)

@@ -44,7 +44,15 @@ from factrecall.analysis.config import AnalysisConfig
 from factrecall.analysis.threshold import top_count
 from factrecall.data.generate import DataConfig
 from factrecall.data.pools import ATTRIBUTES
-from factrecall.plan import EVAL_ROWS, GIB, PlanSettings, Shapes, activation_bytes, evaluation_bytes, forward_elements
+from factrecall.study.plan_training import (
+    EVAL_ROWS,
+    GIB,
+    PlanSettings,
+    Shapes,
+    activation_bytes,
+    evaluation_bytes,
+    forward_elements,
+)
 
 GRAFT_ROWS = 64  # questions per graft batch (`graft.graft_run`)
 READ_ROWS = 64  # texts per `read` batch (`attention.attention_stats`, `consistency.consistency_run`)

@@ -37,9 +37,11 @@ from factrecall.data.dataset import Dataset
 from factrecall.data.generate import DataConfig
 from factrecall.data.pools import ATTRIBUTES
 from factrecall.errors import UserError
-from factrecall.plan import GIB, Shapes, data_vocabulary, model_config, model_shapes
-from factrecall.presets import BASE_KINDS, StudyConfig, data_config, train_config
-from factrecall.training.config import STRATEGIES, TrainConfig
+from factrecall.models.spec import spec_config
+from factrecall.study.config import BASE_KINDS, StudyConfig, data_config, train_config
+from factrecall.study.plan_training import GIB, Shapes, data_vocabulary, model_shapes
+from factrecall.terms import STRATEGIES
+from factrecall.training.config import TrainConfig
 from factrecall.training.schedule import build_phases
 
 OTHER_FILES = 64 * 2**20  # per run: everything but the tensor files (see the module doc)
@@ -70,7 +72,7 @@ def run_bytes(shapes: Shapes, cfg: TrainConfig, checkpoints: int) -> dict[str, i
 
 def run_disk_bytes(cfg: TrainConfig, dataset: Dataset) -> dict[str, int]:
     """`run_bytes` of training `cfg` on `dataset` (a tiny preset sized to the dataset's vocabulary)."""
-    shapes = model_shapes(model_config(cfg.model, dataset.vocabulary_fragments), cfg.trace_include)
+    shapes = model_shapes(spec_config(cfg.model, dataset.vocabulary_fragments), cfg.trace_include)
     return run_bytes(shapes, cfg, checkpoints_written(cfg, len(dataset.bios), len(dataset.qa_split("id"))))
 
 
@@ -92,7 +94,7 @@ def study_disk_bytes(config: StudyConfig) -> dict[str, int]:
     excess = 0
     for base in config.bases:
         model = config.train.model if base in BASE_KINDS else base  # random, language, skill: the preset's shapes
-        shapes = model_shapes(model_config(model, lambda: data_vocabulary(data)), config.train.trace_include)
+        shapes = model_shapes(spec_config(model, lambda: data_vocabulary(data)), config.train.trace_include)
         if base in ("language", "skill"):  # trained first on its own people, without the trace (`bases.build_base`)
             base_data = data_config(config.preset, people=config.base.people, seed=config.base.seed,
                                     qa_train_fraction=1.0 if base == "skill" else None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig
 
-MODEL_PRESETS: dict[str, tuple[type, dict]] = {
+TINY_MODELS: dict[str, tuple[type, dict]] = {
     "tiny-llama": (LlamaConfig, dict(
         hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=4, max_position_embeddings=256, tie_word_embeddings=True)),
@@ -26,9 +26,9 @@ MODEL_PRESETS: dict[str, tuple[type, dict]] = {
 }
 
 
-def build_preset_model(name: str, tokenizer, seed: int):
+def build_tiny_model(name: str, tokenizer, seed: int):
     """A randomly initialised model of preset `name` sized to `tokenizer`'s vocabulary."""
-    config_class, kwargs = MODEL_PRESETS[name]
+    config_class, kwargs = TINY_MODELS[name]
     config = config_class(
         vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, **kwargs)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from factrecall.disk import checkpoints_written, dataset_counts, run_bytes, study_disk_bytes
 from factrecall.errors import UserError
-from factrecall.plan import GIB, PlanSettings, data_vocabulary, model_config, model_shapes, plan
-from factrecall.plan_analyses import analyses_plan
-from factrecall.presets import study_config
-from factrecall.training.config import STRATEGIES
+from factrecall.models.spec import spec_config
+from factrecall.study.config import study_config
+from factrecall.study.plan_analyses import analyses_plan
+from factrecall.study.plan_disk import checkpoints_written, dataset_counts, run_bytes, study_disk_bytes
+from factrecall.study.plan_training import GIB, PlanSettings, data_vocabulary, model_shapes, plan
+from factrecall.terms import STRATEGIES
 
 
 def format_plan(p: dict) -> str:
@@ -71,7 +72,7 @@ def preset_plan(preset: str, gpus: int = 1, gpu_memory_gib: float = 80.0, seq_le
         raise UserError(f"unknown precision {precision!r}; choose one of fp32, bf16")
     if min(seq_len, qa_seq_len) < 1:
         raise UserError(f"--seq-len and --qa-seq-len must be at least 1 (got {seq_len}, {qa_seq_len})")
-    shapes = model_shapes(model_config(cfg.model, lambda: data_vocabulary(data)), cfg.trace_include)
+    shapes = model_shapes(spec_config(cfg.model, lambda: data_vocabulary(data)), cfg.trace_include)
     settings = PlanSettings(bio_rows=cfg.bio_batch_size, qa_rows=cfg.qa_batch_size, seq_len=seq_len,
                             qa_seq_len=qa_seq_len, precision=precision or cfg.precision, gpus=gpus,
                             gpu_memory_gib=gpu_memory_gib)

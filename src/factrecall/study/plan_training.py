@@ -54,27 +54,19 @@ checkpoint under FSDP.
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoModelForCausalLM
 
 from factrecall.data.generate import DataConfig, vocabulary_fragments
 from factrecall.data.pools import ATTRIBUTES, load_pools
 from factrecall.errors import UserError
 from factrecall.models.adapters import adapter_for, tensor_units, tracked_parameter_names
-from factrecall.models.loading import load_config
-from factrecall.models.presets import MODEL_PRESETS
-from factrecall.models.tokenizer import word_tokenizer
 
 GIB = 2**30
-# Hub ids of the paper presets -> the configs shipped in factrecall/models/configs/
-SHIPPED = {"meta-llama/Llama-3.2-3B": "Llama-3.2-3B.json", "EleutherAI/pythia-2.8b": "pythia-2.8b.json"}
 _BLOCK = {"llama": (4, 10), "gpt_neox": (3, 4)}  # (MLP-width, hidden) elements per token and block
 _FINAL_NORM = {"llama": 2.5, "gpt_neox": 1.5}  # hidden elements per token kept by the final norm
 _NORM_FP32 = {"llama": 4, "gpt_neox": 2}  # bf16 only: extra 2-byte units for the float32 norm tensors of a block
@@ -113,32 +105,9 @@ class Shapes:
         return max(math.prod(self.tensors[n]) for n in (self.tensors if names is None else names))
 
 
-def shipped_config(model: str):
-    """The HF config of `model`: a local model directory, or a hub id with a shipped config."""
-    if Path(model).is_dir():
-        return load_config(Path(model))
-    if model in SHIPPED:
-        text = resources.files("factrecall.models.configs").joinpath(SHIPPED[model]).read_text(encoding="utf-8")
-        fields = json.loads(text)
-    else:
-        raise UserError(f"model {model!r} is neither a preset ({', '.join(MODEL_PRESETS)}), a model directory with "
-                        f"a config.json, nor a hub id with a shipped config ({', '.join(SHIPPED)})")
-    fields.pop("architectures", None)
-    return AutoConfig.for_model(fields.pop("model_type"), **fields)
-
-
 def data_vocabulary(data: DataConfig) -> list[str]:
     """The text fragments a dataset drawn with `data` can contain (its `vocabulary.txt`)."""
     return vocabulary_fragments(load_pools(Path(data.pools) if data.pools else None), data)
-
-
-def model_config(model: str, vocabulary: Callable[[], list[str]]):
-    """The HF config of a tiny preset, sized to the word tokenizer of the fragments `vocabulary()` returns
-    (as `models/base.py` builds θ_pre), or `shipped_config(model)`."""
-    if model not in MODEL_PRESETS:
-        return shipped_config(model)
-    config_class, kwargs = MODEL_PRESETS[model]
-    return config_class(vocab_size=len(word_tokenizer(vocabulary())), **kwargs)
 
 
 def model_shapes(config, trace_include: tuple[str, ...] = ()) -> Shapes:

@@ -27,8 +27,8 @@ from factrecall.data.dataset import load_dataset
 from factrecall.data.generate import generate_dataset
 from factrecall.errors import UserError
 from factrecall.layout import BaseLayout
-from factrecall.presets import data_config, train_config
 from factrecall.provenance import package_versions
+from factrecall.study.config import data_config, train_config
 from factrecall.training.loop import train
 
 KINDS = ("language", "skill")
@@ -77,3 +77,8 @@ def build_base(kind: str, out: Path, preset: str = "default", people: int = 500,
     write_json(files.record, record)  # written last: its presence marks a finished base
     return record
 
+
+def base_headline(record: dict) -> str:
+    """A base's base.json in one line: its kind, population and accuracies."""
+    acc = "  ".join(f"{m} {v:.3f}" for m, v in record["accuracy"].items())
+    return f"{record['kind']} base on {record['population']['people']} other people: {acc}"

@@ -128,6 +128,11 @@ def analysis_config(preset: str = "default", **overrides) -> AnalysisConfig:
     return _apply(_apply(AnalysisConfig(), _preset(preset)["analysis"]), overrides)
 
 
+def recorded_analysis(config: dict) -> AnalysisConfig:
+    """The analysis settings a study ran with, from its study.json `config` (lists read back as tuples)."""
+    return _apply(AnalysisConfig(), config.get("analysis", {}), "study.json analysis setting")
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """Everything a study runs with; `train.strategy` is set per run by the study.

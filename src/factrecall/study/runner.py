@@ -1,0 +1,201 @@
+"""`factrecall study`: the paper's comparison in one command (docs/method.md §0, §11).
+
+Steps, in order, for both strategies where it applies:
+
+    data → [base] → train/{stage,mix} → every analysis of `registry.ANALYSES` (shared → ablation
+    → graft → heads → neurons → inspect → attention → consistency → [forgetting]) → summary.json
+
+(`factrecall study` then builds report/index.html from the summary and the artifacts.)
+
+With several `bases` (random, language, skill, or a model directory) the steps run once per base:
+the first base's runs are the study's own (`runs/`), each other base gets `bases/<name>/` with its
+own runs, summary and report; `language` and `skill` bases are built first on a population
+disjoint from the study's (`bases/<kind>/model`), and their runs also measure forgetting.
+
+`manifest.json` records every finished step: a key hashing its settings and the output hashes of
+the steps it reads, and the sha256 of each file it wrote. Re-running the same command skips a step
+whose key matches and whose files are all there unchanged; anything else reruns it (training
+continues from its last checkpoint). A study directory holds one config (`study.json`); another
+config is refused unless `--force`, which starts over. One study at a time per directory
+(`locks.directory_lock`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import TypeVar
+
+from factrecall.artifacts import as_json, read_json, sha256_files, write_json
+from factrecall.data.generate import generate_dataset
+from factrecall.devices import resolve_device
+from factrecall.errors import UserError
+from factrecall.evaluation.exact_match import accuracy_line
+from factrecall.layout import StudyLayout
+from factrecall.locks import directory_lock
+from factrecall.provenance import package_versions
+from factrecall.study.bases import KINDS, base_headline, build_base
+from factrecall.study.config import StudyConfig, study_config
+from factrecall.study.plan_disk import check_disk, study_disk_bytes
+from factrecall.study.registry import ANALYSES
+from factrecall.study.summary import base_name, summarize_study
+from factrecall.terms import STRATEGIES
+from factrecall.training.loop import train
+
+R = TypeVar("R")
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(as_json(obj), sort_keys=True).encode()).hexdigest()
+
+
+class Manifest:
+    """`manifest.json`: {step: {key, files: {relative path: sha256}, seconds}} of finished steps."""
+
+    def __init__(self, root: Path):
+        self.root, self.path = root, StudyLayout(root).manifest
+        self.steps: dict[str, dict] = read_json(self.path, "study manifest") if self.path.is_file() else {}
+
+    def key(self, step: str, settings, reads: tuple[str, ...]) -> str:
+        return _digest({"step": step, "settings": settings, "reads": {r: self.steps[r]["files"] for r in reads}})
+
+    def done(self, step: str, key: str) -> bool:
+        entry = self.steps.get(step)
+        return (entry is not None and entry["key"] == key and all(
+            (self.root / f).is_file() and sha256_files([self.root / f]) == h for f, h in entry["files"].items()))
+
+    def record(self, step: str, key: str, files: list[Path], seconds: float) -> None:
+        self.steps[step] = {"key": key, "files": {str(f.relative_to(self.root)): sha256_files([f]) for f in files},
+                            "seconds": round(seconds, 1)}
+        write_json(self.path, self.steps)
+
+
+def _prepare(out: Path, config: StudyConfig, force: bool) -> None:
+    """Check `out` against the config (or start it over with `force`) and write `study.json`."""
+    files = StudyLayout(out)
+    record = as_json(asdict(config))
+    if force:
+        for child in out.iterdir():
+            if child != files.lock:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    elif files.record.is_file():
+        if read_json(files.record, "study record").get("config") != record:
+            raise UserError(f"--out {out} holds a study with a different config; use another directory "
+                            f"or --force to start it over")
+    elif any(c != files.lock for c in out.iterdir()):
+        raise UserError(f"--out {out} is not empty and holds no study; choose another directory or pass --force")
+    write_json(files.record, {"config": record, "provenance": package_versions()})
+
+
+def _files(*paths: Path) -> list[Path]:
+    return [p for p in paths if p.is_file()]
+
+
+class Steps:
+    """Runs a study's steps: each is skipped when the manifest says it is done with the same key, and
+    logged with its headline either way. A step returns its result (read back when it was skipped)."""
+
+    def __init__(self, manifest: Manifest, log: Callable[[str], None]):
+        self.manifest, self.log = manifest, log
+
+    def __call__(self, name: str, settings, reads: tuple[str, ...], run: Callable[[], R],
+                 writes: Callable[[], list[Path]], load: Callable[[], R], headline: Callable[[R], str]) -> R:
+        key = self.manifest.key(name, settings, reads)
+        t0 = time.perf_counter()
+        if self.manifest.done(name, key):
+            result = load()
+            self.log(f"{name:<22} done        {headline(result)}")
+            return result
+        result = run()
+        self.manifest.record(name, key, writes(), time.perf_counter() - t0)
+        self.log(f"{name:<22} {time.perf_counter() - t0:6.1f}s     {headline(result)}")
+        return result
+
+
+def run_study(out: Path, preset: str | None = None, config_file: Path | None = None, force: bool = False,
+              log: Callable[[str], None] = print, device: str | None = None, ignore_disk: bool = False) -> dict:
+    """Run (or resume) every step; writes `summary.json` and returns it (the report is built from it by
+    `report.build.build_reports`, a floor above: `factrecall study` does both).
+
+    `device` (auto, cpu, cuda) overrides the config's `train.device` and `analysis.device`; a disk too small
+    for what the study writes (`plan_disk.study_disk_bytes`) is refused before any step unless `ignore_disk`."""
+    out = Path(out)
+    config = study_config(preset, config_file, device)
+    for where in (config.train.device, config.analysis.device):  # a GPU the config asks for must be here
+        resolve_device(where)
+    with directory_lock(out, "study"):
+        check_disk(out, study_disk_bytes(config)["peak"], "this study", ignore_disk)
+        _prepare(out, config, force)
+        manifest = Manifest(out)
+        step = Steps(manifest, log)
+        files = StudyLayout(out)
+        data = files.data
+        step("data", asdict(config.data), (), run=lambda: generate_dataset(config.data, data.root),
+             writes=lambda: _files(*data.files), load=lambda: read_json(data.meta, "dataset meta"),
+             headline=lambda meta: f"{meta['counts']}")
+        for i, base in enumerate(config.bases):
+            name = base_name(base)
+            root, prefix = (files, "") if i == 0 else (files.sub_study(name), f"{name}/")
+            model = _base_step(step, manifest, out, base, config)
+            reads = ("data", f"base/{name}") if base in KINDS else ("data",)  # a directory: its path is in the key
+            sub = replace(config, train=replace(config.train, model=model), bases=(base,))
+            if i:
+                write_json(root.record, {"config": as_json(asdict(sub)), "provenance": package_versions()})
+            _strategy_steps(step, manifest, root, data.root, sub, prefix, reads)
+            if i:
+                write_json(root.summary, summarize_study(root.root))
+        summary = summarize_study(out)
+        write_json(files.summary, summary)
+    return summary
+
+
+def _base_step(step: Steps, manifest: Manifest, out: Path, base: str, config: StudyConfig) -> str:
+    """The `train.model` of runs on `base`, building a `language`/`skill` base (on a disjoint population) first."""
+    if base == "random":
+        return config.train.model
+    if base not in KINDS:
+        return str(Path(base).resolve())
+    where = StudyLayout(out).built_base(base)
+
+    def build() -> dict:
+        # a base finished before whose files changed is rebuilt; an unfinished one continues
+        return build_base(base, where.root, config.preset, config.base.people, config.base.seed,
+                          exclude=(StudyLayout(out).data.root,), model=config.train.model,
+                          force=f"base/{base}" in manifest.steps, epochs=config.base.epochs)
+
+    step(f"base/{base}", [asdict(config.base), asdict(config.train)], ("data",), run=build,
+         writes=lambda: _files(where.record, *sorted(where.root.glob("*.safetensors"))),
+         load=lambda: read_json(where.record, "base record"), headline=base_headline)
+    return str(where.root.resolve())
+
+
+def _strategy_steps(step: Steps, manifest: Manifest, root: StudyLayout, data: Path, config: StudyConfig,
+                    prefix: str, base_reads: tuple[str, ...]) -> None:
+    """Train both strategies under `root/runs/` and run every analysis on them (step names start with `prefix`)."""
+    a = config.analysis
+    for strategy in STRATEGIES:
+        run = root.run(strategy)
+        cfg = replace(config.train, strategy=strategy)
+        name = f"{prefix}train/{strategy}"
+        # an unfinished run continues from its checkpoint; a finished one whose files changed retrains
+        step(name, asdict(cfg), base_reads,
+             run=lambda cfg=cfg, run=run, name=name: train(cfg, data, run.root, resume=True,
+                                                           force=name in manifest.steps),
+             writes=lambda run=run: _files(run.eval, run.trace, *sorted(run.model.glob("*"))),
+             load=lambda run=run: read_json(run.eval, "final evaluation"), headline=accuracy_line)
+
+    for strategy in STRATEGIES:
+        run = root.run(strategy)
+        for analysis in ANALYSES:
+            if not analysis.applies(run):
+                continue
+            reads = (f"{prefix}train/{strategy}", *(f"{prefix}{r}/{strategy}" for r in analysis.reads))
+            step(f"{prefix}{analysis.name}/{strategy}", analysis.settings(a), reads,
+                 run=lambda analysis=analysis, run=run: analysis.run(run.root, a),
+                 writes=lambda analysis=analysis, run=run: _files(*analysis.writes(run, a)),
+                 load=lambda analysis=analysis, run=run: analysis.load(run, a), headline=analysis.headline)
