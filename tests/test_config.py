@@ -41,6 +41,11 @@ def test_every_preset_resolves_and_validates(name):
     ("[data]\npeople = 1\n", "--people must be at least 2"),
     ("[train\n", "is not valid TOML"),
     ("train = 3\n", r"\[train\] must be a table"),
+    ("[data]\nqa_train_fraction = 1.0\n", r"study\.toml: data\.qa_train_fraction must be below 1 in a study"),
+    ("[analysis]\nk = 0\n", r"study\.toml: analysis\.k must"),
+    ("[train]\nlr = nan\n", r"study\.toml: train\.lr must be positive"),
+    ("[base]\nepochs = 0\n", r"study\.toml: base\.epochs must be an integer ≥ 1"),
+    ("[base]\nseed = -1\n", r"base\.seed must be an integer ≥ 0 and ≤ 4294967295"),
 ])
 def test_bad_config_files_name_the_key(tmp_path, text, message):
     with pytest.raises(UserError, match=message):

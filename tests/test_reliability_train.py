@@ -72,18 +72,19 @@ def holder(tmp_path):
 
 
 def test_a_second_writer_is_refused_naming_the_holder(tmp_path, holder):
+    """The refusal names the holder as it named itself ('test'), whatever the refused writer is."""
     out = tmp_path / "run"
     process = holder(out)
     with pytest.raises(UserError) as e, directory_lock(out, "training run"):
         pass
-    assert str(e.value) == (f"another training run is writing {out} (pid {process.pid}); "
+    assert str(e.value) == (f"another test is writing {out} (pid {process.pid}); "
                             f"wait for it or use another --out")
-    assert (out / LOCK).read_text() == str(process.pid)  # the holder's lock file is left alone
+    assert (out / LOCK).read_text().splitlines()[0] == str(process.pid)  # the holder's lock file is left alone
 
 
 def test_a_second_lock_in_the_same_process_is_refused_too(tmp_path):
     with directory_lock(tmp_path / "d", "data generation") as lock:
-        assert lock == tmp_path / "d" / LOCK and lock.read_text() == str(os.getpid())
+        assert lock == tmp_path / "d" / LOCK and lock.read_text().splitlines()[0] == str(os.getpid())
         with pytest.raises(UserError, match=f"another data generation is writing .* \\(pid {os.getpid()}\\)"), \
                 directory_lock(tmp_path / "d", "data generation"):
             pass
@@ -99,18 +100,18 @@ def test_a_killed_holder_releases_its_lock(tmp_path, holder):
     process.wait()
     assert (out / LOCK).is_file()  # a stale lock file: no process holds it
     with directory_lock(out, "training run"):
-        assert (out / LOCK).read_text() == str(os.getpid())
+        assert (out / LOCK).read_text().splitlines()[0] == str(os.getpid())
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]  # released and removed; the rest untouched
 
 
 def test_train_and_generate_refuse_a_locked_directory_and_write_nothing(small_data, tmp_path, holder):
     out = tmp_path / "run"
     process = holder(out)
-    with pytest.raises(UserError, match=f"another training run is writing {out} \\(pid {process.pid}\\)"):
+    with pytest.raises(UserError, match=f"another test is writing {out} \\(pid {process.pid}\\)"):
         train(train_config("smoke", **SMOKE), small_data, out)
     data = tmp_path / "data"
     process = holder(data)
-    with pytest.raises(UserError, match=f"another data generation is writing {data} \\(pid {process.pid}\\)"):
+    with pytest.raises(UserError, match=f"another test is writing {data} \\(pid {process.pid}\\)"):
         generate_dataset(DataConfig(people=4), data)
     assert [p.name for p in out.iterdir()] == [LOCK] and [p.name for p in data.iterdir()] == [LOCK]
 
@@ -350,3 +351,47 @@ def test_a_header_of_another_length_is_rewritten_whole(tmp_path):
     canonical_header(again)
     assert path.read_bytes() == again.read_bytes()
     assert torch.equal(load_file(str(path))["b"], torch.ones(3))
+
+
+def test_texts_longer_than_the_models_positions_are_refused_before_training(small_data, tmp_path):
+    from factrecall.data.dataset import load_dataset
+    from factrecall.models.tiny import build_tiny_model
+    from factrecall.models.tokenizer import word_tokenizer
+
+    tokenizer = word_tokenizer(load_dataset(small_data).vocabulary_fragments())
+    model = build_tiny_model("tiny-llama", tokenizer, 0)
+    model.config.max_position_embeddings = 16  # the smoke bios are longer
+    model.save_pretrained(tmp_path / "short")
+    tokenizer.save_pretrained(tmp_path / "short")
+    with pytest.raises(UserError, match="BIO text of .* tokens long, beyond the model's 16 positions"):
+        train(train_config("smoke", model=str(tmp_path / "short"), **SMOKE), small_data, tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_an_analysis_refuses_a_run_another_process_writes(smoke_run, tmp_path, holder, monkeypatch, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    process = holder(run)
+    monkeypatch.setattr(sys, "argv", ["factrecall", "shared", "--run", str(run)])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == (f"factrecall: error: another test is writing {run} "
+                                               f"(pid {process.pid}); wait for it or use another --out")
+
+
+def test_an_os_error_is_one_line(tmp_path, monkeypatch, capsys):
+    """Whatever the OS refuses (here: a permission, raised where the dataset is written) is one line and exit 2."""
+    from factrecall.data import generate
+
+    def refuse(config, out):
+        raise PermissionError(13, "Permission denied", str(out))
+
+    monkeypatch.setattr(generate, "generate_dataset", refuse)
+    monkeypatch.setattr(sys, "argv", ["factrecall", "data", "generate", "--out", str(tmp_path / "data")])
+    cli._DEBUG["on"] = False
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and err.count("\n") == 0 and "Traceback" not in err
+    assert err.startswith(f"factrecall: error: Permission denied ({tmp_path / 'data'}); check the path")

@@ -196,3 +196,33 @@ def test_report_escapes_strings_from_data_and_configs(study, tmp_path):
         context.close()
         manager.__exit__(None, None, None)
     assert dialogs == [] and "<script>alert(1)</script>" in shown  # shown as text, never run
+
+
+def test_force_never_deletes_an_input_of_the_study(tmp_path):
+    """A study whose --out holds its config file (or pools, or a base) is refused before anything is deleted."""
+    out = tmp_path / "s"
+    out.mkdir()
+    config = out / "mine.toml"
+    config.write_text("preset = 'smoke'\n")
+    with pytest.raises(UserError, match=f"--out {out} contains the config file {config} that study reads"):
+        run_study(out, config_file=config, force=True)
+    assert config.read_text() == "preset = 'smoke'\n"
+
+
+def test_a_study_on_your_own_facts(tmp_path):
+    """`[data] path` replaces the generator: the dataset is copied into the study (same content hash) and every
+    step runs on its attributes (tests/data/capitals: countries' capital and language)."""
+    from factrecall.data.dataset import load_dataset
+
+    own = Path(__file__).parent / "data" / "capitals"
+    config = tmp_path / "own.toml"
+    config.write_text(f"preset = 'smoke'\n[data]\npath = '{own}'\n[analysis]\nheads_eval_people = 4\n")
+    out = tmp_path / "s"
+    summary = run_study(out, config_file=config, log=lambda line: None)
+    assert load_dataset(out / "data").content_hash == load_dataset(own).content_hash
+    assert [c["id"] for c in summary["claims"]] == CLAIMS
+    assert summary["accuracy"]["mix"]["qa_id"] >= 0 and (out / "runs" / "mix" / "analysis" / "inspect").is_dir()
+    assert build_reports(out).is_file()
+    (tmp_path / "mixed.toml").write_text(f"[data]\npath = '{own}'\npeople = 10\n")
+    with pytest.raises(UserError, match=r"\[data\] path replaces generating the people, so \[data\] people"):
+        run_study(tmp_path / "t", config_file=tmp_path / "mixed.toml")

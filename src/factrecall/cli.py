@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -41,6 +42,21 @@ def _checked_device(name: str | None) -> str | None:
 
 Device = Annotated[str, typer.Option(callback=_checked_device,
                                      help="Where forwards and backwards run: auto (the GPU if there is one), cpu or cuda.")]
+
+
+def _writes_run(command):
+    """An analysis command writes into its run directory: it holds the directory's lock meanwhile
+    (`locks.directory_lock`; a second writer, e.g. `train` still running, is refused)."""
+    @functools.wraps(command)
+    def locked(**options):
+        from factrecall.locks import directory_lock
+
+        run = Path(options["run"])
+        if not run.is_dir():
+            raise UserError(f"--run {run} is not a directory; give a run directory from 'factrecall train'")
+        with directory_lock(run, f"'factrecall {command.__name__.removesuffix('_command')}'"):
+            return command(**options)
+    return locked
 
 
 @app.callback()
@@ -143,6 +159,8 @@ def train_command(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     force: Annotated[bool, typer.Option(help="Replace a run in --out.")] = False,
     ignore_disk: Annotated[bool, typer.Option(help="Start even if the disk looks too small for the run.")] = False,
+    report_to: Annotated[str, typer.Option(
+        help="Also log metrics live: none, tensorboard (RUN/live/) or wandb (needs the package).")] = "none",
 ):
     """Train with the Stage or Mix strategy (docs/method.md §3), recording the trace (docs/method.md §4)."""
     from factrecall import load_dataset, train
@@ -158,7 +176,7 @@ def train_command(
                        gradient_checkpointing=gradient_checkpointing, device=device, distributed=distributed)
     cfg.validate()
     check_disk(out, run_disk_bytes(cfg, load_dataset(data))["peak"], "this run", ignore_disk)
-    result = train(cfg, data, out, resume=resume, force=force)
+    result = train(cfg, data, out, resume=resume, force=force, report_to=report_to)
     if int(os.environ.get("RANK", "0")) == 0:  # one report under torchrun / accelerate launch
         typer.echo(accuracy_line(result))
         typer.echo(f"run written to {out}")
@@ -171,6 +189,7 @@ def eval_command(
     out: Annotated[Optional[Path], typer.Option(help="JSON file to write.")] = None,
     batch_size: Annotated[int, typer.Option()] = 256,
     device: Device = DEFAULT.device,
+    force: Annotated[bool, typer.Option(help="Replace an existing --out that is not an evaluation.")] = False,
 ):
     """Greedy exact match on QA-ID, QA-OOD and BIO, in batches."""
     from factrecall import load_dataset
@@ -179,8 +198,8 @@ def eval_command(
     from factrecall.evaluation.exact_match import accuracy_line, eval_sets, evaluate
     from factrecall.models.loading import load_model
 
-    if out is not None and out.is_dir():
-        raise UserError(f"--out {out} is a directory; give a file name")
+    if out is not None:
+        _check_eval_out(out, data, model, force)
     dataset = load_dataset(data)
     lm, tokenizer = load_model(model, device=device)
     result = evaluate(lm, eval_sets(tokenizer, dataset), pad_id(tokenizer), batch_size)
@@ -190,6 +209,7 @@ def eval_command(
 
 
 @app.command("shared")
+@_writes_run
 def shared_command(
     run: RunDir,
     k: Annotated[float, typer.Option(help="Top k percent per task.")] = DEFAULT.k,
@@ -207,6 +227,7 @@ def shared_command(
 
 
 @app.command("ablate")
+@_writes_run
 def ablate_command(
     run: RunDir,
     k: Annotated[float, typer.Option(help="Top k percent defining the shared set.")] = DEFAULT.ablation_k,
@@ -222,6 +243,7 @@ def ablate_command(
 
 
 @app.command("graft")
+@_writes_run
 def graft_command(
     run: RunDir,
     sparsity: Annotated[float, typer.Option(help="Base patch: top fraction of |θ_ft − θ_pre|.")] = DEFAULT.graft_sparsity,
@@ -238,6 +260,7 @@ def graft_command(
 
 
 @app.command("heads")
+@_writes_run
 def heads_command(
     run: RunDir,
     metrics: Annotated[str, typer.Option(help="Comma-separated unit rankings.")] =
@@ -264,12 +287,14 @@ def heads_command(
 
 
 @app.command("inspect")
+@_writes_run
 def inspect_command(
     run: RunDir,
     person: Annotated[Optional[int], typer.Option(help="Person id (default: the first OOD person).")] = None,
     layer: Annotated[Optional[int], typer.Option(help="Layer of the head (default: the top shared_size head).")] = None,
     head: Annotated[Optional[int], typer.Option(help="Head within the layer (give with --layer).")] = None,
-    attribute: Annotated[str, typer.Option(help="The fact to look at.")] = "birth_city",
+    attribute: Annotated[Optional[str], typer.Option(
+        help="The fact to look at (default: birth_city, or the dataset's first attribute).")] = None,
     on: Annotated[str, typer.Option(help="finetuned (θ_ft) or grafted (θ_pre + γ⊙Δ).")] = "finetuned",
     aggregate: Annotated[int, typer.Option(help="Also the attention shares over this many people; 0 = off.")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Folder for the figures (default RUN/analysis/inspect).")] = None,
@@ -292,6 +317,7 @@ def inspect_command(
 
 
 @app.command("consistency")
+@_writes_run
 def consistency_command(
     run: RunDir,
     people: Annotated[int, typer.Option(help="People in the representation consistency.")] =
@@ -327,6 +353,7 @@ def plan_command(
 
 
 @app.command("forgetting")
+@_writes_run
 def forgetting_command(run: RunDir, eval_people: EvalPeople = DEFAULT.heads_eval_people,
                        device: Device = DEFAULT.device):
     """Accuracy on the base's own population before and after fine-tuning (runs from 'factrecall base build')."""
@@ -373,13 +400,34 @@ def report_command(study: Annotated[Path, typer.Option(help="Study directory (fr
     """Rebuild summary.json and report/index.html from a study's artifacts."""
     from factrecall import build_reports
     from factrecall.artifacts import write_json
+    from factrecall.locks import directory_lock
     from factrecall.study.summary import summarize_study
 
     files = StudyLayout(study)
     if not files.record.is_file():
         raise UserError(f"--study {study} holds no study (no study.json); run 'factrecall study --out {study}'")
-    write_json(files.summary, summarize_study(study))
-    typer.echo(f"report: {build_reports(study)}")
+    with directory_lock(study, "study or report"):
+        write_json(files.summary, summarize_study(study))
+        typer.echo(f"report: {build_reports(study)}")
+
+
+def _check_eval_out(out: Path, data: Path, model: Path, force: bool) -> None:
+    """`eval --out` never replaces an input or a file that is not an evaluation (unless `force`)."""
+    from factrecall.artifacts import read_json
+    from factrecall.locks import refuse_overlap
+    from factrecall.terms import EVAL_SETS
+
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name")
+    refuse_overlap(out, [("data directory", data), ("model directory", model)], "eval")
+    if out.exists() and not force:
+        try:
+            ours = set(EVAL_SETS) <= set(read_json(out, "existing --out"))
+        except (UserError, TypeError):
+            ours = False
+        if not ours:
+            raise UserError(f"--out {out} exists and is not an evaluation; choose another file or pass --force "
+                            f"to replace it")
 
 
 def _headline(analysis: str, result: dict, run: Path, config: AnalysisConfig = DEFAULT) -> None:
@@ -404,4 +452,11 @@ def main() -> None:
         if _DEBUG["on"]:
             raise
         typer.echo(f"factrecall: error: {e}", err=True)
+        sys.exit(2)
+    except OSError as e:  # the OS refused: permissions, a full disk, a path that is a file, …
+        if _DEBUG["on"]:
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        typer.echo(f"factrecall: error: {e.strerror or e}{where}; check the path, its permissions and the free "
+                   f"disk space (--debug shows the traceback)", err=True)
         sys.exit(2)

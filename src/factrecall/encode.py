@@ -2,9 +2,11 @@
 
 A QA example is `prompt + " " + answer` followed by EOS; its loss and its score cover the answer
 tokens and the EOS (a greedy answer is exact when every one of them is the argmax). A BIO example
-is the biography followed by EOS; its loss covers every token and it is scored once per attribute
-on the value's tokens. Spans come from the tokenizer's character offsets, and each span is checked
-to cover exactly its value, so a tokenizer that merges a value with its neighbours is refused.
+is the biography followed by EOS; its loss covers every token and it is scored once per value it
+states (its `spans`, in their order: `load_dataset` puts them in the dataset's attribute order).
+Spans come from the tokenizer's character offsets, and each span is checked to cover exactly its
+value, so a tokenizer that merges a value with its neighbours is refused; so is a value at the very
+start of a text when the tokenizer adds no BOS (no token would predict it).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from dataclasses import dataclass
 
 import torch
 
-from factrecall.data.pools import ATTRIBUTES
 from factrecall.errors import UserError
 
 IGNORE = -100  # label of a position that is not trained
@@ -22,7 +23,7 @@ IGNORE = -100  # label of a position that is not trained
 @dataclass(frozen=True)
 class Encoded:
     input_ids: tuple[int, ...]
-    spans: tuple[tuple[int, int], ...]  # token ranges [start, end) scored; QA: (answer+EOS,), BIO: one per attribute
+    spans: tuple[tuple[int, int], ...]  # token ranges [start, end) scored; QA: (answer+EOS,), BIO: one per value
     loss_from: int  # first token index whose prediction is trained
 
     @property
@@ -55,6 +56,9 @@ def _token_spans(tokenizer, text: str, char_ranges: list[tuple[int, int]], where
         if covered != value:
             raise UserError(f"{where}: the tokenizer merges {value!r} with its neighbours "
                             f"(tokens cover {covered!r}); use a tokenizer that splits at spaces and punctuation")
+        if first == 0:
+            raise UserError(f"{where}: {value!r} is the text's first token and the tokenizer adds no BOS, so no "
+                            f"token predicts it; put words before it")
         spans.append((first, last + 1))
     return ids, spans
 
@@ -74,7 +78,8 @@ def encode_qa(tokenizer, row: dict) -> Encoded:
 
 
 def encode_bio(tokenizer, row: dict) -> Encoded:
-    ranges = [tuple(row["spans"][a]) for a in ATTRIBUTES]
+    """The bio + EOS; one scored span per entry of `row["spans"]`, in its order."""
+    ranges = [tuple(span) for span in row["spans"].values()]
     ids, spans = _token_spans(tokenizer, row["text"], ranges, f"bio of person {row['person_id']}")
     return Encoded(tuple(ids) + (_eos(tokenizer),), tuple(spans), loss_from=1)
 

@@ -3,7 +3,7 @@
 After kronfluence's `*_save_path` functions: a module that writes or reads an artifact asks its
 layout for the path and never spells one; README.md's "Layouts" section describes the same tree.
 
-    dataset/   people.jsonl bio.jsonl qa.jsonl vocabulary.txt meta.json
+    dataset/   people.jsonl bio.jsonl qa.jsonl vocabulary.txt meta.json (your own: the three tables, meta.json optional)
     run/       config.json metrics.jsonl eval.json trace.safetensors base/ (θ_pre) model/ (θ_ft) checkpoint/
                shared/{shared.json, mask.safetensors}
                analysis/{ablation.json, graft.json, graft_mask.safetensors, heads[-grafted].json,
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DATA_FILES = ("people.jsonl", "bio.jsonl", "qa.jsonl", "vocabulary.txt")  # with meta.json, a dataset
+TABLES = ("people", "bio", "qa")  # the JSONL tables: all a dataset of your own needs (docs/data-format.md)
 BASE_RECORD = "base.json"  # provenance of a built base, in its directory and in a run's base/
 LOCK = ".lock"  # the one-writer lock of a dataset, run, base or study directory (`factrecall.locks`); no artifact
 
@@ -30,6 +31,12 @@ class DatasetLayout:
     def table(self, name: str) -> Path:
         """One of the JSONL tables: people, bio, qa."""
         return self.root / f"{name}.jsonl"
+
+    @property
+    def tables(self) -> list[Path]:
+        """people.jsonl, bio.jsonl, qa.jsonl: the files of a dataset of your own (meta.json optional), and what
+        its derived content hash covers, in this order."""
+        return [self.table(name) for name in TABLES]
 
     @property
     def vocabulary(self) -> Path:
@@ -94,6 +101,11 @@ class RunLayout:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.jsonl"
+
+    @property
+    def live(self) -> Path:
+        """TensorBoard's event files of `train --report-to tensorboard`."""
+        return self.root / "live"
 
     @property
     def eval(self) -> Path:

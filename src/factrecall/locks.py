@@ -34,7 +34,8 @@ def _same_file(path: Path, fd: int) -> bool:
 def directory_lock(directory: Path, what: str) -> Iterator[Path]:
     """Hold `directory/.lock` (created with the directory if absent); yields the lock file's path.
 
-    `what` names the writer in the refusal ("another <what> is writing <directory> (pid N)").
+    `what` names this writer in the lock file, so a refused one reads "another <what> is writing
+    <directory> (pid N)".
     A directory this call created is removed again if it is still empty on exit."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
@@ -49,9 +50,9 @@ def directory_lock(directory: Path, what: str) -> Iterator[Path]:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 f.seek(0)
-                holder = f.read().strip() or "?"
+                pid, _, holder = f.read().strip().partition("\n")
                 f.close()
-                raise UserError(f"another {what} is writing {directory} (pid {holder}); "
+                raise UserError(f"another {holder or 'process'} is writing {directory} (pid {pid or '?'}); "
                                 f"wait for it or use another --out") from None
             if _same_file(path, f.fileno()):
                 break
@@ -62,7 +63,7 @@ def directory_lock(directory: Path, what: str) -> Iterator[Path]:
     try:
         f.seek(0)
         f.truncate()
-        f.write(str(os.getpid()))
+        f.write(f"{os.getpid()}\n{what}")  # the holder, as a refused writer names it
         f.flush()
         yield path
     finally:

@@ -1,8 +1,10 @@
 """Where the final token looks, over many people (docs/method.md §9: "subject linking", "relation focusing").
 
 For each of the first `people` people: their first bio, read up to each of the six values, and
-their six questions. At the token that predicts the answer (the token before the value; the last
-prompt token), every head's attention is split by token label (`analysis/labels.py`):
+their six questions (facts of your own: per attribute, the first bio that states it and the first
+question about it; `analysis/labels.py person_views`). At the token that predicts the answer (the
+token before the value; the last prompt token), every head's attention is split by token label
+(`analysis/labels.py`):
 
     share_label[l, h] = Σ over key tokens k labelled `label` of attention[l, h, final, k]
 
@@ -18,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from factrecall.analysis.labels import LABELS, batches, person_views
+from factrecall.analysis.labels import LABELS, batches, by_text, person_views
 from factrecall.analysis.readout import read
 from factrecall.analysis.run import model_config, run_dataset
 from factrecall.analysis.selection import top_shared_head
@@ -74,7 +76,7 @@ def attention_stats(run: Path, people: int = 500, on: str = "finetuned", batch_s
     for form in TASKS:
         texts, queries, splits = [], [], []
         for person, bio, qa in chosen:
-            for group in ([bio] if form == "bio" else [[v] for v in qa]):  # one bio text, six question texts
+            for group in (by_text(bio) if form == "bio" else [[v] for v in qa]):  # one text per bio, per question
                 texts.append(max((v.ids for v in group), key=len))  # each view's ids are a prefix of its text
                 queries.append([(v.final, v.labels) for v in group])
                 splits += [person["split"]] * len(group)

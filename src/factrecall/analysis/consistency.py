@@ -1,7 +1,7 @@
 """Do BIO and QA agree? Representations, trace directions and gradients per layer (docs/method.md §10).
 
-* **Representation consistency**: for the same fact in BIO form (the person's first bio, read up
-  to the value) and QA form (the question), the cosine similarity of the residual stream x_l
+* **Representation consistency**: for the same fact in BIO form (the person's first bio that
+  states it, read up to the value) and QA form (the question), the cosine similarity of the residual stream x_l
   (l = 0 embeddings … L, before the final norm) at two positions: the *last subject token* (the
   last token of the person's name: its first mention in the bio, its mention in the question)
   and the *answer position* (the token that predicts the value's first token). `matched` pairs a
@@ -15,8 +15,8 @@
   summarised from `metrics.jsonl`. Stage never has both tasks in one phase, so it logs none.
   Those gradients come from different people, so they are nearly orthogonal; the **gradient probe**
   asks about the same facts instead: at the analysed model, per person, the cosine between the
-  gradient of the loss on the six values in the person's first bio and the gradient of the answer
-  loss on the person's six questions, per layer over the traced tensors; `mismatched` pairs a
+  gradient of the loss on the values in the person's first bio (six in generated data) and the
+  gradient of the answer loss on the person's questions, per layer over the traced tensors; `mismatched` pairs a
   person's BIO gradient with the next person's QA gradient. Defined for Stage and Mix alike.
 
 Written to `RUN/analysis/consistency.json`; running it on the Mix and the Stage run gives C7.
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from factrecall.analysis.labels import batches, first_bio_and_questions, person_views
+from factrecall.analysis.labels import View, batches, by_text, first_bio_and_questions, person_views
 from factrecall.analysis.readout import read
 from factrecall.analysis.run import load_trace, run_dataset
 from factrecall.analysis.weights import analysis_model
@@ -61,32 +61,44 @@ def _cosines(a: torch.Tensor, b: torch.Tensor) -> list[float]:
 
 
 def representation_consistency(model, tokenizer, dataset, people: int, batch_size: int = 64) -> dict:
-    """Per position (subject, answer) and split (all, id, ood): matched, mismatched and gap per layer."""
+    """Per position (subject, answer) and split (all, id, ood): matched, mismatched and gap per layer.
+
+    Pairs: each (person, attribute) with a BIO view and a QA view that both hold the name before the answer
+    position. A person's BIO views of one bio share one forward pass."""
     chosen = person_views(tokenizer, dataset, people)
     if len(chosen) < 2:
         raise UserError(f"--people must be at least 2 for representation consistency (got {people})")
     pad = pad_id(tokenizer)
-    bio_texts = [max((v.ids for v in bio), key=len) for _, bio, _ in chosen]
-    # (person, attribute) pairs whose bio view has the name before the answer position (both positions use them)
-    kept = [[a for a, v in enumerate(bio) if v.last_subject is not None] for _, bio, _ in chosen]
-    keep = [(i, a) for i, attributes in enumerate(kept) for a in attributes]
+    # (person index, BIO view, QA view), grouped by bio text: the order of the BIO states
+    keep: list[tuple[int, View, View]] = []
+    bio_texts: list[tuple[int, ...]] = []
+    groups: list[list[int]] = []  # per bio text, its rows of `keep`
+    for i, (_, bio, qa) in enumerate(chosen):
+        question = {v.attribute: v for v in qa if v.last_subject is not None}
+        usable = [v for v in bio if v.last_subject is not None and v.attribute in question]
+        for group in by_text(usable):
+            bio_texts.append(max((v.ids for v in group), key=len))
+            groups.append([len(keep) + j for j in range(len(group))])
+            keep += [(i, v, question[v.attribute]) for v in group]
+    if not keep:
+        raise UserError(f"no view of the first {people} people holds the name before the answer in both its bio and "
+                        f"its question; representation consistency needs some (docs/data-format.md)")
     result = {}
     for position in POSITIONS:
         pick = (lambda v: v.last_subject) if position == "subject" else (lambda v: v.final)
-        bio_pos = [[pick(bio[a]) for a in kept[i]] for i, (_, bio, _) in enumerate(chosen)]
-        bio_states = _states(model, bio_texts, bio_pos, pad, batch_size, f"bio {position}")
-        qa_texts = [chosen[i][2][a].ids for i, a in keep]
-        qa_states = _states(model, qa_texts, [[pick(chosen[i][2][a])] for i, a in keep], pad, batch_size,
+        bio_states = _states(model, bio_texts, [[pick(keep[r][1]) for r in rows] for rows in groups], pad,
+                             batch_size, f"bio {position}")
+        qa_states = _states(model, [q.ids for _, _, q in keep], [[pick(q)] for _, _, q in keep], pad, batch_size,
                             f"qa {position}")
-        # the next person (in `keep` order) with the same attribute gives the mismatched question
-        by_attribute: dict[int, list[int]] = {}
-        for row, (_, a) in enumerate(keep):
-            by_attribute.setdefault(a, []).append(row)
+        # the next pair (in `keep` order) with the same attribute gives the mismatched question
+        by_attribute: dict[str, list[int]] = {}
+        for row, (_, v, _) in enumerate(keep):
+            by_attribute.setdefault(v.attribute, []).append(row)
         other = [0] * len(keep)
         for rows in by_attribute.values():
             for j, row in enumerate(rows):
                 other[row] = rows[(j + 1) % len(rows)]
-        splits = [chosen[i][0]["split"] for i, _ in keep]
+        splits = [chosen[i][0]["split"] for i, _, _ in keep]
         table = {}
         for split in ("all", "id", "ood"):
             rows = [r for r, s in enumerate(splits) if split == "all" or s == split]

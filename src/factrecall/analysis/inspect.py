@@ -27,13 +27,12 @@ from factrecall.analysis.run import model_config, run_dataset
 from factrecall.analysis.selection import top_shared_head
 from factrecall.analysis.weights import analysis_model
 from factrecall.artifacts import write_json
-from factrecall.data.pools import ATTRIBUTES
 from factrecall.errors import UserError
 from factrecall.layout import InspectLayout, RunLayout
 from factrecall.models.adapters import geometry
 from factrecall.terms import MODEL_VARIANTS
 
-DEFAULT_ATTRIBUTE = "birth_city"
+DEFAULT_ATTRIBUTE = "birth_city"  # when the dataset has it (the generator's); else the dataset's first attribute
 
 
 def check_head(config, layer: int | None, head: int | None) -> None:
@@ -45,11 +44,19 @@ def check_head(config, layer: int | None, head: int | None) -> None:
                         f"heads 0–{g.n_heads - 1}")
 
 
-def pick_person(dataset, person: int | None) -> dict:
-    """The person with id `person`, or the first OOD person."""
+def default_attribute(dataset) -> str:
+    """`DEFAULT_ATTRIBUTE` when the dataset has it, else its first attribute."""
+    return DEFAULT_ATTRIBUTE if DEFAULT_ATTRIBUTE in dataset.attributes else dataset.attributes[0]
+
+
+def pick_person(dataset, person: int | None, attribute: str | None = None) -> dict:
+    """The person with id `person`, or the first OOD person asked about `attribute` (the first person asked
+    about it when no OOD person is)."""
     by_id = {p["person_id"]: p for p in dataset.people}
     if person is None:
-        return next(p for p in dataset.people if p["split"] == "ood")
+        asked = {q["person_id"] for q in dataset.qa if attribute is None or q["attribute"] == attribute}
+        candidates = [p for p in dataset.people if p["person_id"] in asked] or dataset.people
+        return next((p for p in candidates if p["split"] == "ood"), candidates[0])
     if person not in by_id:
         raise UserError(f"person {person} does not exist in {dataset.path}; valid ids are "
                         f"{min(by_id)}–{max(by_id)}")
@@ -100,31 +107,37 @@ def _describe(model, tokenizer, view: View, layer: int, head: int, top: int) -> 
 
 
 def inspect_run(run: Path, person: int | None = None, layer: int | None = None, head: int | None = None,
-                on: str = "finetuned", attribute: str = DEFAULT_ATTRIBUTE, out: Path | None = None,
+                on: str = "finetuned", attribute: str | None = None, out: Path | None = None,
                 top: int = 5, device: str = "auto") -> dict:
     """One person's BIO and QA views through one head; writes and returns inspect.json.
 
+    `attribute` None: `birth_city` for a generated dataset, else the dataset's first attribute. The BIO view
+    comes from the person's first bio that states the attribute, the QA view from their first question on it.
     Called by `factrecall inspect --run DIR [--person ID] [--layer L --head H] [--on grafted|finetuned]
     [--attribute A] [--out DIR]`.
     """
     run = Path(run)
     if on not in MODEL_VARIANTS:
         raise UserError(f"--on {on!r} is not one of {', '.join(MODEL_VARIANTS)}")
-    if attribute not in ATTRIBUTES:
-        raise UserError(f"--attribute {attribute!r} is not one of {', '.join(ATTRIBUTES)}")
     if top < 1:
         raise UserError(f"--top must be at least 1 (got {top})")
     config = model_config(run)
     check_head(config, layer, head)
     dataset = run_dataset(run)
-    who = pick_person(dataset, person)
+    attribute = default_attribute(dataset) if attribute is None else attribute
+    if attribute not in dataset.attributes:
+        raise UserError(f"--attribute {attribute!r} is not one of {', '.join(dataset.attributes)}")
+    who = pick_person(dataset, person, attribute)
+    qa_row = next((q for q in dataset.qa if q["person_id"] == who["person_id"] and q["attribute"] == attribute), None)
+    if qa_row is None:
+        raise UserError(f"person {who['person_id']} has no question about {attribute} in {dataset.path}; pick another "
+                        f"--person or --attribute")
     if layer is None:
         layer, head = top_shared_head(run)
     model, tokenizer = analysis_model(run, on, device)
     pools = dataset_pools(dataset)
-    bio_row = next(b for b in dataset.bios if b["person_id"] == who["person_id"])
-    qa_row = next(q for q in dataset.qa if q["person_id"] == who["person_id"] and q["attribute"] == attribute)
-    views = [bio_views(tokenizer, bio_row, who, pools)[ATTRIBUTES.index(attribute)],
+    bio_row = next(b for b in dataset.bios if b["person_id"] == who["person_id"] and attribute in b["spans"])
+    views = [next(v for v in bio_views(tokenizer, bio_row, who, pools) if v.attribute == attribute),
              qa_view(tokenizer, qa_row, who, pools)]
     result = {"run": str(run), "on": on, "person": {k: who[k] for k in ("person_id", "name", "split")},
               "attribute": attribute, "layer": layer, "head": head,

@@ -6,12 +6,21 @@
   words minus a closed list of function words and punctuation;
 * **other** — everything else (BOS, other sentences, the answer cue "Answer:").
 
-Nothing is found by searching for strings in the text: the data record each value's character
-span (BIO) and the prompt/answer boundary (QA); the sentence holding a value is recovered by
-rendering the dataset's own templates around that span, and the name and the template words are
-then known character ranges. A BIO view ends at the token that predicts the value's first token;
-a QA view at the last prompt token. Relation words of a BIO view are those of the value's own
-sentence (words of other sentences are "other").
+For a generated dataset nothing is found by searching for strings in the text: the data record
+each value's character span (BIO) and the prompt/answer boundary (QA); the sentence holding a value
+is recovered by rendering the dataset's own templates around that span, and the name and the
+template words are then known character ranges. A BIO view ends at the token that predicts the
+value's first token; a QA view at the last prompt token. Relation words of a BIO view are those of
+the value's own sentence (words of other sentences are "other").
+
+Facts of your own have no templates (`dataset_pools` is None), so the labels fall back to the text
+(docs/data-format.md, "Token labels"):
+
+* **subject** — every whole-word occurrence of the person's `name` outside the value spans;
+* **relation** — in a bio, the words of the value's own sentence (cut at ".", "!" or "?" before a
+  space, or a line break, never inside a value or the name) that are neither the name nor a value;
+  in a question, the prompt's words other than the name and a closing "Answer:"; function words
+  and punctuation are "other" as above.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from pathlib import Path
 import torch
 
 from factrecall.data.dataset import Dataset
-from factrecall.data.pools import ATTRIBUTES, PRONOUNS, Pools, load_pools
+from factrecall.data.pools import ANSWER_CUE, PRONOUNS, Pools, load_pools
 from factrecall.encode import encode_bio, encode_qa
 from factrecall.errors import UserError
 
@@ -62,8 +71,11 @@ class View:
         return max((i for i, label in enumerate(self.labels) if label == "subject"), default=None)
 
 
-def dataset_pools(dataset: Dataset) -> Pools:
-    """The pools (templates, questions) the dataset was generated from."""
+def dataset_pools(dataset: Dataset) -> Pools | None:
+    """The pools (templates, questions) the dataset was generated from; None for facts of your own, whose
+    labels come from the text (the fallback in the module docstring)."""
+    if not dataset.generated:
+        return None
     path = (dataset.meta.get("config") or {}).get("pools")
     return load_pools(Path(path) if path else None)
 
@@ -98,10 +110,48 @@ def _sentence_at(text: str, start: int, person: dict, attribute: str, pools: Poo
     return None
 
 
-def bio_sentences(row: dict, person: dict, pools: Pools) -> dict[str, tuple[Ranges, Ranges]]:
-    """Per attribute, (name, template words) char ranges of the bio sentence that holds its value."""
+def _minus(outer: tuple[int, int], cuts: Ranges) -> Ranges:
+    """The parts of the char range `outer` outside every range of `cuts`."""
+    parts, at = [], outer[0]
+    for s, e in sorted(cuts):
+        if e <= at or s >= outer[1]:
+            continue
+        if s > at:
+            parts.append((at, s))
+        at = max(at, e)
+    return parts + ([(at, outer[1])] if at < outer[1] else [])
+
+
+def name_ranges(text: str, name: str, values: Ranges = ()) -> Ranges:
+    """Char ranges of every whole-word occurrence of `name` in `text` that overlaps none of `values`."""
+    found = [(m.start(), m.end()) for m in re.finditer(rf"(?<!\w){re.escape(name)}(?!\w)", text)]
+    return [(s, e) for s, e in found if not any(s < b and a < e for a, b in values)]
+
+
+def _own_bio_sentences(row: dict, person: dict) -> dict[str, tuple[Ranges, Ranges]]:
+    """Without templates: per attribute, (every name occurrence, the words of the value's sentence that are
+    neither the name nor a value) char ranges."""
+    text = row["text"]
+    values = [tuple(span) for span in row["spans"].values()]
+    names = name_ranges(text, person["name"], values)
+    kept = values + names  # a sentence never ends inside a value or the name ("St. Louis", "Acme Inc.")
+    ends = sorted({m.end() for m in re.finditer(r"[.!?](?=\s|$)|\n", text)
+                   if not any(a <= m.start() < b for a, b in kept)})
     found = {}
-    for attribute in ATTRIBUTES:
+    for attribute, (start, end) in row["spans"].items():
+        begin = max((e for e in ends if e <= start), default=0)
+        stop = min((e for e in ends if e > end), default=len(text))
+        found[attribute] = names, _minus((begin, stop), kept)
+    return found
+
+
+def bio_sentences(row: dict, person: dict, pools: Pools | None) -> dict[str, tuple[Ranges, Ranges]]:
+    """Per attribute the bio states, (name, template words) char ranges of the sentence that holds its value
+    (`pools` None: the text fallback, `_own_bio_sentences`)."""
+    if pools is None:
+        return _own_bio_sentences(row, person)
+    found = {}
+    for attribute in row["spans"]:
         found[attribute] = _sentence_at(row["text"], row["spans"][attribute][0], person, attribute, pools)
         if found[attribute] is None:
             raise UserError(f"bio {row.get('bio_index', 0)} of person {person['person_id']}: no {attribute} template "
@@ -109,8 +159,14 @@ def bio_sentences(row: dict, person: dict, pools: Pools) -> dict[str, tuple[Rang
     return found
 
 
-def qa_ranges(row: dict, person: dict, pools: Pools) -> tuple[Ranges, Ranges]:
-    """(subject, relation) char ranges in a question (the answer cue is "other")."""
+def qa_ranges(row: dict, person: dict, pools: Pools | None) -> tuple[Ranges, Ranges]:
+    """(subject, relation) char ranges in a question (the answer cue is "other"); `pools` None: the text fallback,
+    the name's occurrences and the rest of the prompt before a closing "Answer:"."""
+    if pools is None:
+        prompt = row["prompt"]
+        end = len(prompt) - len(ANSWER_CUE) if prompt.endswith(ANSWER_CUE) else len(prompt)
+        names = name_ranges(prompt[:end], person["name"])
+        return names, _minus((0, end), names)
     for template in pools.questions[row["attribute"]]:
         question, parts = _render(template, {"name": person["name"]})
         if row["prompt"].startswith(question + " "):
@@ -150,16 +206,16 @@ def _view(tokenizer, form: str, attribute: str, text: str, offsets, ids: tuple[i
                 tuple(labels), ids[first:end])
 
 
-def bio_views(tokenizer, row: dict, person: dict, pools: Pools) -> list[View]:
-    """One view per attribute of a bio, each ending at the token that predicts the value."""
+def bio_views(tokenizer, row: dict, person: dict, pools: Pools | None) -> list[View]:
+    """One view per value the bio states (its spans, in order), each ending at the token that predicts the value."""
     encoded, offsets = encode_bio(tokenizer, row), _offsets(tokenizer, row["text"])
     sentences = bio_sentences(row, person, pools)
-    names = sorted(r for ranges, _ in sentences.values() for r in ranges)  # every mention of the full name
+    names = sorted({r for ranges, _ in sentences.values() for r in ranges})  # every mention of the full name
     return [_view(tokenizer, "bio", a, row["text"], offsets, encoded.input_ids, span, names, sentences[a][1])
-            for a, span in zip(ATTRIBUTES, encoded.spans)]
+            for a, span in zip(row["spans"], encoded.spans)]
 
 
-def qa_view(tokenizer, row: dict, person: dict, pools: Pools) -> View:
+def qa_view(tokenizer, row: dict, person: dict, pools: Pools | None) -> View:
     """The question, ending at its last prompt token; gold = the answer's tokens (without EOS)."""
     encoded = encode_qa(tokenizer, row)
     first, end = encoded.spans[0]
@@ -179,14 +235,39 @@ def first_bio_and_questions(dataset) -> tuple[dict[int, dict], dict[int, list[di
 
 
 def person_views(tokenizer, dataset, people: int) -> list[tuple[dict, list[View], list[View]]]:
-    """(person, six BIO views of the first bio, six QA views) for the first `people` people (≥ 1)."""
+    """(person, BIO views, QA views) for the first `people` people (≥ 1), each list in the dataset's attribute order.
+
+    Per attribute: the view of the first bio that states it (a generated bio states all six: the first bio's
+    six views) and of the person's first question about it (attributes without a question have no QA view)."""
     if people < 1:
         raise UserError(f"--people must be at least 1 (got {people})")
     pools = dataset_pools(dataset)
-    first_bio, questions = first_bio_and_questions(dataset)
-    chosen = dataset.people[:people]
-    return [(p, bio_views(tokenizer, first_bio[p["person_id"]], p, pools),
-             [qa_view(tokenizer, q, p, pools) for q in questions[p["person_id"]]]) for p in chosen]
+    bios: dict[int, list[dict]] = {}
+    for b in dataset.bios:
+        bios.setdefault(b["person_id"], []).append(b)
+    _, questions = first_bio_and_questions(dataset)
+    chosen = []
+    for p in dataset.people[:people]:
+        bio: dict[str, View] = {}
+        for row in bios[p["person_id"]]:
+            if not set(row["spans"]) <= set(bio):
+                bio.update({v.attribute: v for v in bio_views(tokenizer, row, p, pools) if v.attribute not in bio})
+        qa: dict[str, View] = {}
+        for q in questions[p["person_id"]]:
+            if q["attribute"] not in qa:
+                qa[q["attribute"]] = qa_view(tokenizer, q, p, pools)
+        chosen.append((p, [bio[a] for a in dataset.attributes if a in bio],
+                       [qa[a] for a in dataset.attributes if a in qa]))
+    return chosen
+
+
+def by_text(views: list[View]) -> list[list[View]]:
+    """`views` grouped by the text they read, in order of first appearance: the views of one bio share one
+    forward pass (each view's ids are a prefix of its text's)."""
+    groups: dict[str, list[View]] = {}
+    for v in views:
+        groups.setdefault(v.text, []).append(v)
+    return list(groups.values())
 
 
 def batches(texts: list[tuple[int, ...]], pad: int, size: int):

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import torch
 
 from factrecall.data.dataset import Dataset
-from factrecall.data.pools import ATTRIBUTES
 from factrecall.encode import Encoded, collate, encode_bio, encode_qa
 from factrecall.models.hooks import temporary_hooks
 from factrecall.terms import EVAL_SETS
@@ -73,7 +72,8 @@ def _score(chunk: list[Encoded], input_ids: torch.Tensor, guesses: list[int], in
         by_index[indices[b]] = result
 
 
-def _summary(pairs: list[tuple[str, tuple[bool, bool]]]) -> dict:
+def _summary(pairs: list[tuple[str, tuple[bool, bool]]], order: tuple[str, ...] = ()) -> dict:
+    """Both accuracies over all pairs and per attribute (in `order`, then any other in the order met)."""
     by_attribute: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
     for attribute, hit in pairs:
         by_attribute[attribute].append(hit)
@@ -84,7 +84,8 @@ def _summary(pairs: list[tuple[str, tuple[bool, bool]]]) -> dict:
                 "n": len(hs)}
 
     summary = rates([h for _, h in pairs])
-    summary["per_attribute"] = {a: rates(by_attribute[a]) for a in ATTRIBUTES if a in by_attribute}
+    summary["per_attribute"] = {a: rates(by_attribute[a]) for a in dict.fromkeys([*order, *by_attribute])
+                                if a in by_attribute}
     return summary
 
 
@@ -93,6 +94,7 @@ class EvalSet:
     """Encoded examples of one evaluation set and the attribute each scored span belongs to."""
     examples: list[Encoded]
     attributes: list[tuple[str, ...]]  # per example, the attribute of each span
+    order: tuple[str, ...] = ()  # the dataset's attributes: the order of `per_attribute`
 
 
 def eval_sets(tokenizer, dataset: Dataset, max_people: int = 0) -> dict[str, EvalSet]:
@@ -105,9 +107,11 @@ def eval_sets(tokenizer, dataset: Dataset, max_people: int = 0) -> dict[str, Eva
     sets = {}
     for split in ("id", "ood"):
         rows = [q for q in dataset.qa_split(split) if keep is None or q["person_id"] in keep]
-        sets[f"qa_{split}"] = EvalSet([encode_qa(tokenizer, q) for q in rows], [(q["attribute"],) for q in rows])
+        sets[f"qa_{split}"] = EvalSet([encode_qa(tokenizer, q) for q in rows], [(q["attribute"],) for q in rows],
+                                      dataset.attributes)
     bios = [b for b in dataset.bios if keep is None or b["person_id"] in keep]
-    sets["bio"] = EvalSet([encode_bio(tokenizer, b) for b in bios], [ATTRIBUTES] * len(bios))
+    sets["bio"] = EvalSet([encode_bio(tokenizer, b) for b in bios], [tuple(b["spans"]) for b in bios],
+                          dataset.attributes)
     return sets
 
 
@@ -116,7 +120,8 @@ def evaluate(model, sets: dict[str, EvalSet], pad: int, batch_size: int = 256) -
     result = {}
     for name, s in sets.items():
         hits = span_hits(model, s.examples, pad, batch_size)
-        result[name] = _summary([(a, h) for attrs, hs in zip(s.attributes, hits) for a, h in zip(attrs, hs)])
+        result[name] = _summary([(a, h) for attrs, hs in zip(s.attributes, hits) for a, h in zip(attrs, hs)],
+                                s.order)
     return result
 
 

@@ -19,6 +19,10 @@ from factrecall.errors import UserError
 from factrecall.models.adapters import adapter_for
 
 
+def _first_line(error: Exception) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0]
+
+
 def check_model_dir(path: Path) -> None:
     path = Path(path)
     if not path.is_dir():
@@ -35,8 +39,8 @@ def load_config(path: Path):
     check_model_dir(path)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=True)
-    except (ValueError, OSError) as e:
-        raise UserError(f"model directory {path}: config.json is not loadable ({str(e).splitlines()[0]})") from None
+    except (ValueError, OSError, KeyError, TypeError, AttributeError) as e:  # transformers' errors vary by field
+        raise UserError(f"model directory {path}: config.json is not loadable ({_first_line(e)})") from None
     adapter_for(config)
     return config
 
@@ -65,7 +69,7 @@ def load_model(path: Path, attn_implementation: str | None = None, device: str |
     except SafetensorError as e:
         raise UserError(f"model directory {path}: its .safetensors weights are damaged or truncated ({e}); "
                         f"copy or save the model again") from None
-    except (ValueError, OSError, RuntimeError) as e:
-        raise UserError(f"model directory {path} is not loadable ({str(e).splitlines()[0]}); "
+    except (ValueError, OSError, RuntimeError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"model directory {path} is not loadable ({_first_line(e)}); "
                         f"check that its weights, config and tokenizer belong together") from None
     return model.to(device), tokenizer

@@ -27,9 +27,11 @@ from factrecall.data.dataset import load_dataset
 from factrecall.data.generate import generate_dataset
 from factrecall.errors import UserError
 from factrecall.layout import BaseLayout
+from factrecall.locks import directory_lock, refuse_overlap
 from factrecall.provenance import package_versions
 from factrecall.study.config import data_config, train_config
 from factrecall.training.loop import train
+from factrecall.training.run_dir import model_directory
 
 KINDS = ("language", "skill")
 
@@ -47,18 +49,26 @@ def build_base(kind: str, out: Path, preset: str = "default", people: int = 500,
     train_cfg = train_config(preset, strategy="mix", seed=seed, model=model, trace=False, eval_every=0,
                              bio_epochs=epochs, qa_epochs=0 if kind == "language" else epochs)
     settings = as_json({"kind": kind, "data": asdict(data_cfg), "train": asdict(train_cfg)})
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a directory")
+    refuse_overlap(out, [*(("excluded dataset", e) for e in exclude), ("model directory", model_directory(
+        train_cfg.model))], "base build")
+    with directory_lock(out, "base build"):
+        return _build(kind, out, data_cfg, train_cfg, settings, force)
+
+
+def _build(kind: str, out: Path, data_cfg, train_cfg, settings: dict, force: bool) -> dict:
+    """`build_base` under the base directory's lock."""
     files = BaseLayout(out)
     if files.record.is_file() and not force:
         record = read_json(files.record, "base record")
         if record.get("settings") == settings:
             return record
         raise UserError(f"--out {out} holds a base built with other settings; use another directory or --force")
-    if out.is_dir() and any(out.iterdir()) and not files.run.root.is_dir() and not force:
+    held = [c for c in out.iterdir() if c != files.lock]
+    if held and not files.run.root.is_dir() and not force:
         raise UserError(f"--out {out} is not empty and holds no base; choose another directory or pass --force")
-    if force and out.is_dir():
-        shutil.rmtree(out)
+    if force:
+        for child in held:  # everything but the lock this process holds
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
 
     data = files.data
     if not data.meta.is_file() or read_json(data.meta, "dataset meta")["config"] != as_json(asdict(data_cfg)):

@@ -24,10 +24,11 @@ from __future__ import annotations
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from factrecall.analysis.config import AnalysisConfig
+from factrecall.artifacts import as_json
 from factrecall.data.generate import DataConfig
 from factrecall.errors import UserError
 from factrecall.training.config import TrainConfig
@@ -68,6 +69,13 @@ class BaseConfig:
     people: int = 500
     seed: int = 1  # of the base's population and training (the study's population uses [data] seed)
     epochs: int = 15  # passes over the base population's BIO (and, for skill, its QA)
+
+    def validate(self) -> None:
+        for key, low, high in (("people", 2, None), ("seed", 0, 2**32 - 1), ("epochs", 1, None)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
+                raise UserError(f"base.{key} must be an integer ≥ {low}{f' and ≤ {high}' if high else ''} "
+                                f"(got {value!r})")
 
 
 SECTIONS = {"data": DataConfig, "train": TrainConfig, "analysis": AnalysisConfig, "base": BaseConfig}
@@ -145,6 +153,7 @@ class StudyConfig:
     analysis: AnalysisConfig
     base: BaseConfig
     bases: tuple[str, ...] = ("random",)
+    data_path: str | None = None  # `[data] path`: a dataset of your own (docs/data-format.md) instead of [data]'s
 
 
 def study_config(preset: str | None = None, file: Path | None = None, device: str | None = None) -> StudyConfig:
@@ -169,23 +178,63 @@ def study_config(preset: str | None = None, file: Path | None = None, device: st
     if preset and table.get("preset") not in (None, preset):
         raise UserError(f"--preset {preset} disagrees with {file}'s preset {table['preset']!r}; give one of them")
     sections = {}
+    data_path = _data_path(file, table.get("data"))
     for section, make in SECTIONS.items():
         overrides = table.get(section, {})
         if not isinstance(overrides, dict):
             raise UserError(f"{file}: [{section}] must be a table of settings")
+        if section == "data" and data_path:
+            overrides = {}
         if section == "train" and "strategy" in overrides:
             raise UserError(f"{file}: train.strategy cannot be set; a study trains both strategies")
         where = f"{section} setting" if file is None else f"{file}: {section} setting"
         sections[section] = _apply(_apply(make(), _preset(name).get(section, {})), overrides, where)
         if device is not None and section in ("train", "analysis"):
             sections[section] = replace(sections[section], device=device)
-    sections["data"].validate()
-    sections["train"].validate()
-    sections["analysis"].validate()
+    try:
+        for section in SECTIONS:
+            sections[section].validate()
+        if sections["data"].qa_train_fraction >= 1:
+            raise UserError("data.qa_train_fraction must be below 1 in a study: its claims compare recall of the "
+                            "OOD people, whose questions are never trained")
+    except UserError as e:  # named with the file it came from
+        raise UserError(f"{file}: {e}" if file is not None else str(e)) from None
     bases = _coerce(f"{file}: bases", tuple[str, ...], table.get("bases", ["random"]))
     for base in bases:
         if base not in BASE_KINDS and not (Path(base) / "config.json").is_file():
             raise UserError(f"{file}: unknown base {base!r}; give {', '.join(BASE_KINDS)} or a model directory")
+    if data_path and set(bases) & {"language", "skill"}:
+        raise UserError(f"{file}: a language or skill base is trained on the generator's people, whose word "
+                        f"tokenizer cannot cover the dataset of [data] path; compare bases random or model directories")
     if not bases or len(set(bases)) != len(bases):
         raise UserError(f"{file}: bases must name at least one base, each once (got {list(bases)})")
-    return StudyConfig(name, **sections, bases=bases)
+    return StudyConfig(name, **sections, bases=bases, data_path=data_path)
+
+
+def config_record(config: StudyConfig) -> dict:
+    """What study.json records of `config` (an unset `data_path` left out, so earlier studies still match)."""
+    record = as_json(asdict(config))
+    if record["data_path"] is None:
+        del record["data_path"]
+    return record
+
+
+def _data_path(file: Path | None, data: object) -> str | None:
+    """`[data] path`: a dataset directory of your own, loaded (and so validated) now; it replaces the generator,
+    so no other [data] setting may stand beside it, and a study needs people of both splits."""
+    if not isinstance(data, dict) or "path" not in data:
+        return None
+    from factrecall.data.dataset import load_dataset
+
+    others = sorted(set(data) - {"path"})
+    if others:
+        raise UserError(f"{file}: [data] path replaces generating the people, so [data] {others[0]} does not apply; "
+                        f"remove it or the path")
+    path = data["path"]
+    if not isinstance(path, str) or not Path(path).is_dir():
+        raise UserError(f"{file}: [data] path must name a dataset directory (got {path!r}); see docs/data-format.md")
+    counts = load_dataset(Path(path)).meta["counts"]
+    if not counts.get("id_people") or not counts.get("ood_people"):
+        raise UserError(f"{file}: the dataset {path} needs ID and OOD people for a study (it has "
+                        f"{counts.get('id_people')} and {counts.get('ood_people')})")
+    return str(Path(path).resolve())

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from factrecall.data.dataset import Dataset
+from factrecall.data.dataset import Dataset, load_dataset
 from factrecall.data.generate import DataConfig
 from factrecall.data.pools import ATTRIBUTES
 from factrecall.errors import UserError
@@ -90,11 +90,15 @@ def study_disk_bytes(config: StudyConfig) -> dict[str, int]:
     """What `factrecall study` with `config` keeps, per item; the largest excess of one run's training peak over
     what the run keeps; and the study's `peak`, their sum."""
     data, a = config.data, config.analysis
-    kept = {"data": data_bytes(data), "built_bases": 0, "runs": 0, "analysis_masks": 0}
+    own = load_dataset(Path(config.data_path)) if config.data_path else None  # `[data] path`: its real counts
+    counts = (len(own.bios), len(own.qa_split("id"))) if own else dataset_counts(data)
+    vocabulary = own.vocabulary_fragments if own else (lambda: data_vocabulary(data))
+    data_size = sum(f.stat().st_size for f in own.files) if own else data_bytes(data)
+    kept = {"data": data_size, "built_bases": 0, "runs": 0, "analysis_masks": 0}
     excess = 0
     for base in config.bases:
         model = config.train.model if base in BASE_KINDS else base  # random, language, skill: the preset's shapes
-        shapes = model_shapes(spec_config(model, lambda: data_vocabulary(data)), config.train.trace_include)
+        shapes = model_shapes(spec_config(model, vocabulary), config.train.trace_include)
         if base in ("language", "skill"):  # trained first on its own people, without the trace (`bases.build_base`)
             base_data = data_config(config.preset, people=config.base.people, seed=config.base.seed,
                                     qa_train_fraction=1.0 if base == "skill" else None)
@@ -107,7 +111,7 @@ def study_disk_bytes(config: StudyConfig) -> dict[str, int]:
         top = math.ceil(a.k / 100 * shapes.traced_entries)
         for strategy in STRATEGIES:
             cfg = replace(config.train, strategy=strategy, model=model)
-            run = run_bytes(shapes, cfg, checkpoints_written(cfg, *dataset_counts(data)))
+            run = run_bytes(shapes, cfg, checkpoints_written(cfg, *counts))
             kept["runs"] += run["kept"]
             kept["analysis_masks"] += 4 * (3 * top + math.ceil(a.graft_sparsity * shapes.params))
             excess = max(excess, run["peak"] - run["kept"])

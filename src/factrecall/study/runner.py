@@ -31,21 +31,23 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TypeVar
 
-from factrecall.artifacts import as_json, read_json, sha256_files, write_json
+from factrecall.artifacts import as_json, atomic_directory, read_json, sha256_files, write_json
+from factrecall.data.dataset import Dataset, load_dataset
 from factrecall.data.generate import generate_dataset
 from factrecall.devices import resolve_device
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import accuracy_line
-from factrecall.layout import StudyLayout
-from factrecall.locks import directory_lock
+from factrecall.layout import DatasetLayout, StudyLayout
+from factrecall.locks import directory_lock, refuse_overlap
 from factrecall.provenance import package_versions
 from factrecall.study.bases import KINDS, base_headline, build_base
-from factrecall.study.config import StudyConfig, study_config
+from factrecall.study.config import StudyConfig, config_record, study_config
 from factrecall.study.plan_disk import check_disk, study_disk_bytes
 from factrecall.study.registry import ANALYSES
 from factrecall.study.summary import base_name, summarize_study
 from factrecall.terms import STRATEGIES
 from factrecall.training.loop import train
+from factrecall.training.run_dir import model_directory
 
 R = TypeVar("R")
 
@@ -78,7 +80,7 @@ class Manifest:
 def _prepare(out: Path, config: StudyConfig, force: bool) -> None:
     """Check `out` against the config (or start it over with `force`) and write `study.json`."""
     files = StudyLayout(out)
-    record = as_json(asdict(config))
+    record = config_record(config)
     if force:
         for child in out.iterdir():
             if child != files.lock:
@@ -128,6 +130,11 @@ def run_study(out: Path, preset: str | None = None, config_file: Path | None = N
     config = study_config(preset, config_file, device)
     for where in (config.train.device, config.analysis.device):  # a GPU the config asks for must be here
         resolve_device(where)
+    refuse_overlap(out, [("config file", config_file), ("dataset", config.data_path),
+                         ("pools directory", config.data.pools),
+                         *(("excluded dataset", e) for e in config.data.exclude),
+                         ("model directory", model_directory(config.train.model)),
+                         *(("base directory", b) for b in config.bases if b not in KINDS and b != "random")], "study")
     with directory_lock(out, "study"):
         check_disk(out, study_disk_bytes(config)["peak"], "this study", ignore_disk)
         _prepare(out, config, force)
@@ -135,9 +142,7 @@ def run_study(out: Path, preset: str | None = None, config_file: Path | None = N
         step = Steps(manifest, log)
         files = StudyLayout(out)
         data = files.data
-        step("data", asdict(config.data), (), run=lambda: generate_dataset(config.data, data.root),
-             writes=lambda: _files(*data.files), load=lambda: read_json(data.meta, "dataset meta"),
-             headline=lambda meta: f"{meta['counts']}")
+        _data_step(step, config, data)
         for i, base in enumerate(config.bases):
             name = base_name(base)
             root, prefix = (files, "") if i == 0 else (files.sub_study(name), f"{name}/")
@@ -145,13 +150,32 @@ def run_study(out: Path, preset: str | None = None, config_file: Path | None = N
             reads = ("data", f"base/{name}") if base in KINDS else ("data",)  # a directory: its path is in the key
             sub = replace(config, train=replace(config.train, model=model), bases=(base,))
             if i:
-                write_json(root.record, {"config": as_json(asdict(sub)), "provenance": package_versions()})
+                write_json(root.record, {"config": config_record(sub), "provenance": package_versions()})
             _strategy_steps(step, manifest, root, data.root, sub, prefix, reads)
             if i:
                 write_json(root.summary, summarize_study(root.root))
         summary = summarize_study(out)
         write_json(files.summary, summary)
     return summary
+
+
+def _data_step(step: Steps, config: StudyConfig, data: DatasetLayout) -> None:
+    """The study's people in `data`: drawn by the generator, or `[data] path`'s dataset copied in."""
+    if config.data_path:
+        own = load_dataset(Path(config.data_path))
+        settings, make = {"path": config.data_path, "content_hash": own.content_hash}, lambda: _copy(own, data.root)
+    else:
+        settings, make = asdict(config.data), lambda: generate_dataset(config.data, data.root)
+    step("data", settings, (), run=make, writes=lambda: _files(*load_dataset(data.root).files),
+         load=lambda: load_dataset(data.root).meta, headline=lambda meta: f"{meta['counts']}")
+
+
+def _copy(dataset: Dataset, out: Path) -> dict:
+    """Copy `dataset`'s files into `out` (atomically); returns the copy's meta (same content hash)."""
+    with atomic_directory(out) as tmp:
+        for f in dataset.files:
+            shutil.copyfile(f, tmp / f.name)
+    return load_dataset(out).meta
 
 
 def _base_step(step: Steps, manifest: Manifest, out: Path, base: str, config: StudyConfig) -> str:

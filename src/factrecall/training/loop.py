@@ -60,6 +60,7 @@ from factrecall.models.compat import enable_gradient_checkpointing
 from factrecall.models.loading import load_model
 from factrecall.models.spec import spec_family
 from factrecall.provenance import package_versions
+from factrecall.training import live
 from factrecall.training.checkpoint import (
     checkpoint_position,
     full_optimizer_state,
@@ -95,11 +96,12 @@ def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
 FSDP_FAMILIES = ("llama", "gpt_neox")  # adapter families whose FSDP2 path is tested (tests/test_scale.py)
 
 
-def _accelerator(cfg: TrainConfig) -> Accelerator:
-    """The process's Accelerator, after refusing settings this machine or process count cannot run."""
+def _accelerator(cfg: TrainConfig, log_with: str | None = None, live: Path | None = None) -> Accelerator:
+    """The process's Accelerator (with a live tracker, `live.tracker`), after refusing settings this machine
+    or process count cannot run."""
     device = resolve_device(cfg.device)
     # cpu=True where no GPU exists lets Accelerate run several CPU processes (gloo) under torchrun
-    accelerator = Accelerator(cpu=device.type == "cpu")
+    accelerator = Accelerator(cpu=device.type == "cpu", log_with=log_with, project_dir=live)
     # Accelerate's gradient state is one per process: a `transformers.Trainer` that ran before in this process
     # leaves its accumulation steps (backward would divide our loss) and sync flag (the prepared optimizer
     # would skip every step) behind. This loop accumulates by itself, so it sets both.
@@ -152,21 +154,30 @@ def _micro_batch_loss(model, examples: list[Encoded], rows: tuple[int, ...], pad
         return model(**batch, num_items_in_batch=n_items).loss * weight
 
 
-def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, force: bool = False) -> dict:
-    """Train one strategy; writes the run directory and returns the final evaluation.
+def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, force: bool = False,
+          report_to: str = "none") -> dict:
+    """Train one strategy; writes the run directory and returns the final evaluation. `report_to`
+    ("tensorboard", "wandb") also logs every metrics row live (`training/live.py`).
 
     Refused before anything is written or deleted: an `out` that is, contains or lies inside the
     data or model directory it reads, and an `out` another process is writing (its lock)."""
     cfg.validate()
-    accelerator = _accelerator(cfg)
     out = Path(out)
+    log_with = live.tracker(report_to)
+    accelerator = _accelerator(cfg, log_with, RunLayout(out).live if log_with else None)
     dataset = load_dataset(data_dir)
     record = _run_record(cfg, dataset)
     refuse_overlap(out, [("data directory", data_dir), ("model directory", model_directory(cfg.model))], "train")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory")
     with run_lock(out, accelerator):
-        return _train(cfg, accelerator, dataset, record, out, resume, force)
+        if log_with:
+            accelerator.init_trackers(out.name, config=live.hyperparameters(as_json(asdict(cfg))))
+        try:
+            return _train(cfg, accelerator, dataset, record, out, resume, force)
+        finally:
+            if log_with:
+                accelerator.end_training()
 
 
 def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: Path, resume: bool,
@@ -175,6 +186,12 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
     sharded = cfg.distributed == "fsdp" and accelerator.num_processes > 1
     files = RunLayout(out)
     resuming = prepare_run_dir(out, record, resume, force, accelerator.is_main_process)  # same config?
+
+    def log(row: dict) -> None:
+        """A metrics row: to metrics.jsonl, and to the live tracker if any (main process only)."""
+        append_jsonl(files.metrics, row)
+        accelerator.log(live.scalars(row), step=row["global_step"])
+
     accelerator.wait_for_everyone()
     if resume and files.finished:
         return read_json(files.eval, "final evaluation")
@@ -193,6 +210,7 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
     pad = pad_id(tokenizer)
     examples = {"bio": [encode_bio(tokenizer, b) for b in dataset.bios],
                 "qa": [encode_qa(tokenizer, q) for q in dataset.qa_split("id")]}
+    _check_lengths(examples, model.config, dataset)
     phases = build_phases(cfg, len(examples["bio"]), len(examples["qa"]))
     periodic_sets = eval_sets(tokenizer, dataset, cfg.eval_people)
     full_sets = eval_sets(tokenizer, dataset)
@@ -283,12 +301,12 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
             if cosines:
                 row["grad_cosine"] = cosines
             if accelerator.is_main_process:
-                append_jsonl(metrics, row)
+                log(row)
             bar.set_postfix({t: f"{v:.3f}" for t, v in row["loss"].items()})
             if cfg.eval_every and global_step % cfg.eval_every == 0 and (accelerator.is_main_process or sharded):
                 periodic = _accuracies(evaluate(model, periodic_sets, pad))  # every rank when sharded
                 if accelerator.is_main_process:
-                    append_jsonl(metrics, {"event": "eval", "phase": phase.name, "global_step": global_step,
+                    log({"event": "eval", "phase": phase.name, "global_step": global_step,
                                            "subset_people": cfg.eval_people, **periodic})
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < n_steps:
                 checkpoint(phase_index, step + 1, optimizer)
@@ -296,7 +314,7 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
         if accelerator.is_main_process or sharded:
             phase_evals[phase.name] = evaluate(model, full_sets, pad)
         if accelerator.is_main_process:
-            append_jsonl(metrics, {"event": "eval", "phase": phase.name, "global_step": global_step,
+            log({"event": "eval", "phase": phase.name, "global_step": global_step,
                                    "phase_end": True, **_accuracies(phase_evals[phase.name])})
         if phase_index + 1 < len(phases):
             checkpoint(phase_index + 1, 0, optimizer)
@@ -320,6 +338,16 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     accelerator.wait_for_everyone()
     return read_json(files.eval, "final evaluation")
+
+
+def _check_lengths(examples: dict[str, list[Encoded]], config, dataset: Dataset) -> None:
+    """Refuse, before the first step, a text longer than the model's positions (it could not be trained)."""
+    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    tokens, task = max((len(e.input_ids), task) for task, encoded in examples.items() for e in encoded)
+    if positions and tokens > positions:
+        raise UserError(f"a {task.upper()} text of {dataset.path} is {tokens} tokens long, beyond the model's "
+                        f"{positions} positions; shorten the texts (e.g. fewer bios' sentences) or use a model "
+                        f"with more positions")
 
 
 def _save_pretrained(model, params: dict[str, torch.Tensor], directory: Path) -> None:
