@@ -7,12 +7,15 @@ then runs the real command line. The whole folder is hashed before and after the
 
 import hashlib
 import json
+import os
+import re
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from factrecall import cli
@@ -165,6 +168,296 @@ CASES = [
      "unknown device 'gpu'"),
 ]
 
+# ---- issue 18, item 6: the families the first table lacked --------------------------------------------------
+# Helpers for the cases below; each takes the case's work folder `t` first and returns what the case needs.
+
+def _file(t: Path, name: str = "f", content: str | bytes = "x") -> Path:
+    path = t / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    return path
+
+
+def _study_config(t: Path, body: str) -> list:
+    """`study` with a smoke config file holding `body` (the test stops any study that starts work)."""
+    return ["study", "--out", t / "s", "--config", _file(t, "c.toml", "preset = 'smoke'\n" + body)]
+
+
+def _pools(t: Path, edit) -> list:
+    """`data generate` from a copy of the package's pools changed by `edit(pools_dir)`."""
+    from factrecall.data.pools import default_pools_dir
+
+    pools = t / "pools"
+    shutil.copytree(default_pools_dir(), pools)
+    edit(pools)
+    return ["data", "generate", "--out", t / "o", "--pools", pools, "--people", 10]
+
+
+def _damaged_run(t: Path, r: Path, name: str, content: str | bytes) -> Path:
+    """A copy of the run with the file `name` replaced by `content`."""
+    run = _with_run(t, r)
+    _file(run, name, content)
+    return run
+
+
+def _truncated(path: Path, keep: int = 200) -> bytes:
+    return path.read_bytes()[:keep]
+
+
+def _mask_metadata(t: Path, r: Path, shapes: str) -> Path:
+    """A copy of the run whose shared/mask.safetensors carries `shapes` as its 'shapes' metadata."""
+    run = _with_run(t, r)
+    path = run / "shared" / "mask.safetensors"
+    with safe_open(str(path), "pt") as f:
+        metadata = {**(f.metadata() or {}), "shapes": shapes}
+    save_file(load_file(str(path)), str(path), metadata=metadata)
+    return run
+
+
+def _fake_study(t: Path, r: Path, eval_content: str) -> list:
+    """`report` on a study whose mix run's eval.json holds `eval_content` (eval.json is what a summary reads first)."""
+    study = t / "s"
+    _file(study, "study.json", json.dumps({"config": {"preset": "smoke", "analysis": {}}}))
+    _file(study, "runs/stage/eval.json", (r / "eval.json").read_text())
+    _file(study, "runs/mix/eval.json", eval_content)
+    return ["report", "--study", study]
+
+
+_INTERRUPTED: dict[str, Path] = {}  # filled by the `interrupted` fixture before any case runs
+RESUME = ["--strategy", "mix", "--preset", "smoke", "--max-steps", 4, "--checkpoint-every", 2, "--resume"]
+
+
+def _resume(t: Path, d: Path, edit) -> list:
+    """`train --resume` of a copy of a run killed after its checkpoint at step 2, changed by `edit(run)`."""
+    run = t / "run"
+    shutil.copytree(_INTERRUPTED["run"], run)
+    edit(run)
+    return ["train", "--data", d, "--out", run, *RESUME]
+
+
+UNDER_A_FILE = r"(?i)(is a file|not a directory|file exists)"  # the path's parent is a file
+LONG = "n" * 300  # a path component longer than any filesystem allows (ENAMETOOLONG)
+
+CASES += [
+    # data loss: an output that is, contains or lies inside an input is refused before anything is written
+    ("train-out-is-data-force", lambda t, d, r: ["train", "--data", _copy_data(d, t / "d"), "--out", t / "d",
+                                                 "--strategy", "mix", "--preset", "smoke", "--force"],
+     "is the data directory"),
+    ("train-out-inside-data", lambda t, d, r: ["train", "--data", _copy_data(d, t / "d"), "--out", t / "d" / "run",
+                                               "--strategy", "mix", "--preset", "smoke"], "lies inside the data"),
+    ("train-out-contains-data-force", lambda t, d, r: ["train", "--data", _copy_data(d, t / "p" / "d"), "--out",
+                                                       t / "p", "--strategy", "mix", "--preset", "smoke", "--force"],
+     "contains the data"),
+    ("train-out-is-model-dir-force", lambda t, d, r: (
+        shutil.copytree(r / "model", t / "m"),
+        ["train", "--data", d, "--out", t / "m", "--strategy", "mix", "--preset", "smoke", "--model", t / "m",
+         "--force"])[1], "is the model directory"),
+    ("eval-out-is-dataset-meta", lambda t, d, r: ["eval", "--model", r / "model", "--data", _copy_data(d, t / "d"),
+                                                  "--out", t / "d" / "meta.json"], "lies inside the data directory"),
+    ("eval-out-inside-model-dir", lambda t, d, r: (
+        shutil.copytree(r / "model", t / "m"),
+        ["eval", "--model", t / "m", "--data", d, "--out", t / "m" / "config.json"])[1],
+     "lies inside the model directory"),
+    ("eval-out-over-a-file-not-an-eval", lambda t, d, r: ["eval", "--model", r / "model", "--data", d, "--out",
+                                                          _file(t, "notes.json", '{"mine": 1}')],
+     "exists and is not an evaluation"),
+    ("eval-out-over-a-text-file", lambda t, d, r: ["eval", "--model", r / "model", "--data", d, "--out",
+                                                   _file(t, "notes.txt", "my notes")],
+     "exists and is not an evaluation"),
+    ("data-generate-out-is-pools", lambda t, d, r: (
+        _pools(t, lambda p: None),  # copies the package's pools to t/pools
+        ["data", "generate", "--out", t / "pools", "--pools", t / "pools", "--force"])[1], "is the pool directory"),
+    ("data-generate-out-is-excluded", lambda t, d, r: ["data", "generate", "--out", _copy_data(d, t / "d"),
+                                                       "--exclude", t / "d", "--force", "--people", 10],
+     "is the excluded dataset"),
+    ("base-build-out-is-excluded", lambda t, d, r: ["base", "build", "--kind", "language", "--out",
+                                                    _copy_data(d, t / "d"), "--exclude", t / "d", "--force",
+                                                    "--preset", "smoke", "--people", 4, "--epochs", 1],
+     "is the excluded dataset"),
+    ("study-out-is-a-base-model-force", lambda t, d, r: (
+        shutil.copytree(r / "model", t / "m"),
+        _file(t, "c.toml", f"preset = 'smoke'\nbases = [{json.dumps(str(t / 'm'))}]\n"),
+        ["study", "--out", t / "m", "--config", t / "c.toml", "--force"])[-1], "is the base directory"),
+
+    # late refusals: a study config is checked whole before the study starts any step
+    ("study-config-k-zero", lambda t, d, r: _study_config(t, "[analysis]\nk = 0\n"),
+     r"c\.toml: analysis\.k must lie in"),
+    ("study-config-k-nan", lambda t, d, r: _study_config(t, "[analysis]\nk = nan\n"), r"c\.toml: analysis\.k .*nan"),
+    ("study-config-lr-inf", lambda t, d, r: _study_config(t, "[train]\nlr = inf\n"), r"c\.toml: train\.lr .*inf"),
+    ("study-config-no-ood-people", lambda t, d, r: _study_config(t, "[data]\nqa_train_fraction = 1.0\n"),
+     r"c\.toml: data\.qa_train_fraction .*OOD"),
+    ("study-config-empty-sweep", lambda t, d, r: _study_config(t, "[analysis]\nsweep = []\n"),
+     r"c\.toml: analysis\.sweep must be a non-empty list"),
+    ("study-config-negative-seed", lambda t, d, r: _study_config(t, "[train]\nseed = -1\n"),
+     r"c\.toml: train\.seed .*-1"),
+    ("study-config-data-seed-too-big", lambda t, d, r: _study_config(t, "[data]\nseed = 4294967296\n"),
+     r"c\.toml: data\.seed"),
+    ("study-config-beta-one", lambda t, d, r: _study_config(t, "[train]\nbeta2 = 1.0\n"), r"c\.toml: train\.beta2"),
+    ("study-config-neuron-points", lambda t, d, r: _study_config(t, "[analysis]\nneuron_points = [0.5, 2.0]\n"),
+     r"c\.toml: analysis\.neuron_points"),
+    ("study-config-years-reversed", lambda t, d, r: _study_config(t, "[data]\nfirst_year = 2050\nlast_year = 2000\n"),
+     r"c\.toml: data\.first_year .*last_year"),
+    ("study-config-unknown-model", lambda t, d, r: _study_config(t, "[train]\nmodel = 'no-such-model'\n"),
+     r"model .no-such-model."),
+    ("study-config-base-people-zero", lambda t, d, r: _study_config(
+        t, "bases = ['random', 'language']\n[base]\npeople = 0\n"), r"c\.toml: base\.people"),
+    ("study-config-base-epochs-negative", lambda t, d, r: _study_config(
+        t, "bases = ['random', 'skill']\n[base]\nepochs = -1\n"), r"c\.toml: base\.epochs"),
+    ("study-config-not-toml", lambda t, d, r: _study_config(t, "[analysis\nk = 1\n"), "is not valid TOML"),
+    ("study-config-section-not-a-table", lambda t, d, r: _study_config(t, "train = 3\n"),
+     r"\[train\] must be a table"),
+    ("study-config-not-utf8", lambda t, d, r: ["study", "--out", t / "s", "--config",
+                                              _file(t, "c.toml", b"[data]\npeople = 4\n# \xff\xfe\n")],
+     "is not valid TOML"),
+
+    # the OS's errors: an output under a file, a name too long, a folder without write permission
+    ("data-generate-out-under-a-file", lambda t, d, r: ["data", "generate", "--out", _file(t) / "d"],
+     UNDER_A_FILE),
+    ("train-out-under-a-file", lambda t, d, r: ["train", "--data", d, "--out", _file(t) / "run", "--strategy", "mix",
+                                                "--preset", "smoke"], UNDER_A_FILE),
+    ("eval-out-under-a-file", lambda t, d, r: ["eval", "--model", r / "model", "--data", d, "--out",
+                                               _file(t) / "e.json"], UNDER_A_FILE),
+    ("study-out-under-a-file", lambda t, d, r: ["study", "--out", _file(t) / "s", "--preset", "smoke"],
+     UNDER_A_FILE),
+    ("base-build-out-under-a-file", lambda t, d, r: ["base", "build", "--kind", "language", "--out", _file(t) / "b",
+                                                     "--preset", "smoke", "--people", 4, "--epochs", 1],
+     UNDER_A_FILE),
+    ("inspect-out-under-a-file", lambda t, d, r: ["inspect", "--run", _with_run(t, r), "--out", _file(t) / "i"],
+     UNDER_A_FILE),
+    ("data-generate-out-name-too-long", lambda t, d, r: ["data", "generate", "--out", t / LONG, "--people", 10],
+     r"(?i)too long"),
+    ("data-generate-pools-name-too-long", lambda t, d, r: ["data", "generate", "--out", t / "o", "--pools", t / LONG],
+     r"--pools must name a directory"),
+    ("study-config-pools-name-too-long", lambda t, d, r: _study_config(t, f"[data]\npools = '{t / LONG}'\n"),
+     r"c\.toml: data\.pools: --pools must name a directory"),
+    ("data-generate-read-only-folder", lambda t, d, r: (
+        (t / "ro").mkdir(), (t / "ro").chmod(0o555), ["data", "generate", "--out", t / "ro" / "d", "--people", 10])[-1],
+     r"(?i)permission|cannot write",
+     pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permissions")),
+    ("eval-out-in-read-only-folder", lambda t, d, r: (
+        (t / "ro").mkdir(), (t / "ro").chmod(0o555),
+        ["eval", "--model", r / "model", "--data", d, "--out", t / "ro" / "e.json"])[-1],
+     r"(?i)permission|cannot write",
+     pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permissions")),
+
+    # damaged run files: configs, masks and their metadata, checkpoint state, eval and metrics files
+    ("run-config-not-json", lambda t, d, r: ["ablate", "--run", _damaged_run(t, r, "config.json", "{not json")],
+     r"config\.json"),
+    ("run-config-a-json-list", lambda t, d, r: ["ablate", "--run", _damaged_run(t, r, "config.json", "[1, 2]")],
+     r"config\.json"),
+    ("run-config-without-data", lambda t, d, r: ["consistency", "--run",
+                                                 _damaged_run(t, r, "config.json", '{"seed": 0}')],
+     r"config\.json"),
+    ("model-config-not-json", lambda t, d, r: ["eval", "--model", _damaged_run(t, r, "model/config.json", "{x") /
+                                               "model", "--data", d], r"config\.json"),
+    ("model-config-a-json-list", lambda t, d, r: ["graft", "--run", _damaged_run(t, r, "model/config.json", "[]")],
+     r"config\.json"),
+    ("report-eval-truncated", lambda t, d, r: _fake_study(t, r, (r / "eval.json").read_text()[:50]),
+     r"eval\.json"),
+    ("report-study-record-damaged", lambda t, d, r: (_file(t / "s", "study.json", "{"), ["report", "--study",
+                                                                                          t / "s"])[1],
+     r"study\.json"),
+    ("shared-mask-truncated", lambda t, d, r: ["inspect", "--run", _damaged_run(
+        t, r, "shared/mask.safetensors", _truncated(r / "shared" / "mask.safetensors"))], r"mask\.safetensors"),
+    ("shared-mask-shapes-not-json", lambda t, d, r: ["inspect", "--run", _mask_metadata(t, r, "not json")],
+     r"mask\.safetensors"),
+    ("shared-mask-shapes-of-another-model", lambda t, d, r: ["inspect", "--run", _mask_metadata(t, r, json.dumps(
+        {n.partition("/")[2]: [3, 3] for n in load_file(str(r / "shared" / "mask.safetensors"))}))],
+     r"mask\.safetensors"),
+    ("shared-mask-shapes-larger-than-the-model", lambda t, d, r: ["inspect", "--run", _mask_metadata(t, r, json.dumps(
+        {n.partition("/")[2]: [4096, 4096] for n in load_file(str(r / "shared" / "mask.safetensors"))}))],
+     r"mask\.safetensors"),
+    ("shared-mask-shapes-wrong-type", lambda t, d, r: ["inspect", "--run", _mask_metadata(t, r, '["a", "b"]')],
+     r"mask\.safetensors"),
+    ("graft-mask-garbage", lambda t, d, r: ["heads", "--run", _damaged_run(
+        t, r, "analysis/graft_mask.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00garbage!"), "--on", "grafted",
+        "--no-neurons", "--metrics", "random"], r"graft_mask\.safetensors"),
+    ("checkpoint-state-not-json", lambda t, d, r: _resume(t, d, lambda run: _file(run, "checkpoint/state.json", "{")),
+     r"state\.json"),
+    ("checkpoint-state-a-json-list", lambda t, d, r: _resume(t, d, lambda run: _file(run, "checkpoint/state.json",
+                                                                                      "[]")),
+     r"state\.json"),
+    ("checkpoint-weights-truncated", lambda t, d, r: _resume(t, d, lambda run: _file(
+        run, "checkpoint/model.safetensors", _truncated(run / "checkpoint" / "model.safetensors"))),
+     r"checkpoint .*damaged"),
+    ("metrics-shorter-than-checkpoint", lambda t, d, r: _resume(t, d, lambda run: _file(
+        run, "metrics.jsonl", (run / "metrics.jsonl").read_bytes()[:20])), r"metrics\.jsonl .*damaged"),
+    ("metrics-bad-line-before-checkpoint", lambda t, d, r: _resume(t, d, lambda run: _file(
+        run, "metrics.jsonl", b"garbage" + (run / "metrics.jsonl").read_bytes()[7:])), r"metrics\.jsonl"),
+
+    # odd custom pools
+    ("pools-missing-file", lambda t, d, r: _pools(t, lambda p: (p / "cities.txt").unlink()), "lacks cities.txt"),
+    ("pools-empty-names", lambda t, d, r: _pools(t, lambda p: (p / "last_names.txt").write_text("\n\n")),
+     r"last_names\.txt is empty"),
+    ("pools-not-utf8", lambda t, d, r: _pools(t, lambda p: (p / "majors.txt").write_bytes(b"Physics\n\xff\xfeArt\n")),
+     r"majors\.txt is not UTF-8"),
+    ("pools-templates-not-an-object", lambda t, d, r: _pools(t, lambda p: (p / "templates.json").write_text("[]")),
+     r"templates\.json must hold a JSON object"),
+    ("pools-templates-not-json", lambda t, d, r: _pools(t, lambda p: (p / "templates.json").write_text("{")),
+     r"templates\.json is not valid JSON"),
+    ("pools-template-without-value", lambda t, d, r: _pools(t, lambda p: (p / "templates.json").write_text(json.dumps(
+        {**json.loads((p / "templates.json").read_text()), "major": ["{subject} studied."]}))),
+     r"templates\.json.*\{value\}"),
+    ("pools-companies-one-column", lambda t, d, r: _pools(t, lambda p: (p / "companies.tsv").write_text("Acme\n")),
+     r"companies\.tsv:1: expected two tab-separated columns"),
+    ("pools-unknown-gender", lambda t, d, r: _pools(t, lambda p: (p / "first_names.tsv").write_text("Ann\tX\n")),
+     r"gender of 'Ann' must be F or M"),
+    ("pools-too-few-names", lambda t, d, r: _pools(t, lambda p: [(p / f).write_text("Same\tF\n" if f.endswith("tsv")
+                                                                                     else "Same\n")
+                                                                 for f in ("first_names.tsv", "middle_names.txt",
+                                                                           "last_names.txt")]),
+     "too many for these name pools|full names in a row that were already taken"),
+    ("pools-is-a-file", lambda t, d, r: ["data", "generate", "--out", t / "o", "--pools", _file(t)],
+     r"pools must name a directory"),
+
+    # out-of-range options
+    ("heads-unknown-intervention", lambda t, d, r: ["heads", "--run", _with_run(t, r), "--intervention", "bogus"],
+     "intervention 'bogus'"),
+    ("graft-negative-steps", lambda t, d, r: ["graft", "--run", _with_run(t, r), "--steps", -1], "steps"),
+    ("graft-lr-zero", lambda t, d, r: ["graft", "--run", _with_run(t, r), "--lr", 0], "lr"),
+    ("graft-lr-nan", lambda t, d, r: ["graft", "--run", _with_run(t, r), "--lr", "nan"], "lr"),
+    ("consistency-one-probe-person", lambda t, d, r: ["consistency", "--run", _with_run(t, r), "--probe-people", 1],
+     "probe.people"),
+    ("consistency-on-unknown-model", lambda t, d, r: ["consistency", "--run", _with_run(t, r), "--on", "bogus"],
+     "bogus"),
+    ("plan-zero-gpus", lambda t, d, r: ["plan", "--preset", "smoke", "--gpus", 0], "gpus"),
+    ("plan-negative-gpu-memory", lambda t, d, r: ["plan", "--preset", "smoke", "--gpu-memory", -1], "gpu.memory"),
+    ("plan-nan-gpu-memory", lambda t, d, r: ["plan", "--preset", "smoke", "--gpu-memory", "nan"], "gpu.memory"),
+    ("plan-zero-seq-len", lambda t, d, r: ["plan", "--preset", "smoke", "--seq-len", 0], "seq.len"),
+    ("plan-unknown-precision", lambda t, d, r: ["plan", "--preset", "smoke", "--precision", "fp8"], "fp8"),
+    ("inspect-negative-aggregate", lambda t, d, r: ["inspect", "--run", _with_run(t, r), "--aggregate", -5],
+     "aggregate"),
+    ("inspect-unknown-attribute", lambda t, d, r: ["inspect", "--run", _with_run(t, r), "--attribute", "shoe_size"],
+     "shoe_size"),
+    ("inspect-on-unknown-model", lambda t, d, r: ["inspect", "--run", _with_run(t, r), "--on", "bogus"], "bogus"),
+    ("shared-k-nan", lambda t, d, r: ["shared", "--run", _with_run(t, r), "--k", "nan"], r"\bk\b"),
+    ("shared-sweep-not-numbers", lambda t, d, r: ["shared", "--run", _with_run(t, r), "--sweep", "1,two"],
+     "comma-separated percentages"),
+    ("shared-sweep-zero", lambda t, d, r: ["shared", "--run", _with_run(t, r), "--sweep", "0,1"], "sweep"),
+    ("ablate-k-zero", lambda t, d, r: ["ablate", "--run", _with_run(t, r), "--k", 0], r"\bk\b"),
+    ("ablate-negative-eval-people", lambda t, d, r: ["ablate", "--run", _with_run(t, r), "--eval-people", -1],
+     "eval.people"),
+    ("heads-negative-eval-people", lambda t, d, r: ["heads", "--run", _with_run(t, r), "--eval-people", -1],
+     "eval.people"),
+    ("heads-k-inf", lambda t, d, r: ["heads", "--run", _with_run(t, r), "--k", "inf"], r"\bk\b"),
+    ("eval-zero-batch-size", lambda t, d, r: ["eval", "--model", r / "model", "--data", d, "--batch-size", 0],
+     "batch.size"),
+    ("train-lr-nan", lambda t, d, r: ["train", "--data", d, "--out", t / "o", "--strategy", "mix", "--lr", "nan"],
+     r"lr .*nan"),
+    ("train-negative-seed", lambda t, d, r: ["train", "--data", d, "--out", t / "o", "--strategy", "mix", "--seed",
+                                             -1], "seed"),
+    ("train-unknown-precision", lambda t, d, r: ["train", "--data", d, "--out", t / "o", "--strategy", "mix",
+                                                 "--precision", "fp8"], "fp8"),
+    ("data-generate-negative-seed", lambda t, d, r: ["data", "generate", "--out", t / "o", "--seed", -1], "seed"),
+    ("data-generate-nan-qa-fraction", lambda t, d, r: ["data", "generate", "--out", t / "o", "--qa-train-fraction",
+                                                       "nan"], "qa.train.fraction"),
+    ("base-build-one-person", lambda t, d, r: ["base", "build", "--kind", "language", "--out", t / "b", "--preset",
+                                               "smoke", "--people", 1], "people"),
+    ("base-build-zero-epochs", lambda t, d, r: ["base", "build", "--kind", "skill", "--out", t / "b", "--preset",
+                                                "smoke", "--people", 4, "--epochs", 0], "epochs"),
+]
+
+
 def _cuda_case(argv: list[str]):
     """argv with RUN (a copy of the trained run) and DATA filled in, asking for --device cuda."""
     def prepare(t, d, r):
@@ -184,30 +477,84 @@ if not torch.cuda.is_available():  # every command that loads a model refuses --
         ["study", "--out", t / "s", "--config", t / "c.toml"])[1], "asks for a GPU but torch sees none")]
 
 
-@pytest.mark.parametrize("prepare, message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_exit_2_and_changes_nothing(prepare, message, trained, small_data, tmp_path,
-                                                          monkeypatch, capsys):
+@pytest.fixture(scope="module")
+def interrupted(small_data, tmp_path_factory):
+    """A smoke Mix run (4 steps, a checkpoint every 2) killed after its step-3 row: checkpoint/ at step 2,
+    no eval.json; `train --data DATA --out RUN` + RESUME finishes it."""
+    from factrecall.study.config import train_config
+    from factrecall.training import loop
+
+    out = tmp_path_factory.mktemp("interrupted") / "run"
+    real = loop.append_jsonl
+
+    def die(path, row):
+        real(path, row)
+        if row.get("event") == "step" and row.get("global_step", row.get("step")) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loop, "append_jsonl", die)
+        with pytest.raises(KeyboardInterrupt):
+            loop.train(train_config("smoke", strategy="mix", max_steps=4, checkpoint_every=2), small_data, out)
+    assert (out / "checkpoint" / "state.json").is_file() and not (out / "eval.json").exists()
+    _INTERRUPTED["run"] = out
+    return out
+
+
+def _param(case: tuple) -> pytest.param:
+    name, prepare, message, *marks = case
+    return pytest.param(prepare, message, id=name, marks=marks)
+
+
+class _StudyStartedWork(Exception):
+    """Raised (a traceback, so the case fails) when `study` generates data before refusing its config."""
+
+
+@pytest.mark.parametrize("prepare, message", [_param(c) for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(prepare, message, trained, small_data, interrupted,
+                                                          tmp_path, monkeypatch, capsys):
+    from factrecall.study import runner
+
+    def started(*_, **__):
+        raise _StudyStartedWork("the study started work before refusing its config")
+
+    monkeypatch.setattr(runner, "generate_dataset", started)  # a late refusal fails fast instead of running
     work = tmp_path / "work"
     work.mkdir()
     argv = [str(a) for a in prepare(work, small_data, trained)]
     before = _tree(work)
     monkeypatch.setattr(sys, "argv", ["factrecall", *argv])
     cli._DEBUG["on"] = False
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main()
+    finally:
+        for folder in work.rglob("*"):  # what a case made read-only, writable again for the cleanup
+            if folder.is_dir() and not os.access(folder, os.W_OK):
+                folder.chmod(0o755)
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip() and not line.lstrip().startswith(("Loading", "\r"))]
     error_lines = [line for line in lines if line.startswith("factrecall: error:")]
     assert exit_info.value.code == 2, err
     assert len(error_lines) == 1 and "Traceback" not in err, err
-    import re
     assert re.search(message, error_lines[0]), error_lines[0]
     after = {k: v for k, v in _tree(work).items() if not k.endswith(".lock")}
     assert after == {k: v for k, v in before.items() if not k.endswith(".lock")}
 
 
+def test_the_interrupted_run_resumes_when_nothing_is_damaged(interrupted, small_data, tmp_path, monkeypatch):
+    """The control of the checkpoint and metrics cases: an undamaged copy resumes and finishes (exit 0)."""
+    argv = [str(a) for a in _resume(tmp_path, small_data, lambda run: None)]
+    monkeypatch.setattr(sys, "argv", ["factrecall", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 0
+    assert (tmp_path / "run" / "eval.json").is_file() and not (tmp_path / "run" / "checkpoint").exists()
+
+
 def test_case_count():
-    assert len(CASES) >= 30
+    assert len(CASES) >= 60  # issue 18: at least 60 bad inputs (without the GPU-less cases)
+    assert len([c for c in CASES if not c[0].endswith("cuda-without-gpu")]) >= 60
 
 
 def test_debug_shows_the_traceback(monkeypatch, tmp_path):

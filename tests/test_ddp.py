@@ -40,8 +40,9 @@ def test_two_process_ddp_equals_single_process(model, small_data, tmp_path):
     ddp, single = load_file(str(tmp_path / "ddp" / "trace.safetensors")), load_file(
         str(tmp_path / "single" / "trace.safetensors"))
     assert ddp.keys() == single.keys()
-    for k in single:
-        assert (ddp[k] - single[k]).norm() / single[k].norm() <= 1e-5, k
+    for k in single:  # after Adam steps, float summation order moves later gradients by ~1e-5 relative; a wrong
+        # reduction (a rank's trace unaveraged, a micro-batch missed) is off by 50-100 %
+        assert (ddp[k] - single[k]).norm() / single[k].norm() <= 1e-4, k
     a = load_file(str(tmp_path / "ddp" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "single" / "model" / "model.safetensors"))
     lr, steps = train_config("smoke").lr, 3

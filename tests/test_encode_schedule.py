@@ -15,17 +15,19 @@ def ds_tok(small_data):
     return ds, word_tokenizer(ds.vocabulary_fragments())
 
 
-def test_qa_loss_only_on_answer_and_eos(ds_tok):
+@pytest.mark.parametrize("train_eos", [False, True])
+def test_qa_loss_on_the_answer_and_the_eos_only_with_answer_eos(ds_tok, train_eos):
+    """The answer is scored; it is trained by default, the EOS after it only with qa_loss = answer_eos."""
     ds, tok = ds_tok
     row = ds.qa[0]
-    e = encode_qa(tok, row)
-    batch = collate([e, encode_qa(tok, ds.qa[7])], tok.pad_token_id)
+    e = encode_qa(tok, row, train_eos)
+    batch = collate([e, encode_qa(tok, ds.qa[7], train_eos)], tok.pad_token_id)
     labels = batch["labels"][0]
     trained = [i for i, lab in enumerate(labels.tolist()) if lab != IGNORE]
     (s, end), = e.spans
-    assert trained == list(range(s, end)) == list(range(e.loss_from, len(e.input_ids)))
-    assert tok.decode(list(e.input_ids[s:end - 1])).replace(" ,", ",") == row["answer"]
-    assert e.input_ids[-1] == tok.eos_token_id
+    assert trained == list(range(s, end + train_eos)) and len(trained) == e.n_trained
+    assert tok.decode(list(e.input_ids[s:end])).replace(" ,", ",") == row["answer"]
+    assert e.input_ids[-1] == tok.eos_token_id and len(e.input_ids) == end + 1
     prompt_ids = tok(row["prompt"])["input_ids"]
     assert list(e.input_ids[:s]) == prompt_ids
 

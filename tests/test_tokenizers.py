@@ -93,7 +93,7 @@ def test_every_value_span_is_exactly_the_value(family, how, tokenizers, dataset)
     for row in dataset.qa:
         e = encode_qa(tok, row)
         (s, end), = e.spans
-        assert end == len(e.input_ids) and e.input_ids[-1] == tok.eos_token_id and e.loss_from == s
+        assert end == e.loss_to == len(e.input_ids) - 1 and e.input_ids[-1] == tok.eos_token_id and e.loss_from == s
         assert _text(tok, e.input_ids[:s]) == row["prompt"]
         assert _text(tok, e.input_ids[s:-1]) == row["answer"]
         assert list(e.input_ids[:-1]) == tok(row["text"])["input_ids"]
@@ -101,7 +101,7 @@ def test_every_value_span_is_exactly_the_value(family, how, tokenizers, dataset)
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_collate_labels_and_padding(family, loaded, dataset):
-    """HF's shifted loss on collate's batch equals cross-entropy on the answer tokens + EOS of each unpadded text."""
+    """HF's shifted loss on collate's batch equals cross-entropy on the answer tokens of each unpadded text."""
     model, tok = loaded[family]
     model.eval()
     qa = [encode_qa(tok, q) for q in dataset.qa[:5]]
@@ -116,7 +116,9 @@ def test_collate_labels_and_padding(family, loaded, dataset):
                 ids = torch.tensor([e.input_ids])
                 logits = model(ids).logits[0]
                 start = e.spans[0][0] if examples is qa else 1  # the answer's first token; every token after BOS
-                losses.append(torch.nn.functional.cross_entropy(logits[start - 1:-1], ids[0, start:], reduction="sum"))
+                stop = len(e.input_ids) if e.loss_to is None else e.loss_to  # a question's EOS is not trained
+                losses.append(torch.nn.functional.cross_entropy(logits[start - 1:stop - 1], ids[0, start:stop],
+                                                                reduction="sum"))
                 torch.testing.assert_close(out.logits[b, :len(e.input_ids)], logits, atol=1e-5, rtol=1e-5)
         assert out.loss.item() == pytest.approx((sum(losses) / sum(e.n_trained for e in examples)).item(), rel=1e-5)
     assert pad_id(tok) == (tok.pad_token_id if family in ("pythia",) else tok.eos_token_id)
@@ -155,7 +157,7 @@ def test_exact_match_agrees_with_greedy_decoding(family, dirs, dataset):
     for q, e in zip(questions, examples):
         (s, end), = e.spans
         generated = _greedy(model, e.input_ids[:s], end - s)
-        right = _text(tok, generated[:-1]) == q["answer"] and generated[-1] == tok.eos_token_id
+        right = _text(tok, generated) == q["answer"]  # the answer's tokens; stopping at EOS is generation's detail
         expected.append([(right, generated[0] == e.input_ids[s])])
     assert hits == expected
     assert any(h[0][0] for h in hits) and not all(h[0][0] for h in hits)

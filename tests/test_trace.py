@@ -18,7 +18,7 @@ def _replay(cfg, data_dir, base_dir):
     model, tok = load_model(base_dir)
     model.train()
     ds = load_dataset(data_dir)
-    examples = {"bio": [encode_bio(tok, b) for b in ds.bios], "qa": [encode_qa(tok, q) for q in ds.qa_split("id")]}
+    examples = {"bio": [encode_bio(tok, b) for b in ds.bios], "qa": [encode_qa(tok, q, cfg.qa_loss == "answer_eos") for q in ds.qa_split("id")]}
     names = [n for n, _ in model.named_parameters()]
     params = [p for _, p in model.named_parameters()]
     tracked = set(tracked_parameter_names(model))
@@ -48,10 +48,10 @@ def _replay(cfg, data_dir, base_dir):
     return expected, model
 
 
-@pytest.mark.parametrize("strategy", ["stage", "mix"])
-def test_trace_equals_autograd_per_micro_batch(small_data, tmp_path, strategy):
+@pytest.mark.parametrize("strategy, qa_loss", [("stage", "answer"), ("mix", "answer"), ("mix", "answer_eos")])
+def test_trace_equals_autograd_per_micro_batch(small_data, tmp_path, strategy, qa_loss):
     cfg = train_config("smoke", strategy=strategy, grad_accum=2, max_steps=4, clip=0.5, eval_people=2,
-                       checkpoint_every=0, qa_phase_lr=5e-4)
+                       checkpoint_every=0, qa_phase_lr=5e-4, qa_loss=qa_loss)
     train(cfg, small_data, tmp_path / "run")
     recorded = load_file(str(tmp_path / "run" / "trace.safetensors"))
     expected, replayed = _replay(cfg, small_data, tmp_path / "run" / "base")

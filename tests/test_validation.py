@@ -27,7 +27,7 @@ BAD = {
         ("beta1", 1.0), ("beta1", -0.1), ("beta1", NAN), ("beta2", 1.0), ("beta2", INF),
         ("clip", -1.0), ("clip", NAN), ("clip", INF),
         ("eval_every", -1), ("eval_people", -1), ("checkpoint_every", -1), ("grad_consistency", -1),
-        ("trace", "yes"), ("trace_mode", "square"), ("trace_include", ("heads",)), ("precision", "fp16"),
+        ("trace", "yes"), ("trace_mode", "square"), ("qa_loss", "eos"), ("trace_include", ("heads",)), ("precision", "fp16"),
         ("gradient_checkpointing", 1), ("device", "tpu"), ("distributed", "zero3"),
     ],
     "analysis": [

@@ -40,6 +40,14 @@ def _temporary_beside(path: Path, suffix: str = "") -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def is_directory(path: str | Path) -> bool:
+    """Whether `path` names a directory; a name the OS cannot even look up (e.g. too long) names none."""
+    try:
+        return Path(path).is_dir()
+    except OSError:
+        return False
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     with _temporary_beside(Path(path)) as tmp:
         with open(tmp, "wb") as f:

@@ -147,6 +147,8 @@ def train_command(
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Steps between checkpoints.")] = None,
     trace: Annotated[bool, typer.Option("--trace/--no-trace", help="Record the cross-task gradient trace.")] = True,
     trace_mode: Annotated[Optional[str], typer.Option(help="signed or abs.")] = None,
+    qa_loss: Annotated[Optional[str], typer.Option(
+        help="What a question trains: answer (its tokens; default) or answer_eos (and the EOS after it).")] = None,
     grad_consistency: Annotated[Optional[int], typer.Option(
         help="Every N steps, log the per-layer cosine of the latest BIO and QA gradients; 0 = off.")] = None,
     precision: Annotated[Optional[str], typer.Option(help="fp32, or bf16 (autocast; weights, AdamW and trace stay fp32).")] = None,
@@ -172,7 +174,7 @@ def train_command(
                        bio_epochs=bio_epochs or epochs, qa_epochs=qa_epochs or epochs, max_steps=max_steps,
                        bio_batch_size=batch_size, qa_batch_size=qa_batch_size, grad_accum=grad_accum, lr=lr,
                        qa_phase_lr=qa_phase_lr, eval_every=eval_every, checkpoint_every=checkpoint_every,
-                       trace=trace, trace_mode=trace_mode, grad_consistency=grad_consistency, precision=precision,
+                       trace=trace, trace_mode=trace_mode, qa_loss=qa_loss, grad_consistency=grad_consistency, precision=precision,
                        gradient_checkpointing=gradient_checkpointing, device=device, distributed=distributed)
     cfg.validate()
     check_disk(out, run_disk_bytes(cfg, load_dataset(data))["peak"], "this run", ignore_disk)
@@ -221,8 +223,10 @@ def shared_command(
 
     try:
         ks = tuple(float(x) for x in sweep.split(",") if x.strip())
+        if not ks or not all(0 < x <= 100 for x in ks):
+            raise ValueError
     except ValueError:
-        raise UserError(f"--sweep {sweep!r} must be comma-separated numbers, e.g. 0.1,1,5") from None
+        raise UserError(f"--sweep {sweep!r} must be comma-separated percentages in (0, 100], e.g. 0.1,1,5") from None
     _headline("shared", analyze_run(run, k, ks), run)
 
 
@@ -307,6 +311,8 @@ def inspect_command(
     from factrecall.report.inspect_html import write_fragment
     from factrecall.study.registry import REGISTRY
 
+    if aggregate < 0:
+        raise UserError(f"--aggregate must be 0 (off) or a number of people (got {aggregate})")
     files = InspectLayout(out) if out else RunLayout(run).inspect
     result = inspect_run(run, person, layer, head, on=on, attribute=attribute, out=files.root, device=device)
     write_figures(result, files.root)
@@ -399,16 +405,14 @@ def study_command(
 def report_command(study: Annotated[Path, typer.Option(help="Study directory (from 'factrecall study').")]):
     """Rebuild summary.json and report/index.html from a study's artifacts."""
     from factrecall import build_reports
-    from factrecall.artifacts import write_json
     from factrecall.locks import directory_lock
     from factrecall.study.summary import summarize_study
 
     files = StudyLayout(study)
     if not files.record.is_file():
         raise UserError(f"--study {study} holds no study (no study.json); run 'factrecall study --out {study}'")
-    with directory_lock(study, "study or report"):
-        write_json(files.summary, summarize_study(study))
-        typer.echo(f"report: {build_reports(study)}")
+    with directory_lock(study, "'factrecall report'"):
+        typer.echo(f"report: {build_reports(study, summarize_study(study))}")
 
 
 def _check_eval_out(out: Path, data: Path, model: Path, force: bool) -> None:

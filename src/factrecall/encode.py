@@ -1,7 +1,9 @@
 """Texts to token ids, with the spans that are trained and scored.
 
-A QA example is `prompt + " " + answer` followed by EOS; its loss and its score cover the answer
-tokens and the EOS (a greedy answer is exact when every one of them is the argmax). A BIO example
+A QA example is `prompt + " " + answer` followed by EOS; its score covers the answer tokens (a
+greedy answer is exact when every one of them is the argmax) and so, by default, does its loss
+(`qa_loss = "answer"`). `qa_loss = "answer_eos"` also trains the EOS, whose gradient points the same
+way for every person and so adds up in the trace (docs/method.md §3). A BIO example
 is the biography followed by EOS; its loss covers every token and it is scored once per value it
 states (its `spans`, in their order: `load_dataset` puts them in the dataset's attribute order).
 Spans come from the tokenizer's character offsets, and each span is checked to cover exactly its
@@ -23,13 +25,14 @@ IGNORE = -100  # label of a position that is not trained
 @dataclass(frozen=True)
 class Encoded:
     input_ids: tuple[int, ...]
-    spans: tuple[tuple[int, int], ...]  # token ranges [start, end) scored; QA: (answer+EOS,), BIO: one per value
+    spans: tuple[tuple[int, int], ...]  # token ranges [start, end) scored; QA: (answer,), BIO: one per value
     loss_from: int  # first token index whose prediction is trained
+    loss_to: int | None = None  # end (exclusive) of the trained tokens; None = to the end
 
     @property
     def n_trained(self) -> int:
         """Tokens whose prediction the loss covers."""
-        return len(self.input_ids) - self.loss_from
+        return (len(self.input_ids) if self.loss_to is None else self.loss_to) - self.loss_from
 
 
 def _token_spans(tokenizer, text: str, char_ranges: list[tuple[int, int]], where: str
@@ -69,12 +72,13 @@ def _eos(tokenizer) -> int:
     return tokenizer.eos_token_id
 
 
-def encode_qa(tokenizer, row: dict) -> Encoded:
+def encode_qa(tokenizer, row: dict, train_eos: bool = False) -> Encoded:
+    """prompt + answer + EOS; the answer tokens are scored and trained (and the EOS too with `train_eos`)."""
     start = row["answer_start"]
     ids, [(first, end)] = _token_spans(tokenizer, row["text"], [(start, start + len(row["answer"]))],
                                        f"question of person {row['person_id']} ({row['attribute']})")
     ids = ids[:end] + [_eos(tokenizer)]
-    return Encoded(tuple(ids), ((first, end + 1),), loss_from=first)
+    return Encoded(tuple(ids), ((first, end),), loss_from=first, loss_to=None if train_eos else end)
 
 
 def encode_bio(tokenizer, row: dict) -> Encoded:
@@ -94,7 +98,8 @@ def collate(examples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         n = len(e.input_ids)
         input_ids[b, :n] = torch.tensor(e.input_ids)
         attention_mask[b, :n] = 1
-        labels[b, e.loss_from:n] = input_ids[b, e.loss_from:n]
+        stop = n if e.loss_to is None else e.loss_to
+        labels[b, e.loss_from:stop] = input_ids[b, e.loss_from:stop]
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 

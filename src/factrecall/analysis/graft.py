@@ -78,7 +78,7 @@ def graft_run(run: Path, sparsity: float = 0.01, steps: int = 20, lr: float = 1e
     run = Path(run)
     if not 0 < sparsity < 1:
         raise UserError(f"--sparsity must lie strictly between 0 and 1 (got {sparsity})")
-    if steps < 0 or lr <= 0:
+    if not (steps >= 0 and math.isfinite(lr) and lr > 0):
         raise UserError(f"--steps must be ≥ 0 and --lr positive (got {steps}, {lr})")
     model, tokenizer, pre = load_pair(run, "grafting starts from it", device)
     ft = model_weights(RunLayout(run).model, "θ_ft", pre.shapes)

@@ -221,7 +221,7 @@ def qa_view(tokenizer, row: dict, person: dict, pools: Pools | None) -> View:
     first, end = encoded.spans[0]
     subject, relation = qa_ranges(row, person, pools)
     return _view(tokenizer, "qa", row["attribute"], row["text"], _offsets(tokenizer, row["text"]), encoded.input_ids,
-                 (first, end - 1), subject, relation)
+                 (first, end), subject, relation)
 
 
 def first_bio_and_questions(dataset) -> tuple[dict[int, dict], dict[int, list[dict]]]:

@@ -124,7 +124,10 @@ def load_mask(path: Path, kind: str = "shared", model_shapes: dict[str, tuple[in
         metadata = st.metadata() or {}
     if "shapes" not in metadata:
         raise UserError(f"{path} is not a factrecall mask file (no 'shapes' metadata); recompute it")
-    shapes = {n: tuple(s) for n, s in json.loads(metadata["shapes"]).items()}
+    try:
+        shapes = {n: tuple(int(d) for d in s) for n, s in json.loads(metadata["shapes"]).items()}
+    except (ValueError, TypeError, AttributeError):
+        raise UserError(f"{path}: its 'shapes' metadata is damaged (not a JSON object of shapes); recompute it") from None
     index = {}
     for key, positions in tensors.items():
         k, _, name = key.partition("/")

@@ -97,9 +97,13 @@ def load_trace(run: Path) -> Trace:
 
 def run_dataset(run: Path, data: Path | None = None) -> Dataset:
     """The dataset a run was trained on (or `data`), checked by content hash."""
-    record = read_json(RunLayout(Path(run)).config, "run config")
-    dataset = load_dataset(Path(data) if data else Path(record["data"]["path"]))
-    if dataset.content_hash != record["data"]["content_hash"]:
+    path = RunLayout(Path(run)).config
+    record = read_json(path, "run config")
+    recorded = record.get("data") if isinstance(record, dict) else None
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("path"), str) or "content_hash" not in recorded:
+        raise UserError(f"{path} is damaged (no data path and content hash of a run record); retrain the run")
+    dataset = load_dataset(Path(data) if data else Path(recorded["path"]))
+    if dataset.content_hash != recorded["content_hash"]:
         raise UserError(f"dataset {dataset.path} is not the one {run} was trained on (content hash differs); "
                         f"pass the run's dataset with --data")
     return dataset

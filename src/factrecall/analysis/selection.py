@@ -21,7 +21,7 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from factrecall.analysis.masks import IndexMask, load_mask
-from factrecall.analysis.run import Trace, load_trace, model_config
+from factrecall.analysis.run import Trace, load_trace, model_config, parameter_shapes
 from factrecall.analysis.threshold import kth_largest_many, top_count
 from factrecall.analysis.units import UnitTable, breakdown, feature_sums, gini, top_unit_share, unit_counts
 from factrecall.errors import UserError
@@ -150,7 +150,7 @@ def top_shared_head(run: Path) -> tuple[int, int]:
     config = model_config(run)
     files = RunLayout(run)
     if files.shared_mask.is_file():
-        masks = load_mask(files.shared_mask, "shared")
+        masks = load_mask(files.shared_mask, "shared", parameter_shapes(run))
     elif files.trace.is_file():
         masks = select(load_trace(run), 1.0, "global").shared
     else:

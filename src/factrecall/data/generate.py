@@ -26,7 +26,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from factrecall.artifacts import atomic_directory, sha256_files, write_json, write_jsonl
+from factrecall.artifacts import atomic_directory, is_directory, sha256_files, write_json, write_jsonl
 from factrecall.data.dataset import load_dataset
 from factrecall.data.pools import ANSWER_CUE, ATTRIBUTES, MONTHS, PRONOUNS, Pools, load_pools
 from factrecall.errors import UserError
@@ -81,9 +81,9 @@ class DataConfig:
         if self.first_year > self.last_year:
             raise UserError(f"data.first_year {self.first_year} is after data.last_year {self.last_year}; "
                             f"give first_year ≤ last_year")
-        must(self.pools is None or (isinstance(self.pools, str) and Path(self.pools).is_dir()), "pools",
+        must(self.pools is None or (isinstance(self.pools, str) and is_directory(self.pools)), "pools",
              "name a directory of pools", "copy the package's data/pools/ as a start")
-        must(isinstance(self.exclude, (tuple, list)) and all(isinstance(e, str) and Path(e).is_dir()
+        must(isinstance(self.exclude, (tuple, list)) and all(isinstance(e, str) and is_directory(e)
                                                              for e in self.exclude),
              "exclude", "list existing dataset directories")
 
@@ -112,13 +112,18 @@ def excluded_names(config: DataConfig) -> tuple[set[str], dict[str, str]]:
     return names, hashes
 
 
+def check_capacity(pools: Pools, people: int, excluded: int = 0) -> None:
+    """Refuse more people than half the distinct full names the pools hold (less `excluded` names)."""
+    distinct = len({n for n, _ in pools.first_names}) * len(set(pools.middle_names)) * len(set(pools.last_names))
+    capacity = distinct - excluded
+    if people > capacity // 2:
+        raise UserError(f"--people {people} is too many for these name pools (capacity {capacity} full names); "
+                        f"add names")
+
+
 def sample_people(pools: Pools, config: DataConfig, exclude: set[str] = frozenset()) -> list[dict]:
     """People with unique full names (none of `exclude`) and uniformly drawn attributes, split into ID and OOD."""
-    distinct = len({n for n, _ in pools.first_names}) * len(set(pools.middle_names)) * len(set(pools.last_names))
-    capacity = distinct - len(exclude)
-    if config.people > capacity // 2:
-        raise UserError(f"--people {config.people} is too many for these name pools (capacity {capacity} full names); "
-                        f"add names")
+    check_capacity(pools, config.people, len(exclude))
     rng = random.Random(f"factrecall:{config.seed}:people")
     seen: set[str] = set(exclude)
     people = []

@@ -1,9 +1,9 @@
 """Exact match of the greedy answer, one teacher-forced forward pass per batch.
 
 Under greedy decoding the model produces the gold answer exactly when, with the gold tokens fed in,
-every gold answer token and the end-of-answer token are the argmax at their positions. So instead
-of generating token by token we run one forward pass over `prompt + answer + EOS` and compare the
-argmax with the gold tokens inside each scored span. For a BIO text each attribute's value is a
+every gold answer token is the argmax at its position (whether it then stops is a generation
+detail, not scored). So instead of generating token by token we run one forward pass over
+`prompt + answer + EOS` and compare the argmax with the gold tokens inside each scored span. For a BIO text each attribute's value is a
 span, completed from the bio's own prefix (no EOS after a value).
 
 Only the positions that predict a scored token go through the unembedding: a forward hook on the
@@ -25,6 +25,7 @@ import torch
 
 from factrecall.data.dataset import Dataset
 from factrecall.encode import Encoded, collate, encode_bio, encode_qa
+from factrecall.errors import UserError
 from factrecall.models.hooks import temporary_hooks
 from factrecall.terms import EVAL_SETS
 
@@ -99,6 +100,8 @@ class EvalSet:
 
 def eval_sets(tokenizer, dataset: Dataset, max_people: int = 0) -> dict[str, EvalSet]:
     """`qa_id`, `qa_ood` and `bio`; `max_people` > 0 keeps only the first people of each split."""
+    if isinstance(max_people, bool) or not isinstance(max_people, int) or max_people < 0:
+        raise UserError(f"--eval-people must be 0 (all) or more (got {max_people!r})")
     keep = None
     if max_people:
         keep = set()
@@ -117,6 +120,8 @@ def eval_sets(tokenizer, dataset: Dataset, max_people: int = 0) -> dict[str, Eva
 
 def evaluate(model, sets: dict[str, EvalSet], pad: int, batch_size: int = 256) -> dict:
     """Accuracy summary of each evaluation set."""
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1 (got {batch_size})")
     result = {}
     for name, s in sets.items():
         hits = span_hits(model, s.examples, pad, batch_size)

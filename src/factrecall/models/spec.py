@@ -17,6 +17,7 @@ from pathlib import Path
 
 from transformers import AutoConfig
 
+from factrecall.artifacts import is_directory
 from factrecall.errors import UserError
 from factrecall.models.adapters import adapter_for
 from factrecall.models.loading import load_config
@@ -32,7 +33,7 @@ def spec_kind(spec: str) -> str:
     """"tiny", "directory" or "shipped" (a UserError naming the three choices otherwise)."""
     if spec in TINY_MODELS:
         return "tiny"
-    if Path(spec).is_dir():
+    if is_directory(spec):
         return "directory"
     if spec in SHIPPED:
         return "shipped"

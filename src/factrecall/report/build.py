@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from factrecall.analysis.masks import load_mask
-from factrecall.artifacts import read_json, read_jsonl, write_bytes
+from factrecall.artifacts import read_json, read_jsonl, write_bytes, write_json
 from factrecall.errors import UserError
 from factrecall.layout import RunLayout, StudyLayout
 from factrecall.models.adapters import layer_of, module_of
@@ -49,7 +49,7 @@ def _save(fig, folder: Path, name: str) -> str:
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=110)
     pdf = io.BytesIO()
-    fig.savefig(pdf, format="pdf")
+    fig.savefig(pdf, format="pdf", metadata={"CreationDate": None})  # the same figure, the same bytes
     plt.close(fig)
     write_bytes(folder / f"{name}.png", png.getvalue())
     write_bytes(folder / f"{name}.pdf", pdf.getvalue())
@@ -98,23 +98,27 @@ SECTIONS: dict[str, tuple[Section, ...]] = {
 }
 
 
-def build_report(study: Path) -> Path:
-    """Write `study/report/index.html` (and `report/figures/*.png|pdf`); returns the page's path."""
+def build_report(study: Path, summary: dict | None = None) -> Path:
+    """Write `study/report/index.html` (and `report/figures/*.png|pdf`); returns the page's path. A new
+    `summary` is written to summary.json once every input has been read (else summary.json is read)."""
     study = Path(study)
     files = StudyLayout(study)
-    if not files.summary.is_file():
+    if summary is None and not files.summary.is_file():
         raise UserError(f"{study} has no summary.json; run 'factrecall study --out {study}' first")
-    summary = read_json(files.summary, "study summary")
+    fresh, summary = summary is not None, summary or read_json(files.summary, "study summary")
     record = read_json(files.record, "study record")
     art = study_artifacts(study)
     runs = {s: files.run(s) for s in STRATEGIES}
+    metrics = {s: read_jsonl(run.metrics) for s, run in runs.items()}  # every input read before anything is written
+    if fresh:
+        write_json(files.summary, summary)
     figures_of = [
         Section("accuracy", "Fact recall: Stage vs Mix", "Exact-match accuracy of the final models on trained (ID) "
                 "and held-out (OOD) questions and on the biographies (Fig. 1a).",
                 lambda art, runs: figures.accuracy(summary["accuracy"])),
         Section("training", "Training curves", "Periodic evaluations on a subset of people; the dashed line marks "
                 "Stage's switch from BIO to QA.",
-                lambda art, runs: figures.training_curves({s: read_jsonl(run.metrics) for s, run in runs.items()})),
+                lambda art, runs: figures.training_curves(metrics)),
         *(section for analysis in ANALYSES if analysis.name in art for section in SECTIONS[analysis.name])]
     sections = [{"id": f.id, "title": f.title, "caption": f.caption, "src": _save(f.draw(art, runs), files.figures, f.id)}
                 for f in figures_of]
@@ -130,11 +134,12 @@ def build_report(study: Path) -> Path:
     return out
 
 
-def build_reports(study: Path) -> Path:
-    """The study's report and, when it compares several bases, each base's own report first."""
-    summary = read_json(StudyLayout(Path(study)).summary, "study summary")
-    for entry in summary.get("bases", {}).values():
+def build_reports(study: Path, summary: dict | None = None) -> Path:
+    """The study's report and, when it compares several bases, each base's own report first; a new `summary`
+    (`factrecall report`) is written with the study's report."""
+    listed = summary or read_json(StudyLayout(Path(study)).summary, "study summary")
+    for entry in listed.get("bases", {}).values():
         root = Path(study) / Path(entry["report"]).parent.parent  # entry["report"]: <sub-study>/report/index.html
         if root != Path(study):
             build_report(root)
-    return build_report(study)
+    return build_report(study, summary)

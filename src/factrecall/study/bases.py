@@ -48,6 +48,8 @@ def build_base(kind: str, out: Path, preset: str = "default", people: int = 500,
                            qa_train_fraction=1.0 if kind == "skill" else None)
     train_cfg = train_config(preset, strategy="mix", seed=seed, model=model, trace=False, eval_every=0,
                              bio_epochs=epochs, qa_epochs=0 if kind == "language" else epochs)
+    data_cfg.validate()  # before anything is written
+    train_cfg.validate()
     settings = as_json({"kind": kind, "data": asdict(data_cfg), "train": asdict(train_cfg)})
     refuse_overlap(out, [*(("excluded dataset", e) for e in exclude), ("model directory", model_directory(
         train_cfg.model))], "base build")

@@ -28,8 +28,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from factrecall.analysis.config import AnalysisConfig
-from factrecall.artifacts import as_json
-from factrecall.data.generate import DataConfig
+from factrecall.artifacts import as_json, is_directory
+from factrecall.data.generate import DataConfig, check_capacity
+from factrecall.data.pools import load_pools
 from factrecall.errors import UserError
 from factrecall.training.config import TrainConfig
 
@@ -173,8 +174,8 @@ def study_config(preset: str | None = None, file: Path | None = None, device: st
         raise UserError(f"{file}: unknown section or key {unknown[0]!r}; "
                         f"allowed: preset, bases, {', '.join(f'[{s}]' for s in SECTIONS)}")
     name = preset or table.get("preset") or "default"
-    if not isinstance(name, str):
-        raise UserError(f"{file}: preset must be a string naming one of {', '.join(PRESETS)}")
+    if not isinstance(name, str) or (file is not None and name not in PRESETS):
+        raise UserError(f"{file}: preset must name one of {', '.join(PRESETS)} (got {name!r})")
     if preset and table.get("preset") not in (None, preset):
         raise UserError(f"--preset {preset} disagrees with {file}'s preset {table['preset']!r}; give one of them")
     sections = {}
@@ -194,6 +195,9 @@ def study_config(preset: str | None = None, file: Path | None = None, device: st
     try:
         for section in SECTIONS:
             sections[section].validate()
+        if not data_path:  # the population must fit the name pools (checked again, with exclusions, when drawn)
+            check_capacity(load_pools(Path(sections["data"].pools) if sections["data"].pools else None),
+                           sections["data"].people)
         if sections["data"].qa_train_fraction >= 1:
             raise UserError("data.qa_train_fraction must be below 1 in a study: its claims compare recall of the "
                             "OOD people, whose questions are never trained")
@@ -201,7 +205,7 @@ def study_config(preset: str | None = None, file: Path | None = None, device: st
         raise UserError(f"{file}: {e}" if file is not None else str(e)) from None
     bases = _coerce(f"{file}: bases", tuple[str, ...], table.get("bases", ["random"]))
     for base in bases:
-        if base not in BASE_KINDS and not (Path(base) / "config.json").is_file():
+        if base not in BASE_KINDS and not (is_directory(base) and (Path(base) / "config.json").is_file()):
             raise UserError(f"{file}: unknown base {base!r}; give {', '.join(BASE_KINDS)} or a model directory")
     if data_path and set(bases) & {"language", "skill"}:
         raise UserError(f"{file}: a language or skill base is trained on the generator's people, whose word "
@@ -231,7 +235,7 @@ def _data_path(file: Path | None, data: object) -> str | None:
         raise UserError(f"{file}: [data] path replaces generating the people, so [data] {others[0]} does not apply; "
                         f"remove it or the path")
     path = data["path"]
-    if not isinstance(path, str) or not Path(path).is_dir():
+    if not isinstance(path, str) or not is_directory(path):
         raise UserError(f"{file}: [data] path must name a dataset directory (got {path!r}); see docs/data-format.md")
     counts = load_dataset(Path(path)).meta["counts"]
     if not counts.get("id_people") or not counts.get("ood_people"):

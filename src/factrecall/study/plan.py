@@ -1,8 +1,9 @@
-"""The plan of a preset's study, what `factrecall plan` prints: training per GPU (`plan.py`), each
-analysis on one GPU (`plan_analyses.py`) and the disk of a run and of the whole study (`disk.py`)."""
+"""The plan of a preset's study, what `factrecall plan` prints: training per GPU (`plan_training.py`), each
+analysis on one GPU (`plan_analyses.py`) and the disk of a run and of the whole study (`plan_disk.py`)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from factrecall.errors import UserError
@@ -65,13 +66,15 @@ def _disk_lines(run: dict, study: dict) -> list[str]:
 def preset_plan(preset: str, gpus: int = 1, gpu_memory_gib: float = 80.0, seq_len: int = 128, qa_seq_len: int = 32,
                 precision: str | None = None) -> dict:
     """The plan of a preset's study: training (`precision` defaults to the preset's), the analyses on one
-    GPU (`plan_analyses.py`) and the disk of a run and of the whole study (`disk.py`)."""
+    GPU (`plan_analyses.py`) and the disk of a run and of the whole study (`plan_disk.py`)."""
     study = study_config(preset)
     cfg, data = study.train, study.data
     if precision is not None and precision not in ("fp32", "bf16"):
         raise UserError(f"unknown precision {precision!r}; choose one of fp32, bf16")
     if min(seq_len, qa_seq_len) < 1:
         raise UserError(f"--seq-len and --qa-seq-len must be at least 1 (got {seq_len}, {qa_seq_len})")
+    if not (math.isfinite(gpu_memory_gib) and gpu_memory_gib > 0):
+        raise UserError(f"--gpu-memory must be a positive number of GiB (got {gpu_memory_gib})")
     shapes = model_shapes(spec_config(cfg.model, lambda: data_vocabulary(data)), cfg.trace_include)
     settings = PlanSettings(bio_rows=cfg.bio_batch_size, qa_rows=cfg.qa_batch_size, seq_len=seq_len,
                             qa_seq_len=qa_seq_len, precision=precision or cfg.precision, gpus=gpus,

@@ -1,6 +1,6 @@
 """The memory plan of a training run, per GPU, from the model's config alone (no weights needed); with
-`plan_analyses.py` (the analyses' GPU memory) and `disk.py` it makes the plan of a preset's study
-(`plan_study.py`, what `factrecall plan` prints).
+`plan_analyses.py` (the analyses' GPU memory) and `plan_disk.py` it makes the plan of a preset's study
+(`plan.py`, what `factrecall plan` prints).
 
 The model is built on the `meta` device (shapes without storage), so the plan of Llama-3.2-3B
 costs nothing here. Bytes, with P = parameters (a tied tensor once), Q = traced entries, t =

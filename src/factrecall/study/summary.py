@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from factrecall.artifacts import read_json
-from factrecall.layout import StudyLayout
+from factrecall.errors import UserError
+from factrecall.layout import RunLayout, StudyLayout
 from factrecall.study.claims import (
     c1_accuracy,
     c2_shared_size,
@@ -23,7 +24,7 @@ from factrecall.study.claims import (
 )
 from factrecall.study.config import BASE_KINDS, recorded_analysis
 from factrecall.study.registry import ANALYSES
-from factrecall.terms import STRATEGIES
+from factrecall.terms import EVAL_SETS, STRATEGIES
 
 
 def study_artifacts(study: Path) -> dict[str, dict[str, dict]]:
@@ -31,11 +32,22 @@ def study_artifacts(study: Path) -> dict[str, dict[str, dict]]:
     files = StudyLayout(Path(study))
     a = recorded_analysis(read_json(files.record, "study record")["config"])
     runs = {s: files.run(s) for s in STRATEGIES}
-    art = {"eval": {s: read_json(run.eval, "final evaluation") for s, run in runs.items()}}
+    art = {"eval": {s: _evaluation(run) for s, run in runs.items()}}
     for analysis in ANALYSES:
         if all(analysis.applies(run) for run in runs.values()):
             art[analysis.name] = {s: analysis.load(run, a) for s, run in runs.items()}
     return art
+
+
+def _evaluation(run: RunLayout) -> dict:
+    """A run's eval.json, checked to hold what the summary reads."""
+    result = read_json(run.eval, "final evaluation")
+    ok = isinstance(result, dict) and isinstance(result.get("phases"), dict) and result["phases"] and all(
+        isinstance(result.get(m), dict) and "accuracy" in result[m] for m in EVAL_SETS)
+    if not ok:
+        raise UserError(f"{run.eval} is damaged (not a run's final evaluation); retrain the run (delete it and "
+                        f"rerun 'factrecall study')")
+    return result
 
 
 def _accuracy(result: dict) -> dict:

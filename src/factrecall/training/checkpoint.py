@@ -85,19 +85,22 @@ def _state(path: Path) -> dict:
 
 def checkpoint_position(path: Path) -> dict:
     """Where the checkpoint `path` stands: phase, step, global_step, phase_evals and metrics_bytes
-    (the length of metrics.jsonl when it was saved)."""
-    return _state(path)["position"]
-
-
-@torch.no_grad()
-def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer | None) -> dict[str, torch.Tensor]:
-    """Restore parameters, optimizer (unless None) and RNG in place; returns the (full) trace tensors."""
-    files = CheckpointLayout(path)
+    (the length of metrics.jsonl when it was saved), after checking every file against its hash."""
     state = _state(path)
+    files = CheckpointLayout(path)
     for f in map(files.tensors, CheckpointLayout.TENSOR_FILES):
         if not f.is_file() or sha256_files([f]) != state["sha256"].get(f.name):
             raise UserError(f"checkpoint {path} is damaged ({f.name} does not match its hash); "
                             f"rerun with --force to start over")
+    return state["position"]
+
+
+@torch.no_grad()
+def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer | None) -> dict[str, torch.Tensor]:
+    """Restore parameters, optimizer (unless None) and RNG in place (the files were checked by
+    `checkpoint_position`); returns the (full) trace tensors."""
+    files = CheckpointLayout(path)
+    state = _state(path)
     saved = load_tensors(files.tensors("model"), "checkpoint model")
     params = dict(model.named_parameters())
     if saved.keys() != params.keys():

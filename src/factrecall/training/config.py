@@ -10,6 +10,7 @@ from factrecall.errors import UserError
 from factrecall.terms import STRATEGIES
 
 TRACE_MODES = ("signed", "abs")
+QA_LOSSES = ("answer", "answer_eos")
 PRECISIONS = ("fp32", "bf16")
 DISTRIBUTED = ("ddp", "fsdp")
 TRACE_INCLUDES = ("biases", "norms", "embeddings", "unembedding")  # as models/adapters.py's tracked_parameter_names
@@ -37,6 +38,7 @@ class TrainConfig:
     eval_every: int = 0  # optimizer steps between evaluations on a subset; 0 = at phase ends only
     eval_people: int = 100  # people per split in periodic evaluations (the final one uses all)
     checkpoint_every: int = 200  # optimizer steps between checkpoints; 0 = only at phase ends
+    qa_loss: str = "answer"  # tokens a question trains: "answer", or "answer_eos" (also the EOS after it)
     trace: bool = True
     trace_mode: str = "signed"  # "signed": Σ lr·g; "abs": Σ lr·|g|
     trace_include: tuple[str, ...] = field(default=())  # extra tensors: biases, norms, embeddings, unembedding
@@ -52,8 +54,8 @@ class TrainConfig:
             if not ok:
                 raise UserError(f"train.{key} must {rule} (got {getattr(self, key)!r}){hint and '; ' + hint}")
 
-        for name, allowed in (("strategy", STRATEGIES), ("trace_mode", TRACE_MODES), ("precision", PRECISIONS),
-                              ("device", DEVICES), ("distributed", DISTRIBUTED)):
+        for name, allowed in (("strategy", STRATEGIES), ("qa_loss", QA_LOSSES), ("trace_mode", TRACE_MODES),
+                              ("precision", PRECISIONS), ("device", DEVICES), ("distributed", DISTRIBUTED)):
             if getattr(self, name) not in allowed:
                 raise UserError(f"train.{name}: unknown {name} {getattr(self, name)!r}; "
                                 f"choose one of {', '.join(allowed)}")

@@ -209,7 +209,7 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
         _shard(model)
     pad = pad_id(tokenizer)
     examples = {"bio": [encode_bio(tokenizer, b) for b in dataset.bios],
-                "qa": [encode_qa(tokenizer, q) for q in dataset.qa_split("id")]}
+                "qa": [encode_qa(tokenizer, q, cfg.qa_loss == "answer_eos") for q in dataset.qa_split("id")]}
     _check_lengths(examples, model.config, dataset)
     phases = build_phases(cfg, len(examples["bio"]), len(examples["qa"]))
     periodic_sets = eval_sets(tokenizer, dataset, cfg.eval_people)

@@ -10,13 +10,14 @@ cuts `metrics.jsonl` back to its length at the checkpoint.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from accelerate.utils import broadcast_object_list
 
-from factrecall.artifacts import read_json
+from factrecall.artifacts import is_directory, read_json
 from factrecall.errors import UserError
 from factrecall.layout import RunLayout
 from factrecall.locks import directory_lock
@@ -75,7 +76,7 @@ def prepare_run_dir(out: Path, record: dict, resume: bool, force: bool, main: bo
 
 def model_directory(model: str) -> Path | None:
     """The directory `--model` reads θ_pre from, or None for a preset name."""
-    return Path(model) if Path(model).is_dir() else None
+    return Path(model) if is_directory(model) else None
 
 
 @contextlib.contextmanager
@@ -102,6 +103,15 @@ def truncate_log(path: Path, size: int, main: bool) -> None:
     if length < size:
         raise UserError(f"{path} holds {length} bytes but its checkpoint logged {size}; the run's log is damaged, "
                         f"pass --force to start over")
+    if size:  # the rows it keeps must be the run's own
+        with open(path, "rb") as f:
+            kept = f.read(size)
+        for number, line in enumerate(kept.decode("utf-8", errors="replace").splitlines(), start=1):
+            try:
+                json.loads(line)
+            except ValueError:
+                raise UserError(f"{path}:{number}: not a JSON row; the run's log is damaged, pass --force to start "
+                                f"over") from None
     if not main or not path.is_file():
         return
     if size == 0:
