@@ -29,6 +29,7 @@ C1 = [
     case("C1", "gap_small", c1_in({"qa_ood": 0.31}, {"qa_ood": 0.25}), False, "+0.060", "0.310"),
     case("C1", "gap_just_below_FAR_ABOVE", c1_in({"qa_ood": 0.749}, {"qa_ood": 0.45}), False, "0.749", "+0.299"),
     case("C1", "gap_at_FAR_ABOVE_0.3_holds", c1_in({"qa_ood": 0.75}, {"qa_ood": 0.45}), True, "0.750", "+0.300"),
+    case("C1", "gap_0.3_from_fractions_holds", c1_in({"qa_ood": 0.70}, {"qa_ood": 0.40}), True, "+0.300"),  # 0.2999…
     case("C1", "mix_qa_id_below_FIT", c1_in({"qa_id": 0.899}), False, "0.899"),
     case("C1", "stage_qa_id_below_FIT", c1_in(stage={"qa_id": 0.85}), False, "0.850"),
     case("C1", "mix_bio_after_bio_below_FIT", c1_in({"bio_after_bio_training": 0.88}), False, "0.880"),
@@ -52,12 +53,18 @@ C2 = [
     case("C2", "holds", c2_in(), True, "Mix 500 vs Stage 100", "k=5%: 700 vs 300", "50.0 vs 10.0"),
     case("C2", "stage_larger_everywhere", c2_in(100, 500, (200, 300, 400), (600, 700, 800)), False,
          "Mix 100 vs Stage 500"),
-    case("C2", "default_k_tie_strict", c2_in(mix=100), False, "Mix 100 vs Stage 100"),
+    case("C2", "default_k_tie_undetermined", c2_in(mix=100), None, "Mix 100 vs Stage 100", "a tie at the default k"),
     case("C2", "default_k_smaller", c2_in(mix=99), False, "Mix 99 vs Stage 100"),
     case("C2", "one_sweep_point_tie_strict", c2_in(mix_sweep=(600, 300, 800)), False, "k=5%: 300 vs 300"),
     case("C2", "first_sweep_point_smaller", c2_in(mix_sweep=(150, 700, 800)), False, "k=0.5%: 150 vs 200"),
     case("C2", "last_sweep_point_smaller", c2_in(mix_sweep=(600, 700, 399)), False, "k=10%: 399 vs 400"),
     case("C2", "larger_by_one_everywhere", c2_in(101, 100, (201, 301, 401)), True, "k=10%: 401 vs 400"),
+    case("C2", "sweeps_paired_by_k_not_position", ({"mix": shared_json(500, (600, 700, 800)) | {"sweep": [
+        {"k": k, "global": {"shared": m}} for k, m in ((10.0, 800), (0.5, 600), (5.0, 700))]},
+        "stage": shared_json(100, (200, 300, 400))},), True, "k=0.5%: 600 vs 200", "k=10%: 800 vs 400"),
+    case("C2", "empty_sweep_not_comparable", ({"mix": shared_json(500, ()), "stage": shared_json(100, ())},),
+         None, "not comparable", "undetermined: the two sweeps"),
+    case("C2", "shorter_sweep_not_comparable", c2_in(mix_sweep=(600, 700)), None, "not comparable"),
 ]
 
 
@@ -74,9 +81,12 @@ def c3_in(mix=(0.6, 0.5, 0.4, 0.35), stage=(0.2, 0.2, 0.2, 0.2)) -> tuple:
 C3 = [
     case("C3", "holds", c3_in(), True, "Gini Mix 0.600 vs Stage 0.200", "top-10% share Mix 0.350"),
     case("C3", "stage_higher_everywhere", c3_in((0.1,) * 4), False, "Gini Mix 0.100 vs Stage 0.200"),
-    case("C3", "heads_gini_tie_strict", c3_in((0.2, 0.5, 0.4, 0.35)), False, "heads: Gini Mix 0.200 vs Stage 0.200"),
+    case("C3", "heads_gini_tie_undetermined", c3_in((0.2, 0.5, 0.4, 0.35)), None, "heads: Gini Mix 0.200 vs Stage 0.200",
+         "a tie in heads Gini"),
+    case("C3", "tie_and_lower_does_not_hold", c3_in((0.2, 0.1, 0.4, 0.35)), False, "neurons: Gini Mix 0.100"),
     case("C3", "neurons_gini_lower", c3_in((0.6, 0.15, 0.4, 0.35)), False, "neurons: Gini Mix 0.150"),
-    case("C3", "heads_top10_tie_strict", c3_in((0.6, 0.5, 0.2, 0.35)), False, "top-10% share Mix 0.200 vs Stage 0.200"),
+    case("C3", "heads_top10_tie_undetermined", c3_in((0.6, 0.5, 0.2, 0.35)), None,
+         "top-10% share Mix 0.200 vs Stage 0.200", "a tie in heads top-10% share"),
     case("C3", "neurons_top10_lower", c3_in((0.6, 0.5, 0.4, 0.111)), False, "top-10% share Mix 0.111"),
     case("C3", "higher_by_a_hair_everywhere", c3_in((0.201,) * 4), True, "Gini Mix 0.201"),
 ]
@@ -100,7 +110,12 @@ C4 = [
     case("C4", "random_hurts_mix_more", c4_in(mix_random=-0.45), False, "-0.450"),
     case("C4", "tie_with_random_strict", c4_in(mix_random=-0.4), False, "(count-matched per tensor, mean of 3) -0.400"),
     case("C4", "stage_random_not_judged", c4_in(stage_random=-0.9), True, "Mix -0.400"),
-    case("C4", "stage_zero_accuracy_share_lost_0", c4_in(stage=0.0, stage_unablated=0.0), True, "Stage 0%"),
+    case("C4", "stage_zero_accuracy_is_a_floor", c4_in(stage=0.0, stage_unablated=0.0), None, "Stage 0%",
+         "a floor: Stage's unablated OOD-QA 0.000"),
+    case("C4", "stage_accuracy_below_mix_drop_is_a_floor", c4_in(stage=-0.05, stage_unablated=0.3), None,
+         "bounds its drop above Mix's -0.400"),
+    case("C4", "stage_accuracy_at_mix_drop_decides", c4_in(stage=-0.05, stage_unablated=0.4), True, "Mix -0.400"),
+    case("C4", "floor_does_not_rescue_a_failing_rule", c4_in(mix_random=-0.45, stage_unablated=0.1), False, "-0.450"),
     case("C4", "side_sets_reported", c4_in(), True, "Top_BIO∖Shared -0.011", "Top_QA∖Shared -0.022"),
 ]
 
@@ -126,23 +141,30 @@ C5 = [
     case("C5", "share_not_absolute", c5_in(grafted=(0.6, 0.7), full=(0.8, 1.0)), True, "(75% of θ_ft's)", "(70%"),
     case("C5", "no_recovery_either", c5_in(grafted=(0.0, 0.0)), False, "grafted ID-QA 0.000 (0% of θ_ft's)"),
     case("C5", "mix_theta_ft_zero", c5_in(grafted=(0.0, 0.0), full=(0.0, 1.0)), False, "(0% of θ_ft's)"),
+    case("C5", "no_parameters_no_division_by_zero", ({"mix": graft_json(0, 0.0) | {"parameters": 0},
+                                                      "stage": graft_json(0, 0.0) | {"parameters": 0}},
+                                                     {"mix": {"qa_id": 1.0}, "stage": {"qa_id": 1.0}}), False,
+         "|γ|₀ 0 (0.0% of 0)"),
 ]
 
 
 # C6: heads/neurons[strategy] = heads.json/neurons.json; (minimal_sufficient, critical) per metric, None = never
-def circuit(metrics: dict, units: int = 24, ood: float = 0.5) -> dict:
+def circuit(metrics: dict, units: int = 32, ood: float = 0.5) -> dict:
     return {"units": units, "unablated": {"qa_ood": ood},
             "metrics": {m: {"minimal_sufficient": s, "critical": c} for m, (s, c) in metrics.items()}}
 
 
-def c6_in(ours=(3, 2), random=(10, 8), magnitude=(5, 4), ood=0.5, neuron=(40, None)) -> tuple:
+def c6_in(ours=(3, 2), random=(10, 8), magnitude=(5, 4), ood=0.5, neuron=(40, None), heads=32) -> tuple:
     metrics = {"shared_size": ours, "magnitude": magnitude} | ({"random": random} if random else {})
-    return ({"mix": circuit(metrics, ood=ood), "stage": circuit({"shared_size": (7, 6)})},
+    return ({"mix": circuit(metrics, heads, ood=ood), "stage": circuit({"shared_size": (7, 6)}, heads)},
             {"mix": circuit({"shared_size": neuron} if neuron else {}, units=512)})
 
 
 C6 = [
-    case("C6", "holds", c6_in(), True, "shared_size 3, magnitude 5, random 10", "critical n (Mix, of 24 heads)"),
+    case("C6", "too_few_heads_undetermined", c6_in(heads=8), None, "too few units: 8 heads, fewer than 32"),
+    case("C6", "at_MIN_HEADS_judged", c6_in(heads=32), True, "of 32 heads"),
+    case("C6", "too_few_heads_and_failing_still_undetermined", c6_in(magnitude=(2, 4), heads=31), None, "31 heads"),
+    case("C6", "holds", c6_in(), True, "shared_size 3, magnitude 5, random 10", "critical n (Mix, of 32 heads)"),
     case("C6", "everything_worse", c6_in((9, 9), (3, 2), (4, 3)), False, "shared_size 9"),
     case("C6", "other_metric_fewer_sufficient", c6_in(magnitude=(2, 4)), False, "magnitude 2"),
     case("C6", "other_metric_fewer_critical", c6_in(magnitude=(5, 1)), False, "magnitude 1"),
@@ -154,7 +176,8 @@ C6 = [
     case("C6", "ours_never_reached", c6_in(ours=(None, 2)), False, "shared_size None"),
     case("C6", "none_ties_none", c6_in((None, 2), (None, 8), (None, 4)), True, "random None"),
     case("C6", "ours_at_units_beats_none", c6_in((24, 2), (None, 8), (None, 4)), True, "shared_size 24"),
-    case("C6", "no_ood_accuracy", c6_in(ood=0.0), False, "OOD-QA accuracy is 0"),
+    case("C6", "no_ood_accuracy_is_a_floor", c6_in(ood=0.0), None, "a floor: Mix's OOD-QA accuracy is 0"),
+    case("C6", "ood_accuracy_unmeasured", c6_in(ood=None), None, "OOD-QA accuracy is 0 (or unmeasured)"),
     case("C6", "stage_and_neurons_reported", c6_in(), True, "sufficient 7, critical 6", "sufficient 40, critical None of 512"),
     case("C6", "no_neuron_shared_size", c6_in(neuron=None), True, "sufficient None, critical None of 512"),
 ]
@@ -174,14 +197,17 @@ def c7_in(mix: dict | None = None, stage: dict | None = None) -> tuple:
 
 C7 = [
     case("C7", "holds", c7_in(), True, "Mix +0.300 vs Stage +0.100", "subject Mix +0.200 vs Stage +0.050"),
+    case("C7", "stage_lacks_a_position_not_judged", ({"mix": cons(0.3, 0.2, 0.25), "stage": cons(0.1, 0.05, 0.04) | {
+        "representation": {"subject": {"all": {"gap": [0.0, 0.05, 0.05]}}}}},), None, "subject Mix +0.200 vs Stage",
+         "not measured at the same positions"),
     case("C7", "stage_higher_everywhere", c7_in(stage={"probe": 0.4, "subject": 0.3, "answer": 0.3}), False,
          "Mix +0.300 vs Stage +0.400"),
     case("C7", "probe_tie_strict", c7_in({"probe": 0.1}), False, "Mix +0.100 vs Stage +0.100"),
     case("C7", "probe_lower", c7_in({"probe": -0.2}), False, "Mix -0.200"),
     case("C7", "subject_gap_tie_strict", c7_in({"subject": 0.05}), False, "subject Mix +0.050 vs Stage +0.050"),
     case("C7", "answer_gap_lower", c7_in({"answer": 0.01}), False, "answer Mix +0.010 vs Stage +0.040"),
-    case("C7", "no_probe_mix", c7_in({"probe": None}), False, "Mix n/a vs Stage +0.100"),
-    case("C7", "no_probe_stage", c7_in(stage={"probe": None}), False, "Mix +0.300 vs Stage n/a"),
+    case("C7", "no_probe_mix", c7_in({"probe": None}), None, "Mix n/a vs Stage +0.100", "a gradient probe is missing"),
+    case("C7", "no_probe_stage", c7_in(stage={"probe": None}), None, "Mix +0.300 vs Stage n/a"),
     case("C7", "trace_and_logged_not_judged", c7_in({"trace": -0.9, "logged": -0.5}), True, "Mix -0.900", "-0.500"),
     case("C7", "layer0_excluded", c7_in({"layer0": -5.0}, {"layer0": 5.0}), True, "subject Mix +0.200"),
     case("C7", "no_logged_gradient", c7_in({"logged": None}), True, "per-step gradient cosine n/a"),
@@ -191,9 +217,10 @@ C7 = [
 @pytest.mark.parametrize("claim_id, args, holds, numbers", C1 + C2 + C3 + C4 + C5 + C6 + C7)
 def test_claim_rule(claim_id, args, holds, numbers):
     result = getattr(claims, RULES[claim_id])(*args)
-    assert set(result) == {"id", "statement", "holds", "evidence"}
+    assert set(result) == {"id", "statement", "verdict", "holds", "evidence"}
     assert result["id"] == claim_id and result["statement"] == claims.STATEMENTS[claim_id]
     assert result["holds"] is holds, result["evidence"]
+    assert result["verdict"] == {True: "holds", False: "does not hold", None: "undetermined"}[holds]
     for number in numbers:
         assert number in result["evidence"], (number, result["evidence"])
 

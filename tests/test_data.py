@@ -187,3 +187,13 @@ def test_any_damaged_dataset_loads_and_encodes_or_is_refused_cleanly(tiny_data, 
             encode_qa(tokenizer, q)
     except UserError as e:
         assert "\n" not in str(e)
+
+
+def test_every_shipped_template_names_the_subject_before_the_value():
+    """A causal LM cannot learn a value that precedes its person's name in a bio's first sentence (issue 15)."""
+    from factrecall.data.pools import load_pools
+
+    pools = load_pools(None)
+    late = [(attribute, t) for attribute, templates in pools.templates.items() for t in templates
+            if t.index("{value}") < t.index("{subject}")]
+    assert late == [] and all(len(templates) >= 20 for templates in pools.templates.values())

@@ -149,7 +149,7 @@ def test_direct_contributions_sum_to_the_logits(preset, models, tokenizer):
 PERSON = {"person_id": 7, "name": "Danielle Luca Holden", "gender": "F", "split": "ood",
           "birth_date": "June 15, 2011", "birth_city": "Madrid", "university": "Witwatersrand University",
           "major": "Public Relations", "employer": "Rakuten", "employer_city": "Tokyo"}
-BIO = ("Born in Madrid, Danielle Luca Holden developed a love of learning early on. She was born on June 15, 2011. "
+BIO = ("Danielle Luca Holden was born in Madrid and developed a love of learning early on. She was born on June 15, 2011. "
        "She attended Witwatersrand University. She majored in Public Relations. She worked for Rakuten. "
        "She had a job in the city of Tokyo.")
 
@@ -164,9 +164,9 @@ def test_labels_mark_exactly_subject_and_relation_tokens(tokenizer, small_data):
              ("birth_date", "birth_city", "university", "major", "employer", "employer_city")}
     views = {v.attribute: v for v in bio_views(tokenizer, {"person_id": 7, "text": BIO, "spans": spans}, PERSON, pools)}
     name = [("Danielle", "subject"), ("Luca", "subject"), ("Holden", "subject")]
-    # the name comes after the birth city: not in that view; "Born" is its relation word
-    assert _marked(views["birth_city"]) == [("Born", "relation")] and views["birth_city"].tokens[-1] == "in"
-    assert views["birth_city"].last_subject is None
+    # the first sentence: the name, then "born" as its relation word (every shipped template names the person first)
+    assert _marked(views["birth_city"]) == name + [("born", "relation")] and views["birth_city"].tokens[-1] == "in"
+    assert views["birth_city"].last_subject == views["birth_city"].tokens.index("Holden")
     # later sentences: the name of the first sentence, the relation words of the value's own sentence only
     assert _marked(views["birth_date"]) == name + [("born", "relation")]
     assert _marked(views["employer_city"]) == name + [("job", "relation"), ("city", "relation")]

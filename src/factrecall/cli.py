@@ -396,7 +396,7 @@ def study_command(
     report = build_reports(out)
     typer.echo(f"{'report':<22} {time.perf_counter() - t0:6.1f}s     {report}")
     for claim in summary["claims"]:
-        typer.echo(f"{claim['id']} {'holds' if claim['holds'] else 'does not hold'}: {claim['evidence']}")
+        typer.echo(f"{claim['id']} {claim['verdict']}: {claim['evidence']}")
     typer.echo(f"summary: {StudyLayout(out).summary}")
     typer.echo(f"report:  {StudyLayout(out).report}")
 

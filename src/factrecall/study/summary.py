@@ -3,7 +3,8 @@
     accuracy.{stage,mix}.{qa_id, qa_ood, bio, bio_after_bio_training}
     <analysis>.{stage,mix}: each summarised analysis of `registry.ANALYSES` (shared, ablation, graft,
         heads, neurons, attention, consistency; forgetting on a built base)
-    claims: [{id, statement, holds, evidence}] for C1–C7 (docs/method.md §11)
+    claims: [{id, statement, verdict, holds, evidence}] for C1–C7 (docs/method.md §11; verdict: holds,
+        does not hold or undetermined, with the reason in the evidence)
 """
 
 from __future__ import annotations
@@ -83,5 +84,5 @@ def base_name(base: str) -> str:
 def _base_entry(summary: dict, where: StudyLayout) -> dict:
     """A base's row of the comparison; `where` is its study, relative to the main study."""
     return {"accuracy": summary["accuracy"], "forgetting": summary.get("forgetting"),
-            "claims": [{k: c[k] for k in ("id", "holds", "evidence")} for c in summary["claims"]],
+            "claims": [{k: c[k] for k in ("id", "verdict", "holds", "evidence")} for c in summary["claims"]],
             "report": str(where.report)}
