@@ -30,12 +30,13 @@ from factrecall.evaluation.exact_match import eval_sets, evaluate
 from factrecall.models.loading import load_model
 from factrecall.models.tokenizer import first_uncovered_word, word_tokenizer
 from factrecall.study.config import data_config, train_config
+from factrecall.terms import EVAL_SETS
 from factrecall.training.loop import train
 
 CAPITALS = Path(__file__).parent / "data" / "capitals"
-# data_config("smoke")'s content hash before facts of your own were supported: the generator's output is unchanged
-SMOKE_HASH = "5ac3b9e262732b28d7bc8d7cb6f193ebd6919d5d5a9cd01b9f201fb3b53093f0"
-EVAL_SETS = ("qa_id", "qa_ood", "bio")
+# data_config("smoke")'s content hash: the generator's output is pinned (it changed once since own facts were
+# supported, when the four templates that named the value first were fixed: their words are in vocabulary.txt)
+SMOKE_HASH = "7cd0c66ec3a784c30f5b20ac42bf70df888dff30e84187dae12d10bdaa87a2f4"
 
 
 def _rows(path: Path) -> list[dict]:

@@ -91,24 +91,33 @@ def read_json(path: Path, what: str) -> Any:
         raise UserError(f"{what}: {path} is not valid JSON ({e}); regenerate or fix the file") from None
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file; a malformed line is a `UserError` naming the file and line."""
+def read_jsonl_numbered(path: Path, hint: str = "regenerate the file") -> list[tuple[int, dict]]:
+    """(line number, row) of every non-blank line of a JSONL file; a line that is not a JSON object, or a
+    file that is not UTF-8, is a `UserError` naming the file and line (and `hint`, what to do)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
     rows = []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{number}: malformed JSON line ({e.msg}); regenerate the file") from None
+            raise UserError(f"{path}:{number}: malformed JSON line ({e.msg}); {hint}") from None
         if not isinstance(row, dict):
-            raise UserError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
+            raise UserError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}; {hint}")
+        rows.append((number, row))
     return rows
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSONL file (`read_jsonl_numbered` without the line numbers)."""
+    return [row for _, row in read_jsonl_numbered(path)]
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

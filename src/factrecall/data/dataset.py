@@ -15,11 +15,10 @@ person lacks, a person without bios or questions, …
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from factrecall.artifacts import read_json, sha256_files
+from factrecall.artifacts import read_json, read_jsonl_numbered, sha256_files
 from factrecall.data.pools import ATTRIBUTES
 from factrecall.errors import UserError
 from factrecall.layout import DatasetLayout
@@ -93,23 +92,9 @@ class _Table:
 
     def __init__(self, path: Path, hint: str):
         self.path, self.hint = path, hint
-        self.rows: list[dict] = []
-        self.lines: list[int] = []
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{number}: malformed JSON line ({e.msg}); {hint}") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}; {hint}")
-            self.rows.append(row)
-            self.lines.append(number)
+        numbered = read_jsonl_numbered(path, hint)
+        self.rows: list[dict] = [row for _, row in numbered]
+        self.lines: list[int] = [number for number, _ in numbered]
 
     def where(self, index: int) -> str:
         return f"{self.path}:{self.lines[index]}"
