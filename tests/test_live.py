@@ -20,7 +20,7 @@ class Recording(GeneralTracker):
 
     def __init__(self):
         super().__init__()
-        self.config, self.rows, self.finished = None, [], False
+        self.config, self.rows, self.finished, self.directory = None, [], False, None
 
     @property
     def tracker(self):
@@ -28,6 +28,9 @@ class Recording(GeneralTracker):
 
     def store_init_configuration(self, values):
         self.config = values
+        if self.directory:  # as TensorBoard's writer does: its files appear in the run at once
+            self.directory.mkdir(parents=True)
+            (self.directory / "events").write_text("")
 
     def log(self, values, step, **kwargs):
         self.rows.append((step, values))
@@ -40,6 +43,7 @@ def test_every_metrics_row_is_logged_live(small_data, tmp_path, monkeypatch):
     recording = Recording()
     monkeypatch.setattr(live, "tracker", lambda report_to: recording if report_to == "tensorboard" else None)
     out = tmp_path / "run"
+    recording.directory = out / "live"
     train(train_config("smoke", strategy="stage", max_steps=3, eval_every=2, eval_people=2, checkpoint_every=0),
           small_data, out, report_to="tensorboard")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -47,6 +51,7 @@ def test_every_metrics_row_is_logged_live(small_data, tmp_path, monkeypatch):
     assert {"lr", "loss/bio", "grad_norm"} <= set(recording.rows[0][1])
     assert any("qa_ood/accuracy" in values for _, values in recording.rows)  # the evaluations too
     assert recording.config["strategy"] == "stage" and recording.finished
+    assert (out / "live" / "events").is_file()  # the tracker's files, started after the run directory was checked
 
 
 def test_scalars_flatten_finite_numbers_only():

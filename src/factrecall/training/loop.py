@@ -171,21 +171,21 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory")
     with run_lock(out, accelerator):
-        if log_with:
-            accelerator.init_trackers(out.name, config=live.hyperparameters(as_json(asdict(cfg))))
         try:
-            return _train(cfg, accelerator, dataset, record, out, resume, force)
+            return _train(cfg, accelerator, dataset, record, out, resume, force, bool(log_with))
         finally:
             if log_with:
                 accelerator.end_training()
 
 
 def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: Path, resume: bool,
-           force: bool) -> dict:
-    """`train` under the run directory's lock."""
+           force: bool, tracked: bool = False) -> dict:
+    """`train` under the run directory's lock; `tracked`: start the live tracker once `out` is checked."""
     sharded = cfg.distributed == "fsdp" and accelerator.num_processes > 1
     files = RunLayout(out)
     resuming = prepare_run_dir(out, record, resume, force, accelerator.is_main_process)  # same config?
+    if tracked:  # after the check: TensorBoard's writer creates RUN/live/ at once
+        accelerator.init_trackers(out.name, config=live.hyperparameters(as_json(asdict(cfg))))
 
     def log(row: dict) -> None:
         """A metrics row: to metrics.jsonl, and to the live tracker if any (main process only)."""

@@ -49,7 +49,7 @@ def prepare_run_dir(out: Path, record: dict, resume: bool, force: bool, main: bo
             _remove(held)
         return False
     if not files.config.is_file():
-        if resume and all(c == files.base or c in _leftovers(out) for c in held):
+        if resume and all(c in (files.base, files.live) or c in _leftovers(out) for c in held):
             if main:  # killed while writing θ_pre, before the record that makes it a run: start it over
                 _remove(held)
             return False
