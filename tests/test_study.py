@@ -1,7 +1,9 @@
 """The smoke study end to end: artifacts, summary, claims, resume (also after SIGKILL), locks, report."""
 
+import hashlib
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -227,3 +229,43 @@ def test_a_study_on_your_own_facts(tmp_path):
     (tmp_path / "mixed.toml").write_text(f"[data]\npath = '{own}'\npeople = 10\n")
     with pytest.raises(UserError, match=r"\[data\] path replaces generating the people, so \[data\] people"):
         run_study(tmp_path / "t", config_file=tmp_path / "mixed.toml")
+
+
+def _artifacts(root: Path) -> dict[str, object]:
+    """Every file of a study as what must not change: its sha256, or for the two files that log wall-clock
+    seconds (manifest.json, metrics.jsonl) their content without them."""
+    def without_seconds(value):
+        if isinstance(value, dict):
+            return {k: without_seconds(v) for k, v in value.items() if k != "seconds"}
+        return value
+
+    found = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != ".lock"):
+        name = str(path.relative_to(root))
+        if path.name == "manifest.json":
+            found[name] = without_seconds(json.loads(path.read_text()))
+        elif path.name == "metrics.jsonl":
+            found[name] = [without_seconds(json.loads(line)) for line in path.read_text().splitlines()]
+        else:
+            found[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def test_a_killed_study_rerun_writes_every_artifact_an_uninterrupted_one_writes(tmp_path):
+    """Killed at a seeded moment of its analyses and rerun, a smoke study writes the same files, byte for byte
+    (seconds aside), as one that was never interrupted, at the same path."""
+    out = tmp_path / "s"
+    run_study(out, "smoke", log=lambda _: None)
+    reference = _artifacts(out)
+    shutil.rmtree(out)
+    process = _study_process(out)
+    deadline = time.monotonic() + 300
+    while not (out / "runs" / "stage" / "analysis" / "graft.json").exists():  # mid-analysis
+        assert process.poll() is None, "the study ended before the kill point"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(random.Random(0).uniform(0, 1.0))
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    run_study(out, "smoke", log=lambda _: None)
+    assert _artifacts(out) == reference
