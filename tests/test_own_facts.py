@@ -5,14 +5,13 @@ datasets load as before, with the content hash they always had."""
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_train_cli import run_cli
 
-from factrecall import cli
 from factrecall.analysis.ablation import ablate_run
 from factrecall.analysis.attention import attention_stats
 from factrecall.analysis.circuit import circuit_curves
@@ -321,14 +320,9 @@ def test_any_damaged_own_dataset_loads_and_encodes_or_is_refused_cleanly(capital
 
 
 def _cli(monkeypatch, capsys, *args) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["factrecall", *map(str, args)])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    """(exit code, stdout and stderr together) of the real command line (`test_train_cli.run_cli`)."""
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    return code, out + err
 
 
 def test_command_line_trains_and_evaluates_own_facts(capitals, tmp_path, monkeypatch, capsys):

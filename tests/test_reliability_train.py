@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from test_train_cli import run_cli
 
 from factrecall import cli
 from factrecall.artifacts import canonical_header
@@ -30,17 +31,6 @@ from factrecall.training.loop import train
 from factrecall.training.trace import save_trace
 
 SMOKE = {"strategy": "mix", "max_steps": 2, "checkpoint_every": 0}
-
-
-def _cli(monkeypatch, capsys, *args) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["factrecall", *map(str, args)])
-    cli._DEBUG["on"] = False
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    return code, capsys.readouterr().err
 
 
 def _hashes(directory: Path) -> dict[str, str]:
@@ -179,8 +169,8 @@ def test_train_refuses_an_out_over_its_data(data_copy, tmp_path, monkeypatch, ca
     """`train --data DATA --out DATA --force` (or an --out that contains DATA, or lies inside it)."""
     out = Path(out.format(data=data_copy))
     before = _hashes(tmp_path / "parent")
-    code, err = _cli(monkeypatch, capsys, "train", "--data", data_copy, "--out", out, "--strategy", "mix",
-                     "--preset", "smoke", *(["--force"] if force else []))
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--data", data_copy, "--out", out, "--strategy", "mix",
+                           "--preset", "smoke", *(["--force"] if force else []))
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"factrecall: error: --out {out} ") and "data directory" in err and "train reads" in err
     assert _hashes(tmp_path / "parent") == before  # nothing deleted, nothing written

@@ -190,7 +190,8 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
     def log(row: dict) -> None:
         """A metrics row: to metrics.jsonl, and to the live tracker if any (main process only)."""
         append_jsonl(files.metrics, row)
-        accelerator.log(live.scalars(row), step=row["global_step"])
+        if tracked:  # nothing more on the training step without a tracker
+            accelerator.log(live.scalars(row), step=row["global_step"])
 
     accelerator.wait_for_everyone()
     if resume and files.finished:
