@@ -179,6 +179,10 @@ def train_command(
     cfg.validate()
     check_disk(out, run_disk_bytes(cfg, load_dataset(data))["peak"], "this run", ignore_disk)
     result = train(cfg, data, out, resume=resume, force=force, report_to=report_to)
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # torchrun: end the process group before exit (gloo's threads can abort at exit)
+        dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:  # one report under torchrun / accelerate launch
         typer.echo(accuracy_line(result))
         typer.echo(f"run written to {out}")
