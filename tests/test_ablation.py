@@ -68,3 +68,27 @@ def test_ablate_refuses_run_without_base(run, tmp_path):
     shutil.rmtree(other / "base")
     with pytest.raises(UserError, match="no base/"):
         ablate_run(other)
+
+
+def test_ablate_run_with_a_size_ablates_the_matched_set_and_its_controls(run):
+    import math
+
+    from factrecall.analysis.run import load_pair, load_trace, run_dataset
+    from factrecall.analysis.selection import matched
+    from factrecall.encode import pad_id
+    from factrecall.evaluation.exact_match import eval_sets, evaluate
+    result = ablate_run(run, k=5.0, seeds=1, eval_people=5, size=0.01)
+    trace = load_trace(run)
+    n = math.ceil(0.01 * trace.entries)
+    m = result["matched"]
+    assert m["fraction"] == 0.01 and m["shared"]["size"] == m["random"]["size"] == n
+    assert 0 < m["top_bio_only"]["size"] <= n and 0 < m["top_qa_only"]["size"] <= n
+    assert result["shared"]["size"] != n  # the set at k is reported beside it
+    # the ablated set is Matched(n): resetting it directly gives the same accuracies
+    model, tok, base = load_pair(run, "", "cpu")
+    sets = eval_sets(tok, run_dataset(run), 5)
+    with reset_to_base(model, base, matched(trace, [n])[n].shared):
+        acc = evaluate(model, sets, pad_id(tok))
+    assert {s: a["accuracy"] for s, a in acc.items()} == m["shared"]["accuracy"]
+    with pytest.raises(UserError, match=r"\(0, 1\]"):
+        ablate_run(run, size=1.5)

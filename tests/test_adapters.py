@@ -15,7 +15,7 @@ from factrecall.models.adapters import adapter_for, geometry, tensor_units, trac
 from factrecall.models.tiny import build_tiny_model
 from factrecall.models.tokenizer import word_tokenizer
 
-PRESETS = ["tiny-llama-gqa", "tiny-neox", "tiny-gpt2"]
+PRESETS = ["tiny-llama-gqa", "small-llama", "tiny-neox", "tiny-gpt2"]
 LAYER = 1
 
 

@@ -145,7 +145,7 @@ CASES = [
     ("forgetting-of-a-random-base", lambda t, d, r: ["forgetting", "--run", _with_run(t, r)],
      "was not built by 'factrecall base build'"),
     ("unknown-study-preset", lambda t, d, r: ["study", "--out", t / "s", "--preset", "huge"],
-     "unknown preset 'huge'; choose one of default, smoke"),
+     "unknown preset 'huge'; choose one of default, small, smoke"),
     ("study-config-unknown-key", lambda t, d, r: (t.joinpath("c.toml").write_text("[train]\nepochz = 3\n"),
                                                   ["study", "--out", t / "s", "--config", t / "c.toml"])[1],
      "unknown .*train setting 'epochz'"),
@@ -455,6 +455,26 @@ CASES += [
                                                "smoke", "--people", 1], "people"),
     ("base-build-zero-epochs", lambda t, d, r: ["base", "build", "--kind", "skill", "--out", t / "b", "--preset",
                                                 "smoke", "--people", 4, "--epochs", 0], "epochs"),
+]
+
+# a sweep (issue 16): refused in one line naming the axis or the point, before any point starts
+CASES += [
+    ("sweep-unknown-key", lambda t, d, r: _study_config(t, "seeds = [0]\n[sweep]\n'train.epochz' = [1, 2]\n"),
+     r"c\.toml: \[sweep\] 'train\.epochz' is not a setting"),
+    ("sweep-wrong-type", lambda t, d, r: _study_config(t, "[sweep]\n'data.people' = [30, 'many']\n"),
+     r"c\.toml: point 1 \(people=many\): data setting 'people' must be int"),
+    ("sweep-empty-axis", lambda t, d, r: _study_config(t, "[sweep]\n'train.lr' = []\n"),
+     r"\[sweep\] 'train\.lr' must be a non-empty list"),
+    ("sweep-bad-value-in-range", lambda t, d, r: _study_config(t, "seeds = [0, 1]\n[sweep]\n'train.lr' = [1e-3, -1.0]\n"),
+     r"point 2 \(lr=-1\.0 seed=0\): train\.lr"),
+    ("sweep-seeds-not-integers", lambda t, d, r: _study_config(t, "seeds = [0.5]\n"), r"seeds must be a non-empty list"),
+    ("sweep-too-many-points", lambda t, d, r: _study_config(t, f"seeds = {list(range(600))}\n"),
+     r"600 points, more than 512"),
+    ("sweep-point-out-of-range", lambda t, d, r: [*_study_config(t, "seeds = [0, 1]\n"), "--point", "2"],
+     r"--point 2: the sweep has 2 points \(0–1\)"),
+    ("sweep-jobs-zero", lambda t, d, r: [*_study_config(t, "seeds = [0, 1]\n"), "--jobs", "0"], r"--jobs must be"),
+    ("point-without-sweep", lambda t, d, r: ["study", "--out", t / "s", "--preset", "smoke", "--point", "0"],
+     r"--point, --list-points and --jobs apply to a sweep"),
 ]
 
 

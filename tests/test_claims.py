@@ -68,83 +68,159 @@ C2 = [
 ]
 
 
-# C3: shared[strategy] = {gini.{heads,neurons}, top_unit_share.{heads,neurons}["10%"]}; values (gh, gn, th, tn)
-def conc(gh, gn, th, tn) -> dict:
-    return {"gini": {"heads": gh, "neurons": gn},
-            "top_unit_share": {"heads": {"10%": th, "1%": 0.0}, "neurons": {"10%": tn, "1%": 0.0}}}
+# C3: shared[strategy] = shared.json; judged on `matched` [{fraction, size, heads/neurons: {entries, gini, top_10%:
+# {observed, null_mean, null_std, excess}}}]; values = (heads Gini, heads top-10%, neurons Gini, neurons top-10%)
+def conc_kind(gini: float, top: float, null: tuple, std: float) -> dict:
+    return {"entries": 100, **{m: {"observed": o, "null_mean": n, "null_std": std, "excess": o - n}
+                               for m, o, n in (("gini", gini, null[0]), ("top_10%", top, null[1]))}}
 
 
-def c3_in(mix=(0.6, 0.5, 0.4, 0.35), stage=(0.2, 0.2, 0.2, 0.2)) -> tuple:
-    return ({"mix": conc(*mix), "stage": conc(*stage)},)
+def conc_point(fraction: float, values: tuple, null=(0.1, 0.2, 0.1, 0.2), std=0.01, size=500) -> dict:
+    return {"fraction": fraction, "size": size, "depth": 2000, "heads": conc_kind(*values[:2], null[:2], std),
+            "neurons": conc_kind(*values[2:], null[2:], std)}
+
+
+def conc(points: list) -> dict:
+    return {"k": 1.0, "shared": 123, "gini": {"heads": 0.111, "neurons": 0.222}, "matched": points}
+
+
+def c3_in(mix=(0.6, 0.5, 0.4, 0.35), stage=(0.3, 0.3, 0.2, 0.2), fractions=(0.001, 0.002), mix_kw=None,
+          stage_kw=None) -> tuple:
+    return ({"mix": conc([conc_point(f, mix, **(mix_kw or {})) for f in fractions]),
+             "stage": conc([conc_point(f, stage, **(stage_kw or {})) for f in fractions])},)
 
 
 C3 = [
-    case("C3", "holds", c3_in(), True, "Gini Mix 0.600 vs Stage 0.200", "top-10% share Mix 0.350"),
-    case("C3", "stage_higher_everywhere", c3_in((0.1,) * 4), False, "Gini Mix 0.100 vs Stage 0.200"),
-    case("C3", "heads_gini_tie_undetermined", c3_in((0.2, 0.5, 0.4, 0.35)), None, "heads: Gini Mix 0.200 vs Stage 0.200",
-         "a tie in heads Gini"),
-    case("C3", "tie_and_lower_does_not_hold", c3_in((0.2, 0.1, 0.4, 0.35)), False, "neurons: Gini Mix 0.100"),
-    case("C3", "neurons_gini_lower", c3_in((0.6, 0.15, 0.4, 0.35)), False, "neurons: Gini Mix 0.150"),
-    case("C3", "heads_top10_tie_undetermined", c3_in((0.6, 0.5, 0.2, 0.35)), None,
-         "top-10% share Mix 0.200 vs Stage 0.200", "a tie in heads top-10% share"),
-    case("C3", "neurons_top10_lower", c3_in((0.6, 0.5, 0.4, 0.111)), False, "top-10% share Mix 0.111"),
-    case("C3", "higher_by_a_hair_everywhere", c3_in((0.201,) * 4), True, "Gini Mix 0.201"),
+    case("C3", "holds", c3_in(), True, "at 0.1% (500 entries", "heads Gini Mix 0.600−0.100=+0.500 vs Stage "
+         "0.300−0.100=+0.200 (higher, ±0.020)", "at 0.2%", "reported only, at k=1% (|Shared| Mix 123 vs Stage 123)"),
+    case("C3", "stage_higher_everywhere", c3_in((0.2,) * 4), False, "Gini Mix 0.200−0.100=+0.100", "(lower"),
+    case("C3", "tie_at_1.000_undetermined", c3_in((0.6, 0.5, 0.4, 1.0), (0.3, 0.3, 0.2, 1.0)), None,
+         "top-10% Mix 1.000", "a tie in neurons top-10% share at 0.1%, neurons top-10% share at 0.2%"),
+    case("C3", "tie_at_1.000_and_lower_does_not_hold", c3_in((0.6, 0.5, 0.1, 1.0), (0.3, 0.3, 0.2, 1.0)), False,
+         "neurons Gini Mix 0.100"),
+    case("C3", "tie_at_1.000_with_different_nulls_still_a_tie",
+         c3_in((0.6, 0.5, 0.4, 1.0), (0.3, 0.3, 0.2, 1.0), stage_kw={"null": (0.1, 0.2, 0.1, 0.9)}), None, "a tie"),
+    case("C3", "within_null_resolution_undetermined", c3_in(stage=(0.3, 0.3, 0.385, 0.2)), None,
+         "neurons Gini Mix 0.400−0.100=+0.300 vs Stage 0.385−0.100=+0.285 (unresolved, ±0.020)",
+         "within the null resolution in neurons Gini at 0.1%"),
+    case("C3", "lower_within_resolution_is_not_a_failure", c3_in(stage=(0.3, 0.3, 0.415, 0.2)), None,
+         "within the null resolution"),
+    case("C3", "just_beyond_resolution_holds", c3_in(stage=(0.3, 0.3, 0.379, 0.2)), True, "(higher, ±0.020)"),
+    case("C3", "resolution_follows_the_wider_null", c3_in(stage=(0.3, 0.3, 0.379, 0.2), stage_kw={"std": 0.05}), None,
+         "±0.100"),
+    case("C3", "excess_not_observed_decides", c3_in((0.5, 0.5, 0.4, 0.35), (0.6, 0.6, 0.5, 0.45),
+                                                    stage_kw={"null": (0.4, 0.4, 0.4, 0.4)}), True,
+         "heads Gini Mix 0.500−0.100=+0.400 vs Stage 0.600−0.400=+0.200 (higher"),
+    case("C3", "one_size_lower", ({"mix": conc([conc_point(0.001, (0.6, 0.5, 0.4, 0.35)),
+                                                conc_point(0.002, (0.2,) * 4)]),
+                                   "stage": conc([conc_point(f, (0.3, 0.3, 0.2, 0.2)) for f in (0.001, 0.002)])},),
+         False, "at 0.2%"),
+    case("C3", "set_size_mismatch_undetermined", c3_in(stage_kw={"size": 501}), None, "Mix 500 vs Stage 501 entries",
+         "a set-size mismatch at 0.1%, 0.2%"),
+    case("C3", "different_fractions_undetermined", (
+        {"mix": conc([conc_point(0.001, (0.6,) * 4)]), "stage": conc([conc_point(0.002, (0.3,) * 4)])},), None,
+         "not measured at the same matched sizes (Mix [0.001], Stage [0.002])"),
+    case("C3", "old_shared_json_without_matched", ({s: {k: v for k, v in conc([]).items() if k != "matched"}
+                                                    for s in ("mix", "stage")},), None, "rerun `shared`",
+         "Gini Mix 0.111 vs Stage 0.111"),
+    case("C3", "paired_by_fraction_not_position", ({
+        "mix": conc([conc_point(f, (0.6, 0.5, 0.4, 0.35)) for f in (0.002, 0.001)]),
+        "stage": conc([conc_point(0.001, (0.3,) * 4), conc_point(0.002, (0.3,) * 4, size=900)])},),
+         None, "a set-size mismatch at 0.2%"),
 ]
 
 
-# C4: ablation[strategy] = ablation.json; drops are signed (accuracy after − before, negative = loss)
-def abl(drop: float, random: float, unablated: float = 0.5) -> dict:
-    return {"k": 5.0, "seeds": 3, "unablated": {"qa_ood": unablated}, "shared": {"drop": {"qa_ood": drop}},
-            "random": {"mean_drop": {"qa_ood": random}}, "top_bio_only": {"mean_drop": {"qa_ood": -0.011}},
-            "top_qa_only": {"mean_drop": {"qa_ood": -0.022}}}
+# C4: ablation[strategy] = ablation.json with `matched` (the same-size set); drops are signed (negative = loss)
+def abl_sets(ood: float, qa_id: float = -0.05, random: float = -0.05, size: int = 1000) -> dict:
+    def control(d: float) -> dict:
+        return {"size": size, "mean_drop": {"qa_ood": d, "qa_id": 0.0}}
+    return {"shared": {"size": size, "drop": {"qa_ood": ood, "qa_id": qa_id}}, "random": control(random),
+            "top_bio_only": control(-0.111), "top_qa_only": control(-0.222)}
 
 
-def c4_in(mix=-0.4, mix_random=-0.05, stage=-0.1, stage_random=-0.03, stage_unablated=0.5) -> tuple:
-    return ({"mix": abl(mix, mix_random), "stage": abl(stage, stage_random, stage_unablated)},)
+def abl(unablated=(0.5, 1.0), matched: dict | None = None, fraction=0.02) -> dict:
+    out = {"k": 5.0, "seeds": 3, "unablated": {"qa_ood": unablated[0], "qa_id": unablated[1]},
+           **abl_sets(-0.123, size=4321)}
+    return out | ({"matched": {"fraction": fraction, "depth": 5000, **matched}} if matched else {})
+
+
+def c4_in(mix=None, stage=None, mix_unablated=(0.8, 1.0), stage_unablated=(0.5, 1.0), stage_fraction=0.02) -> tuple:
+    return ({"mix": abl(mix_unablated, abl_sets(**({"ood": -0.4, "qa_id": -0.1} | (mix or {})))),
+             "stage": abl(stage_unablated, abl_sets(**({"ood": -0.1, "qa_id": -0.05} | (stage or {}))),
+                          stage_fraction)},)
 
 
 C4 = [
-    case("C4", "holds", c4_in(), True, "Mix -0.400 vs Stage -0.100", "-0.050", "Mix 80%", "Stage 20%"),
-    case("C4", "stage_hurt_more", c4_in(mix=-0.1, stage=-0.4), False, "Mix -0.100 vs Stage -0.400"),
-    case("C4", "tie_with_stage_strict", c4_in(mix=-0.25, stage=-0.25), False, "Mix -0.250 vs Stage -0.250"),
-    case("C4", "random_hurts_mix_more", c4_in(mix_random=-0.45), False, "-0.450"),
-    case("C4", "tie_with_random_strict", c4_in(mix_random=-0.4), False, "(count-matched per tensor, mean of 3) -0.400"),
-    case("C4", "stage_random_not_judged", c4_in(stage_random=-0.9), True, "Mix -0.400"),
-    case("C4", "stage_zero_accuracy_is_a_floor", c4_in(stage=0.0, stage_unablated=0.0), None, "Stage 0%",
-         "a floor: Stage's unablated OOD-QA 0.000"),
-    case("C4", "stage_accuracy_below_mix_drop_is_a_floor", c4_in(stage=-0.05, stage_unablated=0.3), None,
-         "bounds its drop above Mix's -0.400"),
-    case("C4", "stage_accuracy_at_mix_drop_decides", c4_in(stage=-0.05, stage_unablated=0.4), True, "Mix -0.400"),
-    case("C4", "floor_does_not_rescue_a_failing_rule", c4_in(mix_random=-0.45, stage_unablated=0.1), False, "-0.450"),
-    case("C4", "side_sets_reported", c4_in(), True, "Top_BIO∖Shared -0.011", "Top_QA∖Shared -0.022"),
+    case("C4", "holds", c4_in(), True, "OOD-QA relative loss Mix 50.0% (drop -0.400 of 0.800) vs Stage 20.0%",
+         "ID-QA relative loss Mix 10.0% (drop -0.100) vs Stage 5.0%",
+         "2% of the tracked entries: Mix 1,000, Stage 1,000",
+         "Mix random 6% (1,000), Top_BIO∖Shared 14% (1,000), Top_QA∖Shared 28% (1,000)",
+         "reported only, at k=5% (sets of different sizes): OOD-QA drop Mix -0.123 (4,321 entries)"),
+    case("C4", "floor_bounded_absolute_drop_judged_relative", c4_in({"ood": -0.17}, {"ood": -0.045},
+                                                                    (0.98, 1.0), (0.075, 1.0)), False,
+         "Mix 17.3% (drop -0.170 of 0.980) vs Stage 60.0% (drop -0.045 of 0.075)"),
+    case("C4", "stage_hurt_more", c4_in({"ood": -0.1}, {"ood": -0.4}), False, "Mix 12.5%"),
+    case("C4", "relative_tie_strict", c4_in({"ood": -0.16}), False, "Mix 20.0% (drop -0.160 of 0.800) vs Stage 20.0%"),
+    case("C4", "random_hurts_mix_more", c4_in({"random": -0.45}), False, "Mix random 56%"),
+    case("C4", "random_tie_strict", c4_in({"random": -0.4}), False, "Mix random 50%"),
+    case("C4", "stage_loses_more_id", c4_in({"qa_id": -0.022}, {"qa_id": -0.085}), False,
+         "ID-QA relative loss Mix 2.2% (drop -0.022) vs Stage 8.5%"),
+    case("C4", "id_tie_holds", c4_in({"qa_id": 0.0}, {"qa_id": 0.0}), True, "ID-QA relative loss Mix 0.0%"),
+    case("C4", "stage_random_not_judged", c4_in(stage={"random": -0.5}), True, "Stage random 100%"),
+    case("C4", "stage_ood_floor_of_0", c4_in(stage={"ood": 0.0}, stage_unablated=(0.0, 1.0)), None,
+         "a floor: Stage's unablated OOD-QA is 0, so a relative loss is undefined"),
+    case("C4", "mix_id_floor_of_0", c4_in(mix_unablated=(0.8, 0.0)), None, "a floor: Mix's unablated ID-QA is 0"),
+    case("C4", "set_size_mismatch", ({"mix": abl((0.8, 1.0), abl_sets(-0.4, size=1000)),
+                                      "stage": abl((0.5, 1.0), abl_sets(-0.1, size=999))},), None,
+         "Mix 1,000, Stage 999 entries", "a set-size mismatch (Mix 1,000 vs Stage 999 entries)"),
+    case("C4", "different_fractions", c4_in(stage_fraction=0.01), None, "a set-size mismatch"),
+    case("C4", "old_ablation_json", ({"mix": abl((0.8, 1.0), abl_sets(-0.4)), "stage": abl()},), None,
+         "no same-size ablation in Stage; rerun `ablation`", "Mix -0.123 (4,321 entries)"),
 ]
 
 
-# C5: graft[strategy] = graft.json; accuracy[strategy].qa_id = θ_ft's ID-QA (recovered share = grafted / θ_ft)
-def graft_json(size: int, qa_id: float) -> dict:
-    return {"parameters": 10_000, "sparsity": 0.01, "graft": {"size": size, "accuracy": {"qa_id": qa_id, "qa_ood": 0.123}},
-            "base_patch": {"accuracy": {"qa_id": 0.05}}}
+# C5: graft[strategy] = graft.json with `sweep` [{sparsity, size, accuracy.qa_id}] and `finetuned` (θ_ft, same people)
+def graft_json(points: list, finetuned: float = 1.0) -> dict:
+    return {"parameters": 10_000, "finetuned": {"qa_id": finetuned},
+            "sweep": [{"sparsity": s, "size": n, "accuracy": {"qa_id": a}} for s, n, a in points]}
 
 
-def c5_in(sizes=(100, 400), grafted=(0.9, 0.6), full=(1.0, 1.0)) -> tuple:
-    return ({"mix": graft_json(sizes[0], grafted[0]), "stage": graft_json(sizes[1], grafted[1])},
-            {"mix": {"qa_id": full[0]}, "stage": {"qa_id": full[1]}})
+def c5_in(mix=((0.1, 1000, 0.95), (0.4, 4000, 0.99)), stage=((0.1, 1000, 0.5), (0.4, 4000, 0.95)),
+          full=(1.0, 1.0)) -> tuple:
+    return ({"mix": graft_json(list(mix), full[0]), "stage": graft_json(list(stage), full[1])},
+            {"mix": {"qa_id": 0.987}, "stage": {"qa_id": 0.876}})
 
 
 C5 = [
-    case("C5", "holds", c5_in(), True, "|γ|₀ 100 (1.0% of 10,000)", "(90% of θ_ft's)", "(60% of θ_ft's)"),
-    case("C5", "mix_larger_recovers_less", c5_in((400, 100), (0.6, 0.9)), False, "|γ|₀ 400"),
-    case("C5", "mix_mask_larger_by_one", c5_in((401, 400)), False, "|γ|₀ 401", "|γ|₀ 400"),
-    case("C5", "mask_size_tie_holds", c5_in((1234, 1234)), True, "|γ|₀ 1,234 (12.3% of 10,000)"),
-    case("C5", "mix_recovers_less", c5_in(grafted=(0.5, 0.6)), False, "(50% of θ_ft's)"),
-    case("C5", "recovery_tie_holds", c5_in(grafted=(0.6, 0.6)), True, "grafted ID-QA 0.600 (60% of θ_ft's)"),
-    case("C5", "share_not_absolute", c5_in(grafted=(0.6, 0.7), full=(0.8, 1.0)), True, "(75% of θ_ft's)", "(70%"),
-    case("C5", "no_recovery_either", c5_in(grafted=(0.0, 0.0)), False, "grafted ID-QA 0.000 (0% of θ_ft's)"),
-    case("C5", "mix_theta_ft_zero", c5_in(grafted=(0.0, 0.0), full=(0.0, 1.0)), False, "(0% of θ_ft's)"),
-    case("C5", "no_parameters_no_division_by_zero", ({"mix": graft_json(0, 0.0) | {"parameters": 0},
-                                                      "stage": graft_json(0, 0.0) | {"parameters": 0}},
-                                                     {"mix": {"qa_id": 1.0}, "stage": {"qa_id": 1.0}}), False,
-         "|γ|₀ 0 (0.0% of 0)"),
+    case("C5", "holds", c5_in(), True, "target: grafted ID-QA ≥ 0.9 × θ_ft's", "s=0.1: |γ|₀ 1,000 (10.0%) ID-QA 0.950",
+         "Mix (θ_ft ID-QA 1.000 on the graft's people, 0.987 on all)", "smallest reaching 1,000 (10.0%, s=0.1)",
+         "smallest reaching 4,000 (40.0%, s=0.4)"),
+    case("C5", "stage_smaller", c5_in(((0.1, 1000, 0.5), (0.4, 4000, 0.95)), ((0.1, 1000, 0.95), (0.4, 4000, 0.99))),
+         False, "smallest reaching 4,000"),
+    case("C5", "only_mix_reaches", c5_in(stage=((0.1, 1000, 0.5), (0.4, 4000, 0.6))), True, "smallest reaching none"),
+    case("C5", "only_stage_reaches", c5_in(((0.1, 1000, 0.5), (0.4, 4000, 0.6))), False, "smallest reaching none"),
+    case("C5", "neither_reaches", c5_in(((0.1, 1000, 0.5), (0.4, 4000, 0.6)), ((0.1, 1000, 0.5), (0.4, 4000, 0.89))),
+         None, "neither strategy's graft reaches the target at any swept sparsity"),
+    case("C5", "equal_smallest_sizes_tie", c5_in(stage=((0.1, 1000, 0.91), (0.4, 4000, 0.95))), None,
+         "a tie: both first reach the target from the base patch at s=0.1"),
+    case("C5", "same_sparsity_smaller_by_search_flips_is_a_tie",
+         c5_in(((0.1, 1000, 0.5), (0.4, 3996, 0.91)), ((0.1, 1000, 0.5), (0.4, 4000, 0.99))), None,
+         "smallest reaching 3,996 (40.0%, s=0.4)", "so their sizes differ only by the search's flips"),
+    case("C5", "target_boundary_reaches", c5_in(((0.1, 1000, 0.9), (0.4, 4000, 0.99))), True, "ID-QA 0.900"),
+    case("C5", "just_below_target", c5_in(((0.1, 1000, 0.899), (0.2, 2000, 0.5), (0.4, 4000, 0.99)),
+                                         ((0.1, 1000, 0.5), (0.2, 3000, 0.95), (0.4, 4000, 0.99))), False,
+         "ID-QA 0.899", "smallest reaching 4,000 (40.0%, s=0.4)", "smallest reaching 3,000 (30.0%, s=0.2)"),
+    case("C5", "target_is_a_share_of_theta_ft", c5_in(((0.1, 1000, 0.72), (0.4, 4000, 0.8)), full=(0.8, 1.0)), True,
+         "θ_ft ID-QA 0.800"),
+    case("C5", "smallest_over_the_sweep_not_the_base", c5_in(((0.05, 500, 0.92), (0.4, 4000, 0.99)),
+                                                             ((0.05, 500, 0.3), (0.4, 600, 0.95))), True,
+         "smallest reaching 500 (5.0%, s=0.05)", "smallest reaching 600 (6.0%, s=0.4)"),
+    case("C5", "theta_ft_floor", c5_in(full=(0.0, 1.0)), None, "a floor: θ_ft's ID-QA is 0"),
+    case("C5", "sweeps_at_different_sparsities", c5_in(stage=((0.2, 1000, 0.5), (0.4, 4000, 0.95))), None,
+         "not run at the same sparsities"),
+    case("C5", "old_graft_json_without_sweep", ({"mix": {"parameters": 10_000}, "stage": {"parameters": 10_000}},
+                                                {"mix": {"qa_id": 1.0}, "stage": {"qa_id": 1.0}}), None,
+         "no sparsity sweep in graft.json; rerun `graft`", "no sweep"),
 ]
 
 

@@ -37,7 +37,7 @@ def test_every_preset_resolves_and_validates(name):
     ("[analysis]\nsweep = [1, 'x']\n", r"analysis setting 'sweep'\[1\] must be float"),
     ("[model]\nname = 'x'\n", "unknown section or key 'model'"),
     ("[train]\nstrategy = 'mix'\n", "train.strategy cannot be set"),
-    ("preset = 'paper'\n", "preset must name one of default, smoke"),
+    ("preset = 'paper'\n", "preset must name one of default, small, smoke"),
     ("[data]\npeople = 1\n", "--people must be at least 2"),
     ("[train\n", "is not valid TOML"),
     ("train = 3\n", r"\[train\] must be a table"),

@@ -175,3 +175,40 @@ def test_heads_on_the_grafted_model(run, models, tmp_path):
     with pytest.raises(UserError, match="unknown --on"):
         circuit_curves(other, "head", ("shared_size",), on="pretrained")
 
+
+
+def test_graft_sweep_points_are_the_grafts_of_their_base_patches(run, models):
+    """Without search steps every sweep point is its base patch B: θ_pre + B ⊙ Δ rebuilt and evaluated here gives its
+    accuracy; `finetuned` is the all-ones graft (θ_ft) on the same people."""
+    from factrecall.analysis.run import run_dataset
+    from factrecall.encode import pad_id
+    from factrecall.evaluation.exact_match import eval_sets, evaluate
+    ft, pre, tok = models
+    result = graft_run(run, sparsity=0.5, steps=0, eval_people=5, sweep=(0.5, 1e-9, 0.2))
+    assert [p["sparsity"] for p in result["sweep"]] == [1e-9, 0.2, 0.5]
+    sets, pad = eval_sets(tok, run_dataset(run), 5), pad_id(tok)
+    shapes = {n: tuple(p.shape) for n, p in ft.named_parameters()}
+
+    def accuracy(mask: IndexMask) -> dict:
+        copy, _ = load_model(run / "model")
+        make_grafted(copy.eval(), TensorFiles(run / "base"), mask)
+        return {m: a["accuracy"] for m, a in evaluate(copy, sets, pad).items()}
+
+    for point in result["sweep"]:
+        patch = base_patch(shapes, _params(ft), _params(pre), point["sparsity"])
+        assert point["size"] == point["base_patch"]["size"] == patch.size() and point["best_step"] == 0
+        assert point["accuracy"] == point["base_patch"]["accuracy"] == accuracy(patch)
+    assert result["sweep"][0]["size"] == 1  # the top 1e-9 of the entries is one entry
+    assert result["finetuned"] == accuracy(IndexMask.from_dense({n: torch.ones(s, dtype=torch.bool)
+                                                                 for n, s in shapes.items()}))
+    assert result["sweep"][-1]["accuracy"] == result["graft"]["accuracy"]
+
+
+def test_graft_sweep_leaves_the_main_search_as_it_was(run):
+    alone = graft_run(run, sparsity=0.5, steps=1, eval_people=5)
+    swept = graft_run(run, sparsity=0.5, steps=1, eval_people=5, sweep=(0.2, 0.5))
+    assert swept["graft"] == alone["graft"] and swept["best_step"] == alone["best_step"]
+    assert "sweep" not in alone and [p["sparsity"] for p in swept["sweep"]] == [0.2, 0.5]
+    assert swept["sweep"][1]["size"] == alone["graft"]["size"]
+    with pytest.raises(UserError, match="strictly between 0 and 1"):
+        graft_run(run, sparsity=0.5, sweep=(1.0,))

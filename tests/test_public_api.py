@@ -26,7 +26,8 @@ from factrecall import (
 
 PUBLIC = {"DataConfig", "generate_dataset", "Dataset", "load_dataset", "TrainConfig", "train", "TraceRecorder",
           "TraceCallback", "save_trace", "Trace", "load_trace", "AnalysisConfig", "analyze_run", "select",
-          "Selection", "ablate_run", "graft_run", "circuit_curves", "inspect_run", "run_study", "build_reports",
+          "Selection", "ablate_run", "graft_run", "circuit_curves", "inspect_run", "run_study", "run_sweep",
+          "build_reports",
           "UserError"}
 
 

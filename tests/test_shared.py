@@ -174,3 +174,104 @@ def test_run_selection_reads_the_saved_masks_at_their_k_and_selects_otherwise(ru
     monkeypatch.undo()
     other = selection.run_selection(run, trace, 1.0)  # another k: selected from the trace
     assert other.top_bio.size() == select(trace, 1.0, "global").top_bio.size() != saved.top_bio.size()
+
+
+def _brute_ranks(trace):
+    """r_T per entry over the concatenated trace (1 + the number of larger scores), by a full sort."""
+    ranks = {}
+    for task in ("bio", "qa"):
+        scores = torch.cat([trace.delta(task, n).abs().flatten() for n in trace.names])
+        ascending = scores.sort().values
+        ranks[task] = 1 + scores.numel() - torch.searchsorted(ascending, scores, right=True)
+    return ranks
+
+
+def test_matched_set_of_the_size_of_shared_k_is_shared_k(run):
+    from factrecall.analysis.run import load_trace
+    trace = load_trace(run)
+    for k in (0.5, 2.0):
+        shared = select(trace, k).shared
+        chosen = selection.matched(trace, [shared.size()])[shared.size()]
+        assert chosen.size == chosen.shared.size() == shared.size()
+        assert all(torch.equal(chosen.shared.index[n], shared.index[n]) for n in trace.names), k
+
+
+def test_matched_sets_against_a_full_sort(run):
+    """Matched(S) = the S entries of smallest (max rank, min rank, position), from ranks of a full sort; its top
+    sets are the entries of rank ≤ its depth."""
+    from factrecall.analysis.run import load_trace
+    trace = load_trace(run)
+    r = _brute_ranks(trace)
+    worst, best = torch.maximum(r["bio"], r["qa"]), torch.minimum(r["bio"], r["qa"])
+    position = torch.arange(worst.numel())
+    order = sorted(range(worst.numel()), key=lambda i: (int(worst[i]), int(best[i]), int(position[i])))
+    sizes = [1, 37, 500, trace.entries]
+    got = selection.matched(trace, sizes)
+    for size in sizes:
+        expected = torch.zeros(trace.entries, dtype=torch.bool)
+        expected[order[:size]] = True
+        m = got[size]
+        assert torch.equal(torch.cat([m.shared.dense(n).flatten() for n in trace.names]), expected), size
+        assert m.depth == int(worst[expected].max())
+        for task, top in (("bio", m.top_bio), ("qa", m.top_qa)):
+            assert torch.equal(torch.cat([top.dense(n).flatten() for n in trace.names]), r[task] <= m.depth)
+    with pytest.raises(ValueError):
+        selection.matched(trace, [trace.entries + 1])
+
+
+def test_placement_null_against_a_dense_simulation(run):
+    """The null's mean and spread match a simulation that places entries on dense masks and counts heads and
+    neurons from the unit layout; a set holding every entry of a kind's tensors equals its null exactly."""
+    from factrecall.analysis.run import load_trace, model_config
+    from factrecall.analysis.units import concentration, concentration_against_null, kind_shapes
+    from factrecall.models.adapters import geometry, tensor_units
+    trace, config = load_trace(run), model_config(run)
+    g = geometry(config)
+    mask = selection.matched(trace, [300])[300].shared
+    draws = 300
+    result = concentration_against_null(config, mask, draws)
+    gen = torch.Generator().manual_seed(12345)
+    for kind, shapes in kind_shapes(config, trace.shapes).items():
+        entries = sum(mask.count(n) for n in shapes)
+        assert result[kind]["entries"] == entries
+        sizes = [math.prod(s) for s in shapes.values()]
+        simulated = []
+        for _ in range(draws):
+            flat = torch.zeros(sum(sizes), dtype=torch.bool)
+            flat[torch.randperm(sum(sizes), generator=gen)[:entries]] = True
+            table = None
+            for (name, shape), part in zip(shapes.items(), flat.split(sizes)):
+                layout = tensor_units(config, name)
+                per_feature = part.view(shape).sum(dim=[d for d in range(len(shape)) if d != layout.axis]).double()
+                per_unit = torch.bincount(layout.feature_unit, weights=per_feature)
+                if kind == "heads":
+                    per_unit = (per_unit / layout.group_size).repeat_interleave(layout.group_size)
+                    table = torch.zeros(g.n_layers, g.n_heads, dtype=torch.float64) if table is None else table
+                else:
+                    table = torch.zeros(g.n_layers, per_unit.numel(), dtype=torch.float64) if table is None else table
+                table[layout.layer] += per_unit
+            simulated.append(concentration(table))
+        for metric in ("gini", "top_10%"):
+            values = torch.tensor([s[metric] for s in simulated], dtype=torch.float64)
+            got = result[kind][metric]
+            spread = float(values.std(correction=0))
+            assert got["null_std"] == pytest.approx(spread, rel=0.25, abs=1e-9), (kind, metric)
+            assert got["null_mean"] == pytest.approx(float(values.mean()), abs=4 * spread * math.sqrt(2 / draws) + 1e-9)
+            assert got["excess"] == pytest.approx(got["observed"] - got["null_mean"])
+    everything = IndexMask.from_dense({n: torch.ones(s, dtype=torch.bool) for n, s in trace.shapes.items()})
+    full = concentration_against_null(config, everything, 2)
+    for kind in ("heads", "neurons"):
+        for metric in ("gini", "top_10%"):
+            assert full[kind][metric]["null_std"] == 0 and full[kind][metric]["excess"] == pytest.approx(0, abs=1e-12)
+
+
+def test_analyze_run_reports_matched_sizes(run):
+    from factrecall.analysis.run import load_trace
+    trace = load_trace(run)
+    result = analyze_run(run, k=1.0, sweep=(1.0,), matched_sizes=(0.001, 0.01))
+    assert [p["fraction"] for p in result["matched"]] == [0.001, 0.01]
+    for point in result["matched"]:
+        assert point["size"] == math.ceil(point["fraction"] * trace.entries)
+        assert point["heads"]["entries"] + point["neurons"]["entries"] == point["size"]  # every traced tensor has units
+        for kind in ("heads", "neurons"):
+            assert set(point[kind]) == {"entries", "gini", "top_10%"}

@@ -1,4 +1,8 @@
-"""The trace recorded by the training loop against an independent replay with torch.autograd.grad."""
+"""The trace recorded by the training loop against an independent replay with torch.autograd.grad, per
+micro-batch (normalisation "token_mean", the default) and per example ("example_sum")."""
+
+import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -6,15 +10,19 @@ from safetensors.torch import load_file
 
 from factrecall.data.dataset import load_dataset
 from factrecall.encode import collate, encode_bio, encode_qa
+from factrecall.errors import UserError
 from factrecall.models.adapters import tracked_parameter_names
+from factrecall.models.base import write_base
 from factrecall.models.loading import load_model
 from factrecall.study.config import train_config
-from factrecall.training.loop import train
+from factrecall.training.loop import _micro_batch_loss, train
 from factrecall.training.schedule import build_phases, lr_at
+from factrecall.training.trace import TraceRecorder
 
 
 def _replay(cfg, data_dir, base_dir):
-    """Σ lr·g per task from per-micro-batch autograd.grad, and the model after the same updates."""
+    """Σ lr·g per task from per-micro-batch autograd.grad, and the model after the same updates; under
+    `trace_normalization = "example_sum"` g is Σ_n of each example's gradient, each taken on its own."""
     model, tok = load_model(base_dir)
     model.train()
     ds = load_dataset(data_dir)
@@ -36,8 +44,13 @@ def _replay(cfg, data_dir, base_dir):
                 grads = torch.autograd.grad(loss / len(step), params)
                 for n, g, acc in zip(names, grads, total):
                     acc += g
-                    if n in tracked:
+                    if n in tracked and cfg.trace_normalization == "token_mean":
                         expected[f"{mb.task}/{n}"] += lr * g
+                for r in mb.rows if cfg.trace_normalization == "example_sum" else ():
+                    alone = model(**collate([examples[mb.task][r]], tok.pad_token_id)).loss  # ℓ_n: its token mean
+                    for n, g in zip(names, torch.autograd.grad(alone, params)):
+                        if n in tracked:
+                            expected[f"{mb.task}/{n}"] += lr * g
             for p, g in zip(params, total):
                 p.grad = g
             torch.nn.utils.clip_grad_norm_(params, cfg.clip)
@@ -79,3 +92,74 @@ def test_abs_mode_is_nonnegative_and_bounds_signed(small_data, tmp_path):
     for k in signed:
         assert (absolute[k] >= 0).all()
         assert (signed[k].abs() <= absolute[k] + 1e-7).all()
+
+
+def test_example_sum_trace_equals_autograd_per_example(small_data, tmp_path):
+    """Each example's own token-mean gradient, summed; a short last QA micro-batch (120 questions in
+    micro-batches of 48) adds 24 examples' worth. Training is untouched: the same model as by default."""
+    settings = dict(strategy="stage", grad_accum=2, max_steps=3, qa_batch_size=48, clip=0.5, eval_people=2,
+                    checkpoint_every=0, qa_phase_lr=5e-4)
+    cfg = train_config("smoke", trace_normalization="example_sum", **settings)
+    dataset = load_dataset(small_data)
+    qa_phase = build_phases(cfg, len(dataset.bios), len(dataset.qa_split("id")))[1]
+    assert 24 in {len(mb.rows) for step in qa_phase.steps[:3] for mb in step}
+    train(cfg, small_data, tmp_path / "run")
+    recorded = load_file(str(tmp_path / "run" / "trace.safetensors"))
+    expected, _ = _replay(cfg, small_data, tmp_path / "run" / "base")
+    assert set(recorded) == set(expected)
+    for key, want in expected.items():
+        assert (recorded[key] - want).norm() / want.norm() <= 1e-5, key
+    train(train_config("smoke", **settings), small_data, tmp_path / "default")
+    trained, default = (load_file(str(tmp_path / run / "model" / "model.safetensors")) for run in ("run", "default"))
+    assert all(torch.equal(trained[k], default[k]) for k in default)
+    losses = [[(row.get("loss"), row.get("grad_norm")) for row in map(json.loads, (tmp_path / run / "metrics.jsonl")
+              .read_text().splitlines())] for run in ("run", "default")]
+    assert losses[0] == losses[1]
+    default_trace = load_file(str(tmp_path / "default" / "trace.safetensors"))
+    assert all(not torch.equal(default_trace[k], recorded[k]) for k in default_trace)
+
+
+def test_normalizations_weigh_a_micro_batch_as_documented(small_data, tmp_path):
+    """One QA micro-batch of a birth_date question (most answer tokens) and a birth_city one (fewest):
+    "token_mean" weighs example n's gradient by N_n / ΣN (its share of the trained tokens), "example_sum"
+    by 1 each, so the two traces point in different directions."""
+    dataset = load_dataset(small_data)
+    write_base("tiny-llama", dataset, 0, tmp_path / "base")
+    model, tok = load_model(tmp_path / "base")
+    questions = dataset.qa_split("id")
+    rows = [next(i for i, q in enumerate(questions) if q["attribute"] == a) for a in ("birth_date", "birth_city")]
+    examples = [encode_qa(tok, q) for q in questions]
+    n = [examples[r].n_trained for r in rows]
+    assert n[0] > n[1]
+    params = dict(model.named_parameters())
+    tracked = {name: params[name] for name in tracked_parameter_names(model)}
+    alone = [torch.autograd.grad(model(**collate([examples[r]], tok.pad_token_id)).loss, list(tracked.values()))
+             for r in rows]
+    one_process = SimpleNamespace(num_processes=1, process_index=0, device=torch.device("cpu"))
+    traces = {}
+    for normalization in ("token_mean", "example_sum"):
+        model.zero_grad(set_to_none=True)
+        recorder = TraceRecorder(tracked)
+        loss, example_loss = _micro_batch_loss(model, examples, tuple(rows), tok.pad_token_id, one_process,
+                                               example_sum=normalization == "example_sum")
+        if example_loss is None:
+            with recorder.attribute("qa", 0.5):
+                loss.backward()
+        else:
+            recorder.record("qa", 0.5, example_loss)
+            assert all(p.grad is None for p in tracked.values())  # the trace's backward leaves .grad alone
+        recorder.close()
+        traces[normalization] = recorder.accumulators["qa"]
+    cosines = []
+    for i, name in enumerate(tracked):
+        weighted = 0.5 * (n[0] * alone[0][i] + n[1] * alone[1][i]) / sum(n)
+        torch.testing.assert_close(traces["token_mean"][name], weighted, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(traces["example_sum"][name], 0.5 * (alone[0][i] + alone[1][i]), rtol=1e-4, atol=1e-7)
+        a, b = traces["token_mean"][name].flatten(), traces["example_sum"][name].flatten()
+        cosines.append(float(a @ b / (a.norm() * b.norm())))
+    assert min(cosines) < 0.999
+
+
+def test_trace_normalization_is_validated():
+    with pytest.raises(UserError, match=r"^train\.trace_normalization: unknown .*token_mean, example_sum"):
+        train_config("smoke", trace_normalization="per_example").validate()

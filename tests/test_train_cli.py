@@ -95,7 +95,7 @@ def test_resume_after_interruption_equals_uninterrupted(small_data, tmp_path, mo
 @pytest.mark.parametrize("args, message", [
     (["data", "generate", "--people", "1"], "at least 2"),
     (["data", "generate", "--qa-train-fraction", "1.5"], "must lie in (0, 1]"),
-    (["data", "generate", "--preset", "nope"], "unknown preset 'nope'; choose one of default, smoke"),
+    (["data", "generate", "--preset", "nope"], "unknown preset 'nope'; choose one of default, small, smoke"),
     (["train", "--data", "{tmp}/none", "--strategy", "mix"], "does not exist"),
     (["train", "--data", "{data}", "--strategy", "both"], "unknown strategy 'both'"),
     (["train", "--data", "{data}", "--strategy", "mix", "--model", "tiny-bert"], "neither a preset"),

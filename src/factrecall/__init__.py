@@ -29,7 +29,8 @@ Analyses (§5–§9), on run directories; each writes its JSON into RUN and retu
     inspect_run(RUN, person, …)       one person's BIO and QA views through one head
 Study (§0, §11)
     run_study(out, preset, …)         every step of a study (data, bases, runs, analyses); the summary
-    build_reports(out) -> Path        the study's HTML report
+    run_sweep(out, config_file, …)    a sweep's points (seeds, [sweep] axes), each a full study (§12)
+    build_reports(out) -> Path        the study's (or sweep's) HTML report
 Errors
     UserError                         bad input, one line saying what to do
 """
@@ -62,6 +63,7 @@ _EXPORTS = {  # public name -> the module that defines it
     "circuit_curves": "factrecall.analysis.circuit",
     "inspect_run": "factrecall.analysis.inspect",
     "run_study": "factrecall.study.runner",
+    "run_sweep": "factrecall.study.sweep_runner",
     "build_reports": "factrecall.report.build",
     "UserError": "factrecall.errors",
 }
@@ -71,7 +73,7 @@ __all__ = [  # exactly the keys of _EXPORTS (tests/test_public_api.py), spelled 
     "TrainConfig", "train",
     "TraceRecorder", "TraceCallback", "save_trace", "Trace", "load_trace",
     "AnalysisConfig", "analyze_run", "select", "Selection", "ablate_run", "graft_run", "circuit_curves", "inspect_run",
-    "run_study", "build_reports",
+    "run_study", "run_sweep", "build_reports",
     "UserError",
 ]
 
@@ -90,6 +92,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name load
     from factrecall.errors import UserError
     from factrecall.report.build import build_reports
     from factrecall.study.runner import run_study
+    from factrecall.study.sweep_runner import run_sweep
     from factrecall.training.config import TrainConfig
     from factrecall.training.hf_callback import TraceCallback
     from factrecall.training.loop import train

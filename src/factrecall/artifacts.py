@@ -66,6 +66,11 @@ def as_json(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
+def digest(obj: Any) -> str:
+    """sha256 (hex) of `obj`'s canonical JSON (sorted keys): the cache key of a step or a sweep point."""
+    return hashlib.sha256(json.dumps(as_json(obj), sort_keys=True).encode()).hexdigest()
+
+
 def write_json(path: Path, obj: Any) -> None:
     write_bytes(path, dumps_json(obj).encode())
 

@@ -132,7 +132,8 @@ def train_command(
     out: Annotated[Path, typer.Option(help="Run directory to write.")],
     strategy: Annotated[str, typer.Option(help="stage or mix.")],
     preset: Annotated[str, typer.Option(help="Settings to start from.")] = "default",
-    model: Annotated[Optional[str], typer.Option(help="Preset (tiny-llama, tiny-neox, tiny-gpt2) or model directory.")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        help="Preset (tiny-llama, small-llama, tiny-llama-gqa, tiny-neox, tiny-gpt2) or model directory.")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Passes over BIO and over QA (both).")] = None,
     bio_epochs: Annotated[Optional[int], typer.Option()] = None,
@@ -147,6 +148,9 @@ def train_command(
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Steps between checkpoints.")] = None,
     trace: Annotated[bool, typer.Option("--trace/--no-trace", help="Record the cross-task gradient trace.")] = True,
     trace_mode: Annotated[Optional[str], typer.Option(help="signed or abs.")] = None,
+    trace_normalization: Annotated[Optional[str], typer.Option(
+        help="What the trace sums per micro-batch: token_mean (the training loss's gradient; default) or "
+             "example_sum (each example's own token-mean loss; one more backward).")] = None,
     qa_loss: Annotated[Optional[str], typer.Option(
         help="What a question trains: answer (its tokens; default) or answer_eos (and the EOS after it).")] = None,
     grad_consistency: Annotated[Optional[int], typer.Option(
@@ -174,7 +178,8 @@ def train_command(
                        bio_epochs=bio_epochs or epochs, qa_epochs=qa_epochs or epochs, max_steps=max_steps,
                        bio_batch_size=batch_size, qa_batch_size=qa_batch_size, grad_accum=grad_accum, lr=lr,
                        qa_phase_lr=qa_phase_lr, eval_every=eval_every, checkpoint_every=checkpoint_every,
-                       trace=trace, trace_mode=trace_mode, qa_loss=qa_loss, grad_consistency=grad_consistency, precision=precision,
+                       trace=trace, trace_mode=trace_mode, trace_normalization=trace_normalization, qa_loss=qa_loss,
+                       grad_consistency=grad_consistency, precision=precision,
                        gradient_checkpointing=gradient_checkpointing, device=device, distributed=distributed)
     cfg.validate()
     check_disk(out, run_disk_bytes(cfg, load_dataset(data))["peak"], "this run", ignore_disk)
@@ -388,35 +393,86 @@ def study_command(
         help="auto, cpu or cuda for training and every analysis (default: the config's [train] and [analysis] device).")]
         = None,
     ignore_disk: Annotated[bool, typer.Option(help="Start even if the disk looks too small for the study.")] = False,
+    jobs: Annotated[int, typer.Option(help="A sweep's points in N processes at once, sharing the cores.")] = 1,
+    point: Annotated[Optional[int], typer.Option(
+        help="Run only this point of the sweep (see --list-points); for a Slurm array or any launcher.")] = None,
+    list_points: Annotated[bool, typer.Option(help="Print the sweep's points and whether each is finished.")] = False,
 ):
     """The whole paper for both strategies: data, training, every analysis, summary.json and the report
-    (re-running resumes: finished steps are skipped)."""
+    (re-running resumes: finished steps are skipped). A config with `seeds`, [sweep] or `points` runs
+    every point of the sweep as such a study (docs/method.md §12)."""
     import time
 
     from factrecall import build_reports, run_study
+    from factrecall.study.config import read_config_file
+    from factrecall.study.sweep import is_sweep
 
-    summary = run_study(out, preset, config, force=force, log=typer.echo, device=device, ignore_disk=ignore_disk)
+    if not is_sweep(read_config_file(config)):
+        if point is not None or list_points or jobs != 1:
+            raise UserError("--point, --list-points and --jobs apply to a sweep; give a --config with seeds, "
+                            "[sweep] or points")
+        summary = run_study(out, preset, config, force=force, log=typer.echo, device=device, ignore_disk=ignore_disk)
+    elif list_points:
+        return _list_points(out, config, preset, device)
+    else:
+        from factrecall.study.sweep_runner import run_sweep
+
+        summary = run_sweep(out, config, preset, force=force, log=typer.echo, device=device,
+                            ignore_disk=ignore_disk, jobs=jobs, only=point)
+        if summary is None:  # one point: its own study and report; the sweep's summary is 'factrecall report''s
+            from factrecall.study.sweep import sweep_points
+
+            root = sweep_points(config, preset, device)[point].layout(out).root
+            typer.echo(f"report:  {build_reports(root)}")
+            typer.echo(f"when every point is finished: factrecall report --study {out}")
+            return
     t0 = time.perf_counter()
     report = build_reports(out)
     typer.echo(f"{'report':<22} {time.perf_counter() - t0:6.1f}s     {report}")
-    for claim in summary["claims"]:
-        typer.echo(f"{claim['id']} {claim['verdict']}: {claim['evidence']}")
+    if "sweep" in summary:
+        for group in summary["groups"]:
+            typer.echo(f"{group['label']}: " + ", ".join(f"{c['id']} {c['verdict']}" for c in group["claims"]))
+        typer.echo("\n".join(summary["changes"]))
+    else:
+        for claim in summary["claims"]:
+            typer.echo(f"{claim['id']} {claim['verdict']}: {claim['evidence']}")
     typer.echo(f"summary: {StudyLayout(out).summary}")
     typer.echo(f"report:  {StudyLayout(out).report}")
 
 
+def _list_points(out: Path, config: Path, preset: str | None, device: str | None) -> None:
+    """`--list-points`: index, id, settings and status of every point (the index is what --point takes)."""
+    from factrecall.study.sweep import sweep_points
+    from factrecall.study.sweep_runner import point_finished
+
+    points = sweep_points(config, preset, device)
+    for p in points:
+        status = "finished" if point_finished(out, p) else "to run"
+        typer.echo(f"{p.index}\t{p.id}\t{status}\t{p.label}")
+    typer.echo(f"{len(points)} points; run one with: factrecall study --config {config} --out {out} --point I")
+
+
 @app.command("report")
 def report_command(study: Annotated[Path, typer.Option(help="Study directory (from 'factrecall study').")]):
-    """Rebuild summary.json and report/index.html from a study's artifacts."""
+    """Rebuild summary.json and report/index.html from a study's artifacts (a sweep: from its finished points,
+    naming the missing ones)."""
     from factrecall import build_reports
     from factrecall.locks import directory_lock
     from factrecall.study.summary import summarize_study
+    from factrecall.study.sweep_runner import sweep_record
+    from factrecall.study.sweep_summary import summarize_sweep
 
     files = StudyLayout(study)
     if not files.record.is_file():
         raise UserError(f"--study {study} holds no study (no study.json); run 'factrecall study --out {study}'")
     with directory_lock(study, "'factrecall report'"):
-        typer.echo(f"report: {build_reports(study, summarize_study(study))}")
+        if sweep_record(study) is None:
+            typer.echo(f"report: {build_reports(study, summarize_study(study))}")
+            return
+        summary = summarize_sweep(study)
+        typer.echo(f"report: {build_reports(study, summary)}")
+        for missing in summary["sweep"]["missing"]:
+            typer.echo(f"not finished: point {missing}")
 
 
 def _check_eval_out(out: Path, data: Path, model: Path, force: bool) -> None:

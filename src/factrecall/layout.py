@@ -241,6 +241,14 @@ class StudyLayout:
     def figures(self) -> Path:
         return self.root / "report" / "figures"
 
+    def point(self, point_id: str) -> StudyLayout:
+        """A sweep point's study, `points/<id>/` (`study.sweep`)."""
+        return StudyLayout(self.root / "points" / point_id)
+
+    def point_log(self, point_id: str) -> Path:
+        """The output of a point run in a child process (`factrecall study --jobs N`)."""
+        return self.root / "logs" / f"point-{point_id}.log"
+
     def sub_study(self, name: str) -> StudyLayout:
         """The study of a further base, `bases/<name>/`."""
         return StudyLayout(self.root / "bases" / name)

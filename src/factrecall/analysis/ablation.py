@@ -11,6 +11,10 @@ Sets compared with the shared set S = Top_BIO ∩ Top_QA at k:
 * `random`: the same number of entries in every tensor as S, at random positions (one per seed);
 * `top_bio_only` / `top_qa_only`: |S| entries drawn at random from Top_BIO∖S (resp. Top_QA∖S)
   over all tensors (size-matched in total: those sets are not spread over tensors like S).
+
+With `size` (a fraction of the tracked entries), `matched` repeats all four with S = Matched(n), the
+n = ⌈size·P⌉ entries of smallest max(r_BIO, r_QA) (`selection.matched`), and Top_T = the entries of
+rank ≤ its depth: a set of the same size in every run, so strategies compare at the same |S|.
 """
 
 from __future__ import annotations
@@ -20,10 +24,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from factrecall.analysis.masks import random_like, sample_from
+from factrecall.analysis.masks import IndexMask, random_like, sample_from
 from factrecall.analysis.run import load_pair, load_trace, run_dataset
-from factrecall.analysis.selection import run_selection
-from factrecall.analysis.threshold import top_count
+from factrecall.analysis.selection import matched, run_selection
+from factrecall.analysis.threshold import fraction_count, top_count
 from factrecall.analysis.weights import reset_to_base
 from factrecall.artifacts import write_json
 from factrecall.encode import pad_id
@@ -38,35 +42,21 @@ def _result(acc: dict, reference: dict, size: int) -> dict:
     return {"size": size, "accuracy": accuracy, "drop": {m: accuracy[m] - reference[m] for m in EVAL_SETS}}
 
 
-def ablate_run(run: Path, k: float = 1.0, seeds: int = 3, eval_people: int = 0, data: Path | None = None,
-               device: str = "auto") -> dict:
-    """Write `run/analysis/ablation.json`: accuracy and drop for every set; returns it."""
-    run = Path(run)
-    top_count(k, 1)
-    if seeds < 1:
-        raise UserError(f"--seeds must be at least 1 (got {seeds})")
-    model, tokenizer, base = load_pair(run, "ablation resets entries to it", device)
-    trace = load_trace(run)
-    dataset = run_dataset(run, data)
-    sets, pad = eval_sets(tokenizer, dataset, eval_people), pad_id(tokenizer)
-
-    selection = run_selection(run, trace, k)
-    shared = selection.shared
-    bio_only, qa_only = selection.top_bio - shared, selection.top_qa - shared
+def _ablate(model, base, sets: dict, pad: int, reference: dict, shared: IndexMask, top_bio: IndexMask,
+            top_qa: IndexMask, seeds: int) -> dict:
+    """Accuracy and drop after resetting `shared` and its controls (random, Top_BIO∖shared, Top_QA∖shared)."""
+    bio_only, qa_only = top_bio - shared, top_qa - shared
     jobs = [("shared", None, lambda: shared)]  # sets are drawn when their turn comes: one in memory at a time
     jobs += [("random", s, lambda s=s: random_like(shared, s)) for s in range(seeds)]
     jobs += [("top_bio_only", s, lambda s=s: sample_from(bio_only, shared.size(), s)) for s in range(seeds)]
     jobs += [("top_qa_only", s, lambda s=s: sample_from(qa_only, shared.size(), s)) for s in range(seeds)]
-
-    reference = {m: r["accuracy"] for m, r in evaluate(model, sets, pad).items()}
     raw: dict[str, list[dict]] = {}
     for name, seed, make in tqdm(jobs, desc="ablate", leave=False):
         masks = make()
         with reset_to_base(model, base, masks):
             acc = evaluate(model, sets, pad)
         raw.setdefault(name, []).append({"seed": seed, **_result(acc, reference, masks.size())})
-    result = {"k": k, "seeds": seeds, "eval_people": eval_people, "unablated": reference,
-              "shared": raw["shared"][0]}
+    result = {"shared": raw["shared"][0]}
     for name in ("random", "top_bio_only", "top_qa_only"):
         runs = raw[name]
         result[name] = {
@@ -74,5 +64,33 @@ def ablate_run(run: Path, k: float = 1.0, seeds: int = 3, eval_people: int = 0, 
             "mean_drop": {m: statistics.fmean(r["drop"][m] for r in runs) for m in EVAL_SETS},
             "std_drop": {m: statistics.pstdev([r["drop"][m] for r in runs]) for m in EVAL_SETS},
         }
+    return result
+
+
+def ablate_run(run: Path, k: float = 1.0, seeds: int = 3, eval_people: int = 0, data: Path | None = None,
+               device: str = "auto", size: float | None = None) -> dict:
+    """Write `run/analysis/ablation.json`: accuracy and drop for every set (and `matched`, with `size`); returns it."""
+    run = Path(run)
+    top_count(k, 1)
+    if seeds < 1:
+        raise UserError(f"--seeds must be at least 1 (got {seeds})")
+    if size is not None:
+        fraction_count(size, 1)
+    model, tokenizer, base = load_pair(run, "ablation resets entries to it", device)
+    trace = load_trace(run)
+    dataset = run_dataset(run, data)
+    sets, pad = eval_sets(tokenizer, dataset, eval_people), pad_id(tokenizer)
+    reference = {m: r["accuracy"] for m, r in evaluate(model, sets, pad).items()}
+
+    selection = run_selection(run, trace, k)
+    at_k = _ablate(model, base, sets, pad, reference, selection.shared, selection.top_bio, selection.top_qa, seeds)
+    result = {"k": k, "seeds": seeds, "eval_people": eval_people, "unablated": reference, **at_k}
+    del selection  # its top sets (8 B per entry) go before the same-size ones are gathered
+    if size is not None:
+        n = fraction_count(size, trace.entries)
+        chosen = matched(trace, [n])[n]
+        result["matched"] = {"fraction": size, "size": n, "depth": chosen.depth,
+                             **_ablate(model, base, sets, pad, reference, chosen.shared, chosen.top_bio,
+                                       chosen.top_qa, seeds)}
     write_json(RunLayout(run).result("ablation"), result)
     return result

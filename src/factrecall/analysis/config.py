@@ -14,10 +14,13 @@ from factrecall.terms import MODEL_VARIANTS
 class AnalysisConfig:
     k: float = 1.0  # top-k percent of the shared set (Definition 3.1)
     sweep: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
+    matched_sizes: tuple[float, ...] = (0.001, 0.002, 0.005)  # C3: sets of these fractions of the tracked entries
     ablation_k: float = 5.0  # k of the ablated shared set (at k=1 the default model loses < 0.01 either way)
+    ablation_size: float = 0.02  # C4: the same-size shared set ablated in every run, a fraction of the tracked entries
     ablation_seeds: int = 3
     ablation_eval_people: int = 0  # people per split evaluated in ablation; 0 = all
     graft_sparsity: float = 0.01  # base patch: top fraction of |θ_ft − θ_pre|
+    graft_sparsities: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4)  # C5: base patches also searched
     graft_steps: int = 20
     graft_lr: float = 1e7
     graft_eval_people: int = 0
@@ -45,6 +48,13 @@ class AnalysisConfig:
             must(_percent(getattr(self, key)), key, "lie in (0, 100]", "a percentage of the tracked entries")
         must(isinstance(self.sweep, (tuple, list)) and len(self.sweep) > 0 and all(map(_percent, self.sweep)),
              "sweep", "be a non-empty list of percentages in (0, 100]")
+        must(isinstance(self.matched_sizes, (tuple, list)) and len(self.matched_sizes) > 0
+             and all(_fraction(x) for x in self.matched_sizes), "matched_sizes",
+             "be a non-empty list of fractions in (0, 1]", "fractions of the tracked entries")
+        must(_fraction(self.ablation_size), "ablation_size", "lie in (0, 1]", "a fraction of the tracked entries")
+        must(isinstance(self.graft_sparsities, (tuple, list))
+             and all(_real(x) and 0 < x < 1 for x in self.graft_sparsities), "graft_sparsities",
+             "be a list of fractions strictly between 0 and 1", "base-patch sparsities, as graft_sparsity")
         must(isinstance(self.neuron_points, (tuple, list)) and len(self.neuron_points) > 0
              and all(_real(x) and 0 <= x <= 1 for x in self.neuron_points),
              "neuron_points", "be a non-empty list of fractions in [0, 1]")
@@ -70,6 +80,10 @@ def _int(value) -> bool:
 def _real(value) -> bool:
     """A finite int or float (never NaN, infinity or a bool)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _fraction(value) -> bool:
+    return _real(value) and 0 < value <= 1
 
 
 def _percent(value) -> bool:

@@ -17,6 +17,9 @@ their files and are read a tensor at a time), and the search adds S and the para
 gradients: three model-sized tensors in all. The gradient with respect to S comes from the chain
 rule on the model's own parameter gradients, ∂L/∂S = ∂L/∂θ ⊙ Δ ⊙ (1 − 2B) ⊙ σ'(S − b), so no
 autograd graph spans the parameters. Masks are index masks (`IndexMask`).
+
+With `sweep`, the search runs again from the base patch of each listed sparsity, one after another
+(only their summaries are kept), for the smallest mask that reaches a target (claim C5).
 """
 
 from __future__ import annotations
@@ -73,11 +76,16 @@ def base_patch(shapes: dict[str, tuple[int, ...]], ft: Mapping[str, torch.Tensor
 
 def graft_run(run: Path, sparsity: float = 0.01, steps: int = 20, lr: float = 1e7, batches_per_step: int = 4,
               batch_size: int = 64, eval_people: int = 0, seed: int = 0, data: Path | None = None,
-              device: str = "auto") -> dict:
-    """Search the graft mask of a run; writes `analysis/graft.json` and `analysis/graft_mask.safetensors`."""
+              device: str = "auto", sweep: tuple[float, ...] = ()) -> dict:
+    """Search the graft mask of a run; writes `analysis/graft.json` and `analysis/graft_mask.safetensors`.
+
+    With `sweep`, the search is repeated from the base patch of every other sparsity there (the same seed),
+    and `graft.json` gets `sweep` (|γ|₀ and accuracies per sparsity, `sparsity` included) and `finetuned`
+    (θ_ft's accuracy on the same people), the numbers for the smallest mask that reaches a target."""
     run = Path(run)
-    if not 0 < sparsity < 1:
-        raise UserError(f"--sparsity must lie strictly between 0 and 1 (got {sparsity})")
+    for s in (sparsity, *sweep):
+        if not 0 < s < 1:
+            raise UserError(f"--sparsity must lie strictly between 0 and 1 (got {s})")
     if not (steps >= 0 and math.isfinite(lr) and lr > 0):
         raise UserError(f"--steps must be ≥ 0 and --lr positive (got {steps}, {lr})")
     model, tokenizer, pre = load_pair(run, "grafting starts from it", device)
@@ -88,19 +96,10 @@ def graft_run(run: Path, sparsity: float = 0.01, steps: int = 20, lr: float = 1e
     pad = pad_id(tokenizer)
     sets = eval_sets(tokenizer, dataset, eval_people)
     train_qa = [encode_qa(tokenizer, q) for q in dataset.qa_split("id")]
+    finetuned = evaluate(model, sets, pad) if sweep else None  # the model is θ_ft until a search writes into it
 
     def on_device(name: str) -> tuple[torch.Tensor, torch.Tensor]:
         return pre[name].to(device), ft[name].to(device)
-
-    def patch(name: str) -> torch.Tensor:  # B of one tensor, float 0/1
-        return base.dense(name).to(device, torch.float32)
-
-    def relaxed(name: str, p: torch.Tensor) -> torch.Tensor:
-        return grafted(*on_device(name), relaxed_mask(patch(name), scores[name])).to(p.dtype)
-
-    def rounded() -> IndexMask:  # γ > ½ of the current scores
-        return IndexMask(base.shapes, {n: (relaxed_mask(patch(n), s) > 0.5).flatten().nonzero().squeeze(1).cpu()
-                                       for n, s in scores.items()})
 
     def accuracy(mask: IndexMask, names: tuple[str, ...] = tuple(sets)) -> dict:
         def hard(name: str, p: torch.Tensor) -> torch.Tensor:  # exactly θ_ft where γ = 1, θ_pre elsewhere
@@ -109,34 +108,66 @@ def graft_run(run: Path, sparsity: float = 0.01, steps: int = 20, lr: float = 1e
         load_weights(model, hard)
         return evaluate(model, {n: sets[n] for n in names}, pad)
 
-    base = base_patch(pre.shapes, ft, pre, sparsity)
-    gen = torch.Generator().manual_seed(seed)
-    scores = {n: torch.rand(shape, generator=gen).to(device) for n, shape in base.shapes.items()}  # S
-    rng = random.Random(seed)
+    def search(sparsity: float) -> tuple[IndexMask, dict, int, IndexMask, dict]:
+        """(best mask, its accuracy, its step, base patch, its accuracy) from the base patch at `sparsity`."""
+        base = base_patch(pre.shapes, ft, pre, sparsity)
+        gen = torch.Generator().manual_seed(seed)
+        scores = {n: torch.rand(shape, generator=gen).to(device) for n, shape in base.shapes.items()}  # S
+        rng = random.Random(seed)
 
-    base_accuracy = accuracy(base)
-    best_mask, best_id, best_step = base, base_accuracy["qa_id"]["accuracy"], 0
-    for step in tqdm(range(1, steps + 1), desc="graft", leave=False):
-        load_weights(model, relaxed)
-        model.zero_grad(set_to_none=True)
-        for _ in range(batches_per_step):
-            rows = rng.sample(range(len(train_qa)), min(batch_size, len(train_qa)))
-            batch = {k: v.to(device) for k, v in collate([train_qa[r] for r in rows], pad).items()}
-            (model(**batch).loss / batches_per_step).backward()
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if p.grad is None:  # a parameter the loss does not reach: ∂L/∂S = 0
-                    continue
-                w_pre, w_ft = on_device(name)
-                scores[name] -= lr * score_gradient(p.grad, w_ft - w_pre, patch(name), scores[name])
-        model.zero_grad(set_to_none=True)
-        trim()
-        mask = rounded()
-        step_id = accuracy(mask, ("qa_id",))["qa_id"]["accuracy"]  # the selection criterion only
-        if step_id > best_id:
-            best_mask, best_id, best_step = mask, step_id, step
-    best_accuracy = accuracy(best_mask) if best_step else base_accuracy
-    return _write(run, best_mask, best_accuracy, best_step, base, base_accuracy, sparsity, steps, lr)
+        def patch(name: str) -> torch.Tensor:  # B of one tensor, float 0/1
+            return base.dense(name).to(device, torch.float32)
+
+        def relaxed(name: str, p: torch.Tensor) -> torch.Tensor:
+            return grafted(*on_device(name), relaxed_mask(patch(name), scores[name])).to(p.dtype)
+
+        def rounded() -> IndexMask:  # γ > ½ of the current scores
+            return IndexMask(base.shapes, {n: (relaxed_mask(patch(n), s) > 0.5).flatten().nonzero().squeeze(1).cpu()
+                                           for n, s in scores.items()})
+
+        base_accuracy = accuracy(base)
+        best_mask, best_id, best_step = base, base_accuracy["qa_id"]["accuracy"], 0
+        for step in tqdm(range(1, steps + 1), desc="graft", leave=False):
+            load_weights(model, relaxed)
+            model.zero_grad(set_to_none=True)
+            for _ in range(batches_per_step):
+                rows = rng.sample(range(len(train_qa)), min(batch_size, len(train_qa)))
+                batch = {k: v.to(device) for k, v in collate([train_qa[r] for r in rows], pad).items()}
+                (model(**batch).loss / batches_per_step).backward()
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if p.grad is None:  # a parameter the loss does not reach: ∂L/∂S = 0
+                        continue
+                    w_pre, w_ft = on_device(name)
+                    scores[name] -= lr * score_gradient(p.grad, w_ft - w_pre, patch(name), scores[name])
+            model.zero_grad(set_to_none=True)
+            trim()
+            mask = rounded()
+            step_id = accuracy(mask, ("qa_id",))["qa_id"]["accuracy"]  # the selection criterion only
+            if step_id > best_id:
+                best_mask, best_id, best_step = mask, step_id, step
+        best_accuracy = accuracy(best_mask) if best_step else base_accuracy
+        return best_mask, best_accuracy, best_step, base, base_accuracy
+
+    points = {}
+    for s in sorted({*sweep} - {sparsity}):
+        mask, acc, step, base, base_acc = search(s)
+        points[s] = _point(s, mask, acc, step, base, base_acc)
+    best_mask, best_accuracy, best_step, base, base_accuracy = search(sparsity)
+    result = _save(run, best_mask, best_accuracy, best_step, base, base_accuracy, sparsity, steps, lr)
+    if sweep:
+        points[sparsity] = _point(sparsity, best_mask, best_accuracy, best_step, base, base_accuracy)
+        result["finetuned"] = {m: finetuned[m]["accuracy"] for m in EVAL_SETS}
+        result["sweep"] = [points[s] for s in sorted(points)]
+    write_json(RunLayout(run).result("graft"), result)
+    return result
+
+
+def _point(sparsity: float, mask: IndexMask, acc: dict, step: int, base: IndexMask, base_acc: dict) -> dict:
+    """One sparsity of the sweep: the best mask's |γ|₀, step and accuracy, and the base patch's."""
+    return {"sparsity": sparsity, "size": mask.size(), "best_step": step,
+            "accuracy": {m: acc[m]["accuracy"] for m in EVAL_SETS},
+            "base_patch": {"size": base.size(), "accuracy": {m: base_acc[m]["accuracy"] for m in EVAL_SETS}}}
 
 
 def _summary(mask: IndexMask, acc: dict) -> dict:
@@ -144,8 +175,9 @@ def _summary(mask: IndexMask, acc: dict) -> dict:
             "accuracy": {m: acc[m]["accuracy"] for m in EVAL_SETS}}
 
 
-def _write(run: Path, mask: IndexMask, acc: dict, step: int, base: IndexMask, base_acc: dict, sparsity: float,
-           steps: int, lr: float) -> dict:
+def _save(run: Path, mask: IndexMask, acc: dict, step: int, base: IndexMask, base_acc: dict, sparsity: float,
+          steps: int, lr: float) -> dict:
+    """Save the graft mask; return graft.json's result (with the overlap with the shared set, when saved)."""
     result = {"sparsity": sparsity, "steps": steps, "lr": lr, "best_step": step, "parameters": mask.total(),
               "graft": _summary(mask, acc), "base_patch": _summary(base, base_acc)}
     files = RunLayout(run)
@@ -158,5 +190,4 @@ def _write(run: Path, mask: IndexMask, acc: dict, step: int, base: IndexMask, ba
         result["shared_overlap"] = {"overlap": overlap, "shared": shared.size(), "graft_in_traced": in_traced.size(),
                                     "chance": chance, "enrichment": overlap / chance if chance else None}
     save_masks(files.graft_mask, {"graft": mask}, {"sparsity": str(sparsity)})
-    write_json(files.result("graft"), result)
     return result

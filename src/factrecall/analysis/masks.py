@@ -87,19 +87,29 @@ def random_like(mask: IndexMask, seed: int) -> IndexMask:
                                    for n, i in mask.index.items()})
 
 
+def _split(chosen: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+    """Positions in the concatenation of blocks of `sizes` entries, as sorted positions inside each block."""
+    out, start = [], 0
+    for size in sizes:
+        out.append((chosen[(chosen >= start) & (chosen < start + size)] - start).sort().values)
+        start += size
+    return out
+
+
 def sample_from(candidates: IndexMask, count: int, seed: int) -> IndexMask:
     """`count` entries drawn uniformly from all entries of `candidates` (across tensors)."""
     names = list(candidates.index)
-    sizes = torch.tensor([candidates.count(n) for n in names])
-    total = int(sizes.sum())
-    chosen = draw(total, min(count, total), torch.Generator().manual_seed(seed))
-    bounds = sizes.cumsum(0)
-    out = {}
-    for i, name in enumerate(names):
-        start = int(bounds[i - 1]) if i else 0
-        local = chosen[(chosen >= start) & (chosen < int(bounds[i]))] - start
-        out[name] = candidates.index[name][local].sort().values
-    return IndexMask(candidates.shapes, out)
+    sizes = [candidates.count(n) for n in names]
+    chosen = draw(sum(sizes), min(count, sum(sizes)), torch.Generator().manual_seed(seed))
+    return IndexMask(candidates.shapes, {n: candidates.index[n][local].sort().values
+                                         for n, local in zip(names, _split(chosen, sizes))})
+
+
+def scatter(shapes: dict[str, tuple[int, ...]], count: int, seed: int) -> IndexMask:
+    """`count` entries placed uniformly at random over all entries of the tensors of `shapes` (across tensors)."""
+    sizes = [math.prod(s) for s in shapes.values()]
+    chosen = draw(sum(sizes), min(count, sum(sizes)), torch.Generator().manual_seed(seed))
+    return IndexMask(dict(shapes), dict(zip(shapes, _split(chosen, sizes))))
 
 
 def save_masks(path: Path, kinds: dict[str, IndexMask], metadata: dict[str, str]) -> None:

@@ -8,10 +8,18 @@ task and tensor (a global threshold follows tensor scale: a few tensors can hold
 Chance is the overlap of two independent top sets, (k/100)²·P; enrichment = |Shared| / chance.
 `scan` summarises many (k, mode) points in three passes over the trace; the analyses that need a
 selection (`shared`, ablation, circuits, inspection) take it from here.
+
+Sets of an exact size S (`matched`, for comparing strategies at the same |Shared|): with r_T(i) the
+rank of |Δ_T,i| among all tracked entries (1 + the number of larger scores),
+
+    Matched(S) = the S entries with the smallest max(r_BIO, r_QA)   (then min(r_BIO, r_QA), then position)
+
+{i : max(r_BIO, r_QA) ≤ n} = Top_BIO ∩ Top_QA at n entries each, so Shared(k) is exactly Matched(|Shared(k)|).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -128,6 +136,74 @@ def scan(trace: Trace, config, points: list[Point], keep: Point | None = None) -
 def select(trace: Trace, k: float = 1.0, mode: str = "global") -> Selection:
     """Top_BIO and Top_QA at (k, mode)."""
     return scan(trace, None, [], keep=(k, mode))[1]
+
+
+@dataclass(frozen=True)
+class Matched:
+    """Matched(S) and the top sets it lies in: `top_bio`/`top_qa` = the entries of rank ≤ `depth` in each task,
+    where `depth` = max(r_BIO, r_QA) of its last entry (so `shared` ⊆ top_bio ∩ top_qa)."""
+    size: int
+    depth: int
+    shared: IndexMask
+    top_bio: IndexMask
+    top_qa: IndexMask
+
+
+def matched(trace: Trace, sizes: list[int]) -> dict[int, Matched]:
+    """Matched(S) for every S in `sizes` (1 ≤ S ≤ tracked entries).
+
+    Cost: six streaming passes over the trace (thresholds at a doubling ladder of depths n = S_max·2^j,
+    two per task; one pass counting |Top_BIO(n) ∩ Top_QA(n)| at every n; one gathering the top sets at the
+    shallowest n whose intersection holds S_max entries). Extra memory: 12 B per entry of those two top sets
+    (an index and a score), about 2·n ≤ 4× the depth the largest set needs; a full argsort only at n = P.
+    """
+    entries = trace.entries
+    if not sizes or not all(1 <= s <= entries for s in sizes):
+        raise ValueError(f"matched sizes {sizes} outside 1..{entries}")
+    need = max(sizes)
+    ladder = sorted({min(entries, need << j) for j in range(max(1, math.ceil(math.log2(entries / need)) + 1))})
+    value = {task: kth_largest_many(lambda task=task: trace.scores(task), ladder) for task in TASKS}
+    inside = [0] * len(ladder)
+    for name in trace.names:
+        scores = {task: trace.delta(task, name).abs_() for task in TASKS}
+        for j in range(len(ladder)):
+            inside[j] += int(((scores["bio"] >= value["bio"][j]) & (scores["qa"] >= value["qa"][j])).sum())
+    j = next(j for j, n in enumerate(ladder) if inside[j] >= need)  # the last rung (n = P) holds every entry
+    tops: dict[str, list] = {task: [] for task in TASKS}  # per task: (tensor number, flat index, score) per tensor
+    for t, name in enumerate(trace.names):
+        for task in TASKS:
+            score = trace.delta(task, name).abs_().flatten()
+            where = (score >= value[task][j]).nonzero().squeeze(1)
+            tops[task].append((torch.full_like(where, t), where, score[where]))
+    cat = {task: [torch.cat(parts) for parts in zip(*tops[task])] for task in TASKS}
+    rank = {}
+    for task in TASKS:
+        tensor, index, score = cat[task]
+        ascending = score.sort().values
+        rank[task] = (tensor, index, 1 + score.numel() - torch.searchsorted(ascending, score, right=True))
+    key = {task: rank[task][0] * (1 + max(math.prod(s) for s in trace.shapes.values())) + rank[task][1]
+           for task in TASKS}  # one int64 per entry: (tensor number, flat index)
+    in_qa = torch.isin(key["bio"], key["qa"])
+    both = key["bio"][in_qa]
+    order_qa = torch.argsort(key["qa"])
+    r_qa = rank["qa"][2][order_qa][torch.searchsorted(key["qa"][order_qa], both)]
+    r_bio = rank["bio"][2][in_qa]
+    worst, best = torch.maximum(r_bio, r_qa), torch.minimum(r_bio, r_qa)
+    order = torch.argsort(best, stable=True)  # key["bio"] is in position order: ties keep it
+    order = order[torch.argsort(worst[order], stable=True)]
+
+    def mask(tensor: torch.Tensor, index: torch.Tensor) -> IndexMask:
+        return IndexMask(trace.shapes, {name: index[tensor == t].sort().values for t, name in enumerate(trace.names)})
+
+    out = {}
+    for size in sizes:
+        chosen = order[:size]
+        depth = int(worst[chosen].max())
+        top = {task: mask(rank[task][0][rank[task][2] <= depth], rank[task][1][rank[task][2] <= depth])
+               for task in TASKS}
+        out[size] = Matched(size, depth, mask(rank["bio"][0][in_qa][chosen], rank["bio"][1][in_qa][chosen]),
+                            top["bio"], top["qa"])
+    return out
 
 
 def run_selection(run: Path, trace: Trace, k: float) -> Selection:

@@ -3,7 +3,9 @@
 Writes `RUN/shared/shared.json` (the summary of `selection.scan` at every point: sizes, chance,
 enrichment, Jaccard, breakdowns by layer, module and unit, concentration) and
 `RUN/shared/mask.safetensors` (Shared, Top_BIO and Top_QA at k, global threshold), which the
-other analyses read instead of selecting again.
+other analyses read instead of selecting again. `matched` holds the concentration of sets of exact
+sizes (fractions of the tracked entries, the same in every run: `selection.matched`) against a
+placement null (`units.concentration_against_null`), so two runs compare at the same |set|.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from pathlib import Path
 
 from factrecall.analysis.masks import save_masks
 from factrecall.analysis.run import load_trace, model_config
-from factrecall.analysis.selection import MODES, Point, scan
+from factrecall.analysis.selection import MODES, Point, matched, scan
+from factrecall.analysis.threshold import fraction_count
+from factrecall.analysis.units import NULL_DRAWS, concentration_against_null
 from factrecall.artifacts import write_json
 from factrecall.layout import RunLayout
 
 SWEEP = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
+MATCHED_SIZES = (0.001, 0.002, 0.005)  # fractions of the tracked entries
 _HEADLINE = ("top_bio", "top_qa", "shared", "chance", "enrichment", "jaccard", "gini", "top_unit_share")
 
 
@@ -25,7 +30,8 @@ def run_points(k: float, sweep: tuple[float, ...]) -> list[Point]:
     return list(dict.fromkeys([(k, "global"), (k, "per_tensor")] + [(s, mode) for s in sweep for mode in MODES]))
 
 
-def analyze_run(run: Path, k: float = 1.0, sweep: tuple[float, ...] = SWEEP) -> dict:
+def analyze_run(run: Path, k: float = 1.0, sweep: tuple[float, ...] = SWEEP,
+                matched_sizes: tuple[float, ...] = MATCHED_SIZES) -> dict:
     """Write `run/shared/shared.json` and `run/shared/mask.safetensors` (global, at k); return the JSON."""
     run = Path(run)
     trace, config = load_trace(run), model_config(run)
@@ -37,5 +43,9 @@ def analyze_run(run: Path, k: float = 1.0, sweep: tuple[float, ...] = SWEEP) -> 
     result["per_tensor"] = summaries[(k, "per_tensor")]
     result["sweep"] = [{"k": s, **{mode: {key: summaries[(s, mode)][key] for key in _HEADLINE} for mode in MODES}}
                        for s in sweep]
+    counts = {f: fraction_count(f, trace.entries) for f in matched_sizes}
+    sets = matched(trace, sorted(set(counts.values()))) if counts else {}
+    result["matched"] = [{"fraction": f, "size": n, "depth": sets[n].depth, "null_draws": NULL_DRAWS,
+                          **concentration_against_null(config, sets[n].shared)} for f, n in counts.items()]
     write_json(RunLayout(run).shared, result)
     return result

@@ -33,6 +33,13 @@ def top_count(k_percent: float, total: int) -> int:
     return max(1, math.ceil(k_percent / 100 * total))
 
 
+def fraction_count(fraction: float, total: int) -> int:
+    """Number of entries in a `fraction` of `total` entries (at least one)."""
+    if not 0 < fraction <= 1:
+        raise UserError(f"a set size must lie in (0, 1], a fraction of the tracked entries (got {fraction})")
+    return max(1, math.ceil(fraction * total))
+
+
 def _chunks(scores: Scores) -> Iterator[torch.Tensor]:
     for tensor in scores():
         flat = tensor.detach().reshape(-1)

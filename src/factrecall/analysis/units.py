@@ -4,6 +4,10 @@ Attention head h of layer l owns its query features, its output-projection input
 K/V features (a K/V group shared by g query heads counts 1/g towards each); MLP neuron j owns its
 up (and gate) row and its down column. Concentration is the Gini coefficient of the counts over
 units and the share held by the top 1/5/10% of units.
+
+Both fall as a set grows (n entries over N units spread more evenly as n rises), so a set is judged
+against a placement null: as many entries in each kind's tensors as the set has there, placed
+uniformly at random over all of those tensors' entries; excess = observed − the null's mean.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import math
 
 import torch
 
-from factrecall.analysis.masks import IndexMask
+from factrecall.analysis.masks import IndexMask, scatter
 from factrecall.models.adapters import geometry, layer_of, module_of, tensor_units
 
 TOP_UNIT_FRACTIONS = (0.01, 0.05, 0.10)
@@ -92,6 +96,44 @@ def unit_counts(config, mask: IndexMask) -> dict[str, torch.Tensor]:
         if counts is not None:
             table.add(name, counts)
     return table.tables()
+
+
+UNIT_KINDS = ("heads", "neurons")
+NULL_DRAWS = 8  # seeded placements per null
+
+
+def concentration(counts: torch.Tensor) -> dict[str, float]:
+    """The Gini coefficient and the top-10 % share of one table of per-unit counts."""
+    return {"gini": gini(counts), "top_10%": top_unit_share(counts)["10%"]}
+
+
+def kind_shapes(config, shapes: dict[str, tuple[int, ...]]) -> dict[str, dict[str, tuple[int, ...]]]:
+    """The tensors of `shapes` whose entries belong to heads, and those that belong to neurons."""
+    out: dict[str, dict[str, tuple[int, ...]]] = {kind: {} for kind in UNIT_KINDS}
+    for name, shape in shapes.items():
+        units = tensor_units(config, name)
+        if units is not None:
+            out["heads" if units.kind == "head" else "neurons"][name] = shape
+    return out
+
+
+def concentration_against_null(config, mask: IndexMask, draws: int = NULL_DRAWS) -> dict[str, dict]:
+    """Per unit kind: `entries` (the set's entries in that kind's tensors) and, for `gini` and `top_10%`,
+    {observed, null_mean, null_std (population), excess = observed − null_mean} over `draws` seeded placements
+    of that many entries uniformly over the kind's tensors (`mask.shapes` restricted to the kind)."""
+    observed = unit_counts(config, mask)
+    out = {}
+    for kind, shapes in kind_shapes(config, mask.shapes).items():
+        entries = sum(mask.count(n) for n in shapes)
+        null = [concentration(unit_counts(config, scatter(shapes, entries, seed))[kind]) for seed in range(draws)]
+        measured = concentration(observed[kind])
+        out[kind] = {"entries": entries}
+        for metric, value in measured.items():
+            values = torch.tensor([d[metric] for d in null], dtype=torch.float64)
+            mean = float(values.mean())
+            out[kind][metric] = {"observed": value, "null_mean": mean, "null_std": float(values.std(correction=0)),
+                                 "excess": value - mean}
+    return out
 
 
 def breakdown(counts: dict[str, int]) -> dict[str, dict[str, int]]:

@@ -13,6 +13,10 @@ TINY_MODELS: dict[str, tuple[type, dict]] = {
     "tiny-llama": (LlamaConfig, dict(
         hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=4, max_position_embeddings=256, tie_word_embeddings=True)),
+    # 4 layers × 8 heads: the smallest model with the 32 heads the head claims need (issue 15)
+    "small-llama": (LlamaConfig, dict(
+        hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=8,
+        num_key_value_heads=8, max_position_embeddings=256, tie_word_embeddings=True)),
     "tiny-llama-gqa": (LlamaConfig, dict(
         hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True)),

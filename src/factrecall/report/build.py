@@ -7,15 +7,12 @@ Every string from data or configs goes through Jinja2's autoescaping.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -26,6 +23,7 @@ from factrecall.layout import RunLayout, StudyLayout
 from factrecall.models.adapters import layer_of, module_of
 from factrecall.report import figures
 from factrecall.report.inspect_html import fragment
+from factrecall.report.save import save_figure
 from factrecall.study.registry import ANALYSES
 from factrecall.study.summary import study_artifacts
 from factrecall.terms import STRATEGIES
@@ -42,18 +40,6 @@ def _layer_module_grid(mask_file: Path) -> tuple[list[str], list[str], np.ndarra
     modules = sorted({k[1] for k in counts})
     grid = np.array([[counts.get((layer, module), 0) for module in modules] for layer in layers], dtype=float)
     return layers, modules, grid
-
-
-def _save(fig, folder: Path, name: str) -> str:
-    """Write `name`.png and .pdf; return the PNG as a data URI."""
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=110)
-    pdf = io.BytesIO()
-    fig.savefig(pdf, format="pdf", metadata={"CreationDate": None})  # the same figure, the same bytes
-    plt.close(fig)
-    write_bytes(folder / f"{name}.png", png.getvalue())
-    write_bytes(folder / f"{name}.pdf", pdf.getvalue())
-    return "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
 
 
 @dataclass(frozen=True)
@@ -120,7 +106,7 @@ def build_report(study: Path, summary: dict | None = None) -> Path:
                 "Stage's switch from BIO to QA.",
                 lambda art, runs: figures.training_curves(metrics)),
         *(section for analysis in ANALYSES if analysis.name in art for section in SECTIONS[analysis.name])]
-    sections = [{"id": f.id, "title": f.title, "caption": f.caption, "src": _save(f.draw(art, runs), files.figures, f.id)}
+    sections = [{"id": f.id, "title": f.title, "caption": f.caption, "src": save_figure(f.draw(art, runs), files.figures, f.id)}
                 for f in figures_of]
     inspections = [{"strategy": s, "html": fragment(result)} for s, result in art.get("inspect", {}).items()]
     env = jinja2.Environment(loader=jinja2.PackageLoader("factrecall", "report"), autoescape=True)
@@ -136,8 +122,20 @@ def build_report(study: Path, summary: dict | None = None) -> Path:
 
 def build_reports(study: Path, summary: dict | None = None) -> Path:
     """The study's report and, when it compares several bases, each base's own report first; a new `summary`
-    (`factrecall report`) is written with the study's report."""
+    (`factrecall report`) is written with the study's report. A sweep's: each finished point's report (where
+    missing or older than its summary), then the sweep's page (`report.sweep`)."""
+    from factrecall.report.sweep import build_sweep_report
+
     listed = summary or read_json(StudyLayout(Path(study)).summary, "study summary")
+    if "sweep" in listed:
+        for point in listed["points"]:
+            files = StudyLayout(Path(study) / point["dir"])
+            if point["finished"] and (not files.report.is_file()
+                                      or files.report.stat().st_mtime < files.summary.stat().st_mtime):
+                build_reports(files.root)
+        if summary is not None:
+            write_json(StudyLayout(Path(study)).summary, summary)
+        return build_sweep_report(study, listed)
     for entry in listed.get("bases", {}).values():
         root = Path(study) / Path(entry["report"]).parent.parent  # entry["report"]: <sub-study>/report/index.html
         if root != Path(study):

@@ -12,6 +12,8 @@ from __future__ import annotations
 FIT = 0.9  # a strategy "fits" ID-QA and BIO when its accuracy is at least this
 FAR_ABOVE = 0.3  # "far above": Mix's OOD-QA exceeds Stage's by at least this
 TOLERANCE = 1e-9  # accuracies are fractions of counts: 0.70 − 0.40 must count as 0.3
+RESOLUTION = 2.0  # C3: a difference in excess over the null counts when larger than this many null std
+RECOVER = 0.9  # C5: a graft reaches the target when its ID-QA is at least this share of θ_ft's
 MIN_HEADS = 32  # below this many heads, the top 1–10 % of heads is one head (or none): C6 cannot be asked
 
 STATEMENTS = {
@@ -63,63 +65,155 @@ def c2_shared_size(shared: dict) -> dict:
     return _claim("C2", mix["shared"] > stage["shared"] and more_everywhere, evidence, why)
 
 
+def _pct(fraction: float) -> str:
+    return f"{100 * fraction:g}%"
+
+
 def c3_concentration(shared: dict) -> dict:
-    """Holds when Mix is higher on all four (Gini and top-10 % share, heads and neurons); does not hold when
-    it is lower on one; otherwise a tie leaves it undetermined (e.g. both top-10 % shares at 1.000)."""
+    """`shared[strategy]` is a run's shared.json; judged on its `matched` sets (the same sizes in both runs).
+
+    Rule: at every matched size, Mix's excess over the placement null (observed − null mean) is higher than
+    Stage's by more than RESOLUTION null standard deviations on Gini and top-10 % share, for heads and for
+    neurons; lower by that much on one: does not hold; otherwise undetermined (a tie in the observed values,
+    e.g. both top-10 % shares at 1.000, a difference within the null's resolution, sets of different sizes,
+    or no matched sizes in common). The values at k (sets of different sizes) are reported, not judged."""
     mix, stage = shared["mix"], shared["stage"]
-    parts, pairs = [], []
-    for kind in ("heads", "neurons"):
-        gm, gs = mix["gini"][kind], stage["gini"][kind]
-        tm, ts = mix["top_unit_share"][kind]["10%"], stage["top_unit_share"][kind]["10%"]
-        pairs += [(f"{kind} Gini", gm, gs), (f"{kind} top-10% share", tm, ts)]
-        parts.append(f"{kind}: Gini Mix {gm:.3f} vs Stage {gs:.3f}, top-10% share Mix {tm:.3f} vs Stage {ts:.3f}")
-    ties = [name for name, m, s in pairs if m == s]
-    lower = any(m < s for _, m, s in pairs)
-    return _claim("C3", not lower and not ties, "; ".join(parts) + " (holds when Mix is higher on all four)",
-                  f"a tie in {', '.join(ties)}" if ties and not lower else None)
+    points = {s: {p["fraction"]: p for p in shared[s].get("matched", [])} for s in ("mix", "stage")}
+    at_k = ", ".join(f"{kind} Gini Mix {mix['gini'][kind]:.3f} vs Stage {stage['gini'][kind]:.3f}"
+                     for kind in ("heads", "neurons"))
+    reported = f"reported only, at k={mix['k']:g}% (|Shared| Mix {mix['shared']} vs Stage {stage['shared']}): {at_k}"
+    if not points["mix"] or points["mix"].keys() != points["stage"].keys():
+        return _claim("C3", False, reported, "the two runs were not measured at the same matched sizes "
+                      f"(Mix {sorted(points['mix'])}, Stage {sorted(points['stage'])}); rerun `shared`")
+    mismatch = [f for f in points["mix"] if points["mix"][f]["size"] != points["stage"][f]["size"]]
+    parts, outcomes = [], {"higher": [], "lower": [], "tie": [], "unresolved": []}
+    for fraction in sorted(points["mix"]):
+        m, s = points["mix"][fraction], points["stage"][fraction]
+        cells = []
+        for kind in ("heads", "neurons"):
+            for metric in ("gini", "top_10%"):
+                a, b = m[kind][metric], s[kind][metric]
+                resolution = max(RESOLUTION * max(a["null_std"], b["null_std"]), TOLERANCE)
+                gap = a["excess"] - b["excess"]
+                outcome = ("tie" if a["observed"] == b["observed"] else "higher" if gap > resolution else
+                           "lower" if gap < -resolution else "unresolved")
+                name = f"{kind} {'Gini' if metric == 'gini' else 'top-10% share'} at {_pct(fraction)}"
+                outcomes[outcome].append(name)
+                cells.append(f"{kind} {'Gini' if metric == 'gini' else 'top-10%'} Mix {a['observed']:.3f}−"
+                             f"{a['null_mean']:.3f}={a['excess']:+.3f} vs Stage {b['observed']:.3f}−"
+                             f"{b['null_mean']:.3f}={b['excess']:+.3f} ({outcome}, ±{resolution:.3f})")
+        sizes = (f"{m['size']:,} entries" if m["size"] == s["size"] else
+                 f"Mix {m['size']:,} vs Stage {s['size']:,} entries")
+        parts.append(f"at {_pct(fraction)} ({sizes}; neuron entries Mix {m['neurons']['entries']}, Stage "
+                     f"{s['neurons']['entries']}): " + ", ".join(cells))
+    evidence = ("excess over the placement null (observed − null mean) per matched size: " + "; ".join(parts)
+                + f" (holds when Mix is higher on all four at every size, by more than {RESOLUTION:g} null std); "
+                + reported)
+    why = (f"a set-size mismatch at {', '.join(map(_pct, mismatch))}" if mismatch else None if outcomes["lower"] else
+           "; ".join(f"{'a tie' if kind == 'tie' else 'within the null resolution'} in {', '.join(names)}"
+                     for kind, names in outcomes.items() if kind in ("tie", "unresolved") and names) or None)
+    return _claim("C3", not outcomes["lower"] and not why, evidence, why)
+
+
+def _relative_loss(block: dict, unablated: dict, task: str, kind: str = "shared") -> float:
+    """−drop / unablated accuracy of one ablated set (`shared`'s drop, else the set's mean drop over seeds)."""
+    drop = block[kind]["drop" if kind == "shared" else "mean_drop"][task]
+    return (0.0 - drop) / unablated[task]  # 0.0 − 0.0 is +0.0: a set that costs nothing shows 0 %, not −0 %
 
 
 def c4_ablation(ablation: dict) -> dict:
-    """`ablation[strategy]` is a run's ablation.json; judged on the OOD-QA drop. Undetermined (a floor) when the
-    rule would hold but Stage's unablated OOD-QA is below Mix's drop: Stage could not have lost as much."""
+    """`ablation[strategy]` is a run's ablation.json; judged on its `matched` block (a same-size shared set).
+
+    Rule: with shared sets of the same size in both runs, Mix loses a larger share of its OOD-QA accuracy
+    (relative loss = −drop / unablated) than Stage and than Mix's own count-matched random sets, and at least
+    as large a share of its ID-QA accuracy as Stage; undetermined when the sets differ in size, a run has no
+    same-size ablation, or an unablated OOD-QA or ID-QA accuracy is 0 (a floor: relative loss undefined).
+    Top_BIO∖Shared and Top_QA∖Shared controls and the sets at k are reported, not judged."""
     mix, stage = ablation["mix"], ablation["stage"]
-    d_mix, d_stage = mix["shared"]["drop"]["qa_ood"], stage["shared"]["drop"]["qa_ood"]
-    r_mix = mix["random"]["mean_drop"]["qa_ood"]
+    at_k = (f"reported only, at k={mix['k']:g}% (sets of different sizes): OOD-QA drop Mix "
+            f"{mix['shared']['drop']['qa_ood']:+.3f} ({mix['shared']['size']:,} entries) vs Stage "
+            f"{stage['shared']['drop']['qa_ood']:+.3f} ({stage['shared']['size']:,})")
+    m, s = mix.get("matched"), stage.get("matched")
+    if not m or not s:
+        return _claim("C4", False, at_k, "no same-size ablation in "
+                      + " and ".join(n for n, b in (("Mix", m), ("Stage", s)) if not b) + "; rerun `ablation`")
+    u = {"mix": mix["unablated"], "stage": stage["unablated"]}
+    floors = [f"{n.capitalize()}'s unablated {t.replace('qa_', '').upper()}-QA is 0" for n in ("mix", "stage")
+              for t in ("qa_ood", "qa_id") if not u[n][t]]
+    sizes = {n: b["shared"]["size"] for n, b in (("mix", m), ("stage", s))}
+    head = (f"same-size shared sets ({_pct(m['fraction'])} of the tracked entries: Mix {sizes['mix']:,}, Stage "
+            f"{sizes['stage']:,} entries; rank depth Mix {m['depth']:,}, Stage {s['depth']:,})")
+    if floors or sizes["mix"] != sizes["stage"] or m["fraction"] != s["fraction"]:
+        why = (f"a floor: {', '.join(floors)}, so a relative loss is undefined" if floors else
+               f"a set-size mismatch (Mix {sizes['mix']:,} vs Stage {sizes['stage']:,} entries)")
+        return _claim("C4", False, f"{head}; {at_k}", why)
+    rel = {n: {t: _relative_loss(b, u[n], t) for t in ("qa_ood", "qa_id")} for n, b in (("mix", m), ("stage", s))}
+    random = _relative_loss(m, u["mix"], "qa_ood", "random")
 
-    def share_lost(a: dict) -> float:
-        base = a["unablated"]["qa_ood"]
-        return -a["shared"]["drop"]["qa_ood"] / base if base else 0.0
+    def controls(b: dict, n: str) -> str:
+        names = (("random", "random"), ("top_bio_only", "Top_BIO∖Shared"), ("top_qa_only", "Top_QA∖Shared"))
+        return ", ".join(f"{label} {_relative_loss(b, u[n], 'qa_ood', kind):.0%} ({b[kind]['size']:,})"
+                         for kind, label in names)
 
-    evidence = (f"OOD-QA drop after resetting the shared set (k={mix['k']:g}%) to θ_pre: Mix {d_mix:+.3f} vs "
-                f"Stage {d_stage:+.3f}; Mix random (count-matched per tensor, mean of {mix['seeds']}) {r_mix:+.3f}; "
-                f"Mix Top_BIO∖Shared {mix['top_bio_only']['mean_drop']['qa_ood']:+.3f}, "
-                f"Top_QA∖Shared {mix['top_qa_only']['mean_drop']['qa_ood']:+.3f}; share of OOD accuracy lost: "
-                f"Mix {share_lost(mix):.0%}, Stage {share_lost(stage):.0%} (the claim is judged on absolute drops)")
-    holds = d_mix < d_stage and d_mix < r_mix
-    floor = stage["unablated"]["qa_ood"]
-    return _claim("C4", holds, evidence, f"a floor: Stage's unablated OOD-QA {floor:.3f} bounds its drop above "
-                  f"Mix's {d_mix:+.3f}" if holds and floor < -d_mix else None)
+    evidence = (f"{head}: OOD-QA relative loss Mix {rel['mix']['qa_ood']:.1%} (drop "
+                f"{m['shared']['drop']['qa_ood']:+.3f} of {u['mix']['qa_ood']:.3f}) vs Stage "
+                f"{rel['stage']['qa_ood']:.1%} (drop {s['shared']['drop']['qa_ood']:+.3f} of "
+                f"{u['stage']['qa_ood']:.3f}); ID-QA relative loss Mix "
+                f"{rel['mix']['qa_id']:.1%} (drop {m['shared']['drop']['qa_id']:+.3f}) vs Stage "
+                f"{rel['stage']['qa_id']:.1%} (drop {s['shared']['drop']['qa_id']:+.3f}); controls, OOD-QA relative "
+                f"loss (entries), mean of {mix['seeds']} seeds: Mix {controls(m, 'mix')}; Stage {controls(s, 'stage')}"
+                f" (holds when Mix's OOD-QA relative loss exceeds Stage's and Mix's random sets', and its ID-QA "
+                f"relative loss is at least Stage's); {at_k}")
+    holds = (rel["mix"]["qa_ood"] > rel["stage"]["qa_ood"] and rel["mix"]["qa_ood"] > random
+             and rel["mix"]["qa_id"] >= rel["stage"]["qa_id"] - TOLERANCE)
+    return _claim("C4", holds, evidence)
+
+
+def smallest_reaching(graft: dict) -> dict | None:
+    """C5's measure of one run (its graft.json or summary entry): the sweep point of smallest |γ|₀ whose grafted
+    ID-QA reaches RECOVER × θ_ft's on the same people, or None."""
+    full = (graft.get("finetuned") or {}).get("qa_id")
+    points = [p for p in graft.get("sweep") or [] if full and p["accuracy"]["qa_id"] >= RECOVER * full - TOLERANCE]
+    return min(points, key=lambda p: p["size"], default=None)
 
 
 def c5_grafting(graft: dict, accuracy: dict) -> dict:
-    """`graft[strategy]` is a run's graft.json; `accuracy[strategy]` its θ_ft accuracies.
+    """`graft[strategy]` is a run's graft.json (with its `sweep` over base-patch sparsities and `finetuned`, θ_ft's
+    accuracy on the same people); `accuracy[strategy]` its final evaluation (reported).
 
-    Holds when Mix's mask is no larger than Stage's and recovers at least as large a share of its
-    own θ_ft ID-QA accuracy (the grafting criterion)."""
-    def recovered(s: str) -> float:
-        full = accuracy[s]["qa_id"]
-        return graft[s]["graft"]["accuracy"]["qa_id"] / full if full else 0.0
+    Rule: per strategy, the smallest |γ|₀ over the sweep whose grafted ID-QA reaches RECOVER × θ_ft's; holds
+    when Mix's is smaller than Stage's or only Mix reaches the target, does not hold when Stage's is smaller or
+    only Stage reaches it; undetermined when neither reaches it, both first reach it from the same base-patch
+    sparsity (their sizes then differ only by the search's flips, below the sweep's resolution), the sweeps
+    differ, or θ_ft's ID-QA is 0."""
+    sweeps = {s: graft[s].get("sweep") or [] for s in ("mix", "stage")}
+    full = {s: (graft[s].get("finetuned") or {}).get("qa_id") for s in ("mix", "stage")}
+    parameters = graft["mix"]["parameters"] or 1  # a model without parameters has nothing to graft
 
-    size = {s: graft[s]["graft"]["size"] for s in ("mix", "stage")}
-    parameters = graft["mix"]["parameters"]
-    total = parameters or 1  # a model without parameters has nothing to graft (0 %)
-    parts = [f"{s.capitalize()}: |γ|₀ {size[s]:,} ({size[s] / total:.1%} of {parameters:,}), grafted ID-QA "
-             f"{graft[s]['graft']['accuracy']['qa_id']:.3f} ({recovered(s):.0%} of θ_ft's), OOD-QA "
-             f"{graft[s]['graft']['accuracy']['qa_ood']:.3f}; magnitude-only base patch ID-QA "
-             f"{graft[s]['base_patch']['accuracy']['qa_id']:.3f}" for s in ("mix", "stage")]
-    holds = size["mix"] <= size["stage"] and recovered("mix") >= recovered("stage") and recovered("mix") > 0
-    return _claim("C5", holds, "; ".join(parts) + f" (base patch sparsity {graft['mix']['sparsity']:g}; holds when "
-                  "Mix's mask is no larger and recovers a non-zero share of θ_ft ID-QA at least as large as Stage's)")
+    def line(s: str) -> str:
+        points = ", ".join(f"s={p['sparsity']:g}: |γ|₀ {p['size']:,} ({p['size'] / parameters:.1%}) ID-QA "
+                           f"{p['accuracy']['qa_id']:.3f}" for p in sweeps[s])
+        best = smallest_reaching(graft[s])
+        return (f"{s.capitalize()} (θ_ft ID-QA {full[s] if full[s] is None else f'{full[s]:.3f}'} on the graft's "
+                f"people, {accuracy[s]['qa_id']:.3f} on all): {points or 'no sweep'}; smallest reaching "
+                + ("none" if best is None else f"{best['size']:,} ({best['size'] / parameters:.1%}, "
+                                               f"s={best['sparsity']:g})"))
+
+    evidence = (f"target: grafted ID-QA ≥ {RECOVER:g} × θ_ft's; " + "; ".join(map(line, ("mix", "stage")))
+                + " (holds when Mix's smallest mask reaching the target is smaller than Stage's, or only Mix's "
+                  "reaches it)")
+    same = [p["sparsity"] for p in sweeps["mix"]] == [p["sparsity"] for p in sweeps["stage"]]
+    mix, stage = smallest_reaching(graft["mix"]), smallest_reaching(graft["stage"])
+    both = mix is not None and stage is not None
+    why = ("no sparsity sweep in graft.json; rerun `graft`" if not sweeps["mix"] or not sweeps["stage"] else
+           "the two sweeps were not run at the same sparsities" if not same else
+           "a floor: θ_ft's ID-QA is 0" if not full["mix"] or not full["stage"] else
+           "neither strategy's graft reaches the target at any swept sparsity" if mix is None and stage is None else
+           f"a tie: both first reach the target from the base patch at s={mix['sparsity']:g}, so their sizes differ "
+           f"only by the search's flips (a finer sweep could separate them)"
+           if both and mix["sparsity"] == stage["sparsity"] else None)
+    holds = mix is not None and (stage is None or mix["size"] < stage["size"])
+    return _claim("C5", holds, evidence, why)
 
 
 def c6_heads(heads: dict, neurons: dict) -> dict:

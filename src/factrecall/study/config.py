@@ -2,7 +2,8 @@
 
 `default` was chosen by measurement on 2 CPU cores (see the README's frontier table): the
 smallest setting where Mix answers OOD questions and Stage does not, both strategies in
-minutes. `smoke` only exercises the code paths (tests, CI); its accuracies mean nothing.
+minutes. `small` trains the same people with the same recipe on a 4-layer, 8-head model (32 heads,
+enough to ask the head claims), its analyses on fewer people to keep them in minutes. `smoke` only exercises the code paths (tests, CI); its accuracies mean nothing.
 `paper-llama` and `paper-pythia` are GPU settings for the paper's models (they name hub ids;
 point `train.model` at a local copy): validated here, runnable only where the weights are.
 
@@ -17,6 +18,9 @@ its sections::
     lr = 1e-3
     [analysis]
     sweep = [0.5, 1, 5]
+
+With `seeds = [..]`, a `[sweep]` of axes or a list of `points`, the file is a sweep: every point is
+such a study (`study/sweep.py`).
 """
 
 from __future__ import annotations
@@ -38,17 +42,21 @@ _PAPER_DATA = {"people": 10000, "bios_per_person": 5, "permute": True, "template
 _PAPER_TRAIN = {"bio_epochs": 10, "qa_epochs": 10, "bio_batch_size": 16, "qa_batch_size": 32, "lr": 2e-5,
                 "qa_phase_lr": 2e-5, "eval_every": 500, "checkpoint_every": 500}
 
+_CPU_DATA = {"people": 500, "bios_per_person": 4, "permute": True, "templates_per_attribute": 4}
+_CPU_TRAIN = {"bio_epochs": 20, "qa_epochs": 20, "lr": 2e-3, "eval_every": 250}
+_CPU_ANALYSIS = {"graft_sparsity": 0.4, "graft_steps": 10, "graft_eval_people": 100}
+
 PRESETS: dict[str, dict[str, dict]] = {
-    "default": {
-        "data": {"people": 500, "bios_per_person": 4, "permute": True, "templates_per_attribute": 4},
-        "train": {"model": "tiny-llama", "bio_epochs": 20, "qa_epochs": 20, "lr": 2e-3, "eval_every": 250},
-        "analysis": {"graft_sparsity": 0.4, "graft_steps": 10, "graft_eval_people": 100},
-    },
+    "default": {"data": _CPU_DATA, "train": {"model": "tiny-llama", **_CPU_TRAIN}, "analysis": _CPU_ANALYSIS},
+    # 4 layers × 8 heads: the 32 heads the head claims (C6) need; default's recipe, measured to fit it (README)
+    "small": {"data": _CPU_DATA, "train": {"model": "small-llama", **_CPU_TRAIN},
+              "analysis": {**_CPU_ANALYSIS, "ablation_eval_people": 100, "heads_eval_people": 50}},  # 4× the heads
     "smoke": {
         "data": {"people": 40, "bios_per_person": 2, "permute": True, "templates_per_attribute": 4},
         "train": {"model": "tiny-llama", "bio_epochs": 2, "qa_epochs": 2, "bio_batch_size": 16,
                   "qa_batch_size": 16, "checkpoint_every": 4, "eval_people": 10},
-        "analysis": {"ablation_seeds": 1, "ablation_eval_people": 10, "graft_sparsity": 0.4, "graft_steps": 2,
+        "analysis": {"ablation_seeds": 1, "ablation_eval_people": 10, "graft_sparsity": 0.4,
+                     "graft_sparsities": (0.1,), "graft_steps": 2,
                      "graft_eval_people": 10, "heads_eval_people": 10, "neuron_points": (0.0, 0.5, 1.0),
                      "attention_people": 20, "consistency_people": 20, "probe_people": 10},
         "base": {"people": 40, "epochs": 2},
@@ -157,39 +165,59 @@ class StudyConfig:
     data_path: str | None = None  # `[data] path`: a dataset of your own (docs/data-format.md) instead of [data]'s
 
 
+SWEEP_KEYS = ("seeds", "sweep", "points")  # a config with any of them is a sweep (`study/sweep.py`)
+
+
+def read_config_file(file: Path | None) -> dict:
+    """A study config file's TOML table (`{}` without a file), its top-level keys checked."""
+    if file is None:
+        return {}
+    file = Path(file)
+    if not file.is_file():
+        raise UserError(f"--config {file} does not exist or is not a file; give a TOML file")
+    try:
+        table = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"--config {file} is not valid TOML ({e}); fix the file") from None
+    unknown = sorted(set(table) - {"preset", "bases", *SWEEP_KEYS, *SECTIONS})
+    if unknown:
+        raise UserError(f"{file}: unknown section or key {unknown[0]!r}; allowed: preset, bases, "
+                        f"{', '.join(SWEEP_KEYS)}, {', '.join(f'[{s}]' for s in SECTIONS)}")
+    return table
+
+
 def study_config(preset: str | None = None, file: Path | None = None, device: str | None = None) -> StudyConfig:
     """The preset (or the file's `preset`, else `default`) with the file's sections applied; `device`
-    (auto, cpu, cuda), when given, replaces both `train.device` and `analysis.device`."""
-    table: dict = {}
-    if file is not None:
-        file = Path(file)
-        if not file.is_file():
-            raise UserError(f"--config {file} does not exist or is not a file; give a TOML file")
-        try:
-            table = tomllib.loads(file.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"--config {file} is not valid TOML ({e}); fix the file") from None
-    unknown = sorted(set(table) - {"preset", "bases", *SECTIONS})
-    if unknown:
-        raise UserError(f"{file}: unknown section or key {unknown[0]!r}; "
-                        f"allowed: preset, bases, {', '.join(f'[{s}]' for s in SECTIONS)}")
+    (auto, cpu, cuda), when given, replaces both `train.device` and `analysis.device`. A sweep's file
+    is refused here: its points are resolved one by one by `study.sweep.sweep_points`."""
+    table = read_config_file(file)
+    swept = [k for k in SWEEP_KEYS if k in table]
+    if swept:
+        raise UserError(f"{file} is a sweep ({swept[0]} is set); run it with 'factrecall study', which runs each point")
+    return config_from_table(table, file, preset, device)
+
+
+def config_from_table(table: dict, file: Path | None, preset: str | None = None, device: str | None = None,
+                      where: str | None = None) -> StudyConfig:
+    """The StudyConfig of a config file's `table` (sweep keys ignored); errors start with `where` (default: the file)."""
+    where = where or (str(file) if file is not None else None)
     name = preset or table.get("preset") or "default"
     if not isinstance(name, str) or (file is not None and name not in PRESETS):
-        raise UserError(f"{file}: preset must name one of {', '.join(PRESETS)} (got {name!r})")
+        raise UserError(f"{where}: preset must name one of {', '.join(PRESETS)} (got {name!r})")
     if preset and table.get("preset") not in (None, preset):
         raise UserError(f"--preset {preset} disagrees with {file}'s preset {table['preset']!r}; give one of them")
     sections = {}
-    data_path = _data_path(file, table.get("data"))
+    data_path = _data_path(where, table.get("data"))
     for section, make in SECTIONS.items():
         overrides = table.get(section, {})
         if not isinstance(overrides, dict):
-            raise UserError(f"{file}: [{section}] must be a table of settings")
+            raise UserError(f"{where}: [{section}] must be a table of settings")
         if section == "data" and data_path:
             overrides = {}
         if section == "train" and "strategy" in overrides:
-            raise UserError(f"{file}: train.strategy cannot be set; a study trains both strategies")
-        where = f"{section} setting" if file is None else f"{file}: {section} setting"
-        sections[section] = _apply(_apply(make(), _preset(name).get(section, {})), overrides, where)
+            raise UserError(f"{where}: train.strategy cannot be set; a study trains both strategies")
+        named = f"{section} setting" if where is None else f"{where}: {section} setting"
+        sections[section] = _apply(_apply(make(), _preset(name).get(section, {})), overrides, named)
         if device is not None and section in ("train", "analysis"):
             sections[section] = replace(sections[section], device=device)
     try:
@@ -202,16 +230,16 @@ def study_config(preset: str | None = None, file: Path | None = None, device: st
             raise UserError("data.qa_train_fraction must be below 1 in a study: its claims compare recall of the "
                             "OOD people, whose questions are never trained")
     except UserError as e:  # named with the file it came from
-        raise UserError(f"{file}: {e}" if file is not None else str(e)) from None
-    bases = _coerce(f"{file}: bases", tuple[str, ...], table.get("bases", ["random"]))
+        raise UserError(f"{where}: {e}" if where is not None else str(e)) from None
+    bases = _coerce(f"{where}: bases", tuple[str, ...], table.get("bases", ["random"]))
     for base in bases:
         if base not in BASE_KINDS and not (is_directory(base) and (Path(base) / "config.json").is_file()):
-            raise UserError(f"{file}: unknown base {base!r}; give {', '.join(BASE_KINDS)} or a model directory")
+            raise UserError(f"{where}: unknown base {base!r}; give {', '.join(BASE_KINDS)} or a model directory")
     if data_path and set(bases) & {"language", "skill"}:
-        raise UserError(f"{file}: a language or skill base is trained on the generator's people, whose word "
+        raise UserError(f"{where}: a language or skill base is trained on the generator's people, whose word "
                         f"tokenizer cannot cover the dataset of [data] path; compare bases random or model directories")
     if not bases or len(set(bases)) != len(bases):
-        raise UserError(f"{file}: bases must name at least one base, each once (got {list(bases)})")
+        raise UserError(f"{where}: bases must name at least one base, each once (got {list(bases)})")
     return StudyConfig(name, **sections, bases=bases, data_path=data_path)
 
 
@@ -223,7 +251,7 @@ def config_record(config: StudyConfig) -> dict:
     return record
 
 
-def _data_path(file: Path | None, data: object) -> str | None:
+def _data_path(where: str | None, data: object) -> str | None:
     """`[data] path`: a dataset directory of your own, loaded (and so validated) now; it replaces the generator,
     so no other [data] setting may stand beside it, and a study needs people of both splits."""
     if not isinstance(data, dict) or "path" not in data:
@@ -232,13 +260,13 @@ def _data_path(file: Path | None, data: object) -> str | None:
 
     others = sorted(set(data) - {"path"})
     if others:
-        raise UserError(f"{file}: [data] path replaces generating the people, so [data] {others[0]} does not apply; "
+        raise UserError(f"{where}: [data] path replaces generating the people, so [data] {others[0]} does not apply; "
                         f"remove it or the path")
     path = data["path"]
     if not isinstance(path, str) or not is_directory(path):
-        raise UserError(f"{file}: [data] path must name a dataset directory (got {path!r}); see docs/data-format.md")
+        raise UserError(f"{where}: [data] path must name a dataset directory (got {path!r}); see docs/data-format.md")
     counts = load_dataset(Path(path)).meta["counts"]
     if not counts.get("id_people") or not counts.get("ood_people"):
-        raise UserError(f"{file}: the dataset {path} needs ID and OOD people for a study (it has "
+        raise UserError(f"{where}: the dataset {path} needs ID and OOD people for a study (it has "
                         f"{counts.get('id_people')} and {counts.get('ood_people')})")
     return str(Path(path).resolve())

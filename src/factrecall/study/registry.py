@@ -57,13 +57,33 @@ def _shared_line(s: dict) -> str:
 
 
 def _ablation_line(d: dict) -> str:
+    m = d.get("matched")
+    same = (f"; same-size set ({m['size']:,} entries) {m['shared']['drop']['qa_ood']:+.3f}, random "
+            f"{m['random']['mean_drop']['qa_ood']:+.3f}" if m else "")
     return (f"OOD-QA drop shared {d['shared']['drop']['qa_ood']:+.3f}, random {d['random']['mean_drop']['qa_ood']:+.3f}"
-            f" (k={d['k']:g}%)")
+            f" (k={d['k']:g}%){same}")
+
+
+def _shared_summary(s: dict) -> dict:
+    """The headline at k, and per matched size its concentration (observed, null mean, excess) per unit kind."""
+    return {**{key: s[key] for key in HEADLINE_SHARED},
+            "matched": [{key: p[key] for key in ("fraction", "size", "depth")}
+                        | {kind: {"entries": p[kind]["entries"],
+                                  **{m: {key: p[kind][m][key] for key in ("observed", "null_mean", "excess")}
+                                     for m in ("gini", "top_10%")}} for kind in ("heads", "neurons")}
+                        for p in s.get("matched", [])]}
+
+
+def _ablation_sets(a: dict) -> dict:
+    return {"shared": a["shared"]["drop"], **{n: a[n]["mean_drop"] for n in ("random", "top_bio_only", "top_qa_only")},
+            "sizes": {n: a[n]["size"] for n in ("shared", "random", "top_bio_only", "top_qa_only")}}
 
 
 def _ablation_summary(a: dict) -> dict:
-    return {"k": a["k"], "unablated": a["unablated"], "shared": a["shared"]["drop"],
-            **{n: a[n]["mean_drop"] for n in ("random", "top_bio_only", "top_qa_only")}}
+    """Drops (mean over seeds) at k and, when measured, for the same-size set `matched`."""
+    m = a.get("matched")
+    return {"k": a["k"], "unablated": a["unablated"], **_ablation_sets(a),
+            "matched": m and {"fraction": m["fraction"], "depth": m["depth"], **_ablation_sets(m)}}
 
 
 def _graft_line(g: dict) -> str:
@@ -74,7 +94,10 @@ def _graft_line(g: dict) -> str:
 def _graft_summary(g: dict) -> dict:
     return {"size": g["graft"]["size"], "parameters": g["parameters"], "sparsity": g["sparsity"],
             "accuracy": g["graft"]["accuracy"], "base_patch_accuracy": g["base_patch"]["accuracy"],
-            "shared_enrichment": g.get("shared_overlap", {}).get("enrichment")}
+            "shared_enrichment": g.get("shared_overlap", {}).get("enrichment"),
+            "finetuned": g.get("finetuned"),
+            "sweep": [{"sparsity": p["sparsity"], "size": p["size"], "accuracy": p["accuracy"]}
+                      for p in g.get("sweep", [])]}
 
 
 def _circuit_line(c: dict) -> str:
@@ -131,20 +154,24 @@ def _forgetting_line(f: dict) -> str:
 
 ANALYSES: tuple[Analysis, ...] = (
     Analysis(
-        name="shared", settings=lambda a: [a.k, a.sweep], reads=(),
-        run=lambda run, a: analyze_run(run, a.k, a.sweep),
+        name="shared", settings=lambda a: [a.k, a.sweep, a.matched_sizes], reads=(),
+        run=lambda run, a: analyze_run(run, a.k, a.sweep, a.matched_sizes),
         writes=lambda run, a: [run.shared, run.shared_mask],
-        headline=_shared_line, summary=lambda s: {key: s[key] for key in HEADLINE_SHARED}),
+        headline=_shared_line, summary=_shared_summary),
     Analysis(
-        name="ablation", settings=lambda a: [a.ablation_k, a.ablation_seeds, a.ablation_eval_people], reads=(),
-        run=lambda run, a: ablate_run(run, a.ablation_k, a.ablation_seeds, a.ablation_eval_people, device=a.device),
+        name="ablation", settings=lambda a: [a.ablation_k, a.ablation_seeds, a.ablation_eval_people, a.ablation_size],
+        reads=(),
+        run=lambda run, a: ablate_run(run, a.ablation_k, a.ablation_seeds, a.ablation_eval_people, device=a.device,
+                                      size=a.ablation_size),
         writes=lambda run, a: [run.result("ablation")],
         headline=_ablation_line, summary=_ablation_summary),
     Analysis(
-        name="graft", settings=lambda a: [a.graft_sparsity, a.graft_steps, a.graft_lr, a.graft_eval_people],
+        name="graft", settings=lambda a: [a.graft_sparsity, a.graft_steps, a.graft_lr, a.graft_eval_people,
+                                          a.graft_sparsities],
         reads=("shared",),
         run=lambda run, a: graft_run(run, a.graft_sparsity, a.graft_steps, a.graft_lr,
-                                     eval_people=a.graft_eval_people, device=a.device),
+                                     eval_people=a.graft_eval_people, device=a.device,
+                                     sweep=(a.graft_sparsity, *a.graft_sparsities)),
         writes=lambda run, a: [run.result("graft"), run.graft_mask],
         headline=_graft_line, summary=_graft_summary),
     _circuit("head"),

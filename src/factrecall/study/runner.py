@@ -22,8 +22,6 @@ config is refused unless `--force`, which starts over. One study at a time per d
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -31,7 +29,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TypeVar
 
-from factrecall.artifacts import as_json, atomic_directory, read_json, sha256_files, write_json
+from factrecall.artifacts import atomic_directory, digest, read_json, sha256_files, write_json
 from factrecall.data.dataset import Dataset, load_dataset
 from factrecall.data.generate import generate_dataset
 from factrecall.devices import resolve_device
@@ -45,15 +43,12 @@ from factrecall.study.config import StudyConfig, config_record, study_config
 from factrecall.study.plan_disk import check_disk, study_disk_bytes
 from factrecall.study.registry import ANALYSES
 from factrecall.study.summary import base_name, summarize_study
+from factrecall.study.sweep import Point
 from factrecall.terms import STRATEGIES
 from factrecall.training.loop import train
 from factrecall.training.run_dir import model_directory
 
 R = TypeVar("R")
-
-
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(as_json(obj), sort_keys=True).encode()).hexdigest()
 
 
 class Manifest:
@@ -64,7 +59,7 @@ class Manifest:
         self.steps: dict[str, dict] = read_json(self.path, "study manifest") if self.path.is_file() else {}
 
     def key(self, step: str, settings, reads: tuple[str, ...]) -> str:
-        return _digest({"step": step, "settings": settings, "reads": {r: self.steps[r]["files"] for r in reads}})
+        return digest({"step": step, "settings": settings, "reads": {r: self.steps[r]["files"] for r in reads}})
 
     def done(self, step: str, key: str) -> bool:
         entry = self.steps.get(step)
@@ -77,8 +72,9 @@ class Manifest:
         write_json(self.path, self.steps)
 
 
-def _prepare(out: Path, config: StudyConfig, force: bool) -> None:
-    """Check `out` against the config (or start it over with `force`) and write `study.json`."""
+def _prepare(out: Path, config: StudyConfig, force: bool, point: dict | None = None) -> None:
+    """Check `out` against the config (or start it over with `force`) and write `study.json`. A sweep's
+    `point` takes the sweep's config as it now is: its manifest's keys decide which steps rerun."""
     files = StudyLayout(out)
     record = config_record(config)
     if force:
@@ -87,11 +83,14 @@ def _prepare(out: Path, config: StudyConfig, force: bool) -> None:
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
     elif files.record.is_file():
         if read_json(files.record, "study record").get("config") != record:
-            raise UserError(f"--out {out} holds a study with a different config; use another directory "
-                            f"or --force to start it over")
+            if not point:
+                raise UserError(f"--out {out} holds a study with a different config; use another directory "
+                                f"or --force to start it over")
+            files.summary.unlink(missing_ok=True)  # the point's summary is of its earlier config
     elif any(c != files.lock for c in out.iterdir()):
         raise UserError(f"--out {out} is not empty and holds no study; choose another directory or pass --force")
-    write_json(files.record, {"config": record, "provenance": package_versions()})
+    write_json(files.record, {"config": record, **({"point": point} if point else {}),
+                              "provenance": package_versions()})
 
 
 def _files(*paths: Path) -> list[Path]:
@@ -120,14 +119,16 @@ class Steps:
 
 
 def run_study(out: Path, preset: str | None = None, config_file: Path | None = None, force: bool = False,
-              log: Callable[[str], None] = print, device: str | None = None, ignore_disk: bool = False) -> dict:
+              log: Callable[[str], None] = print, device: str | None = None, ignore_disk: bool = False,
+              point: Point | None = None) -> dict:
     """Run (or resume) every step; writes `summary.json` and returns it (the report is built from it by
     `report.build.build_reports`, a floor above: `factrecall study` does both).
 
     `device` (auto, cpu, cuda) overrides the config's `train.device` and `analysis.device`; a disk too small
-    for what the study writes (`plan_disk.study_disk_bytes`) is refused before any step unless `ignore_disk`."""
+    for what the study writes (`plan_disk.study_disk_bytes`) is refused before any step unless `ignore_disk`.
+    A sweep's `point` (`study.sweep`) brings its own resolved config; `out` is then the point's directory."""
     out = Path(out)
-    config = study_config(preset, config_file, device)
+    config = point.config if point else study_config(preset, config_file, device)
     for where in (config.train.device, config.analysis.device):  # a GPU the config asks for must be here
         resolve_device(where)
     refuse_overlap(out, [("config file", config_file), ("dataset", config.data_path),
@@ -137,7 +138,8 @@ def run_study(out: Path, preset: str | None = None, config_file: Path | None = N
                          *(("base directory", b) for b in config.bases if b not in KINDS and b != "random")], "study")
     with directory_lock(out, "study"):
         check_disk(out, study_disk_bytes(config)["peak"], "this study", ignore_disk)
-        _prepare(out, config, force)
+        _prepare(out, config, force, point and {"index": point.index, "label": point.label,
+                                                 "settings": point.settings})
         manifest = Manifest(out)
         step = Steps(manifest, log)
         files = StudyLayout(out)

@@ -10,6 +10,7 @@ from factrecall.errors import UserError
 from factrecall.terms import STRATEGIES
 
 TRACE_MODES = ("signed", "abs")
+TRACE_NORMALIZATIONS = ("token_mean", "example_sum")  # docs/method.md §4
 QA_LOSSES = ("answer", "answer_eos")
 PRECISIONS = ("fp32", "bf16")
 DISTRIBUTED = ("ddp", "fsdp")
@@ -41,6 +42,9 @@ class TrainConfig:
     qa_loss: str = "answer"  # tokens a question trains: "answer", or "answer_eos" (also the EOS after it)
     trace: bool = True
     trace_mode: str = "signed"  # "signed": Σ lr·g; "abs": Σ lr·|g|
+    # what each gradient in the trace is of: "token_mean": the micro-batch's loss as trained (its mean over the
+    # trained tokens, / grad_accum); "example_sum": Σ_n of each example's own token-mean loss (one more backward)
+    trace_normalization: str = "token_mean"
     trace_include: tuple[str, ...] = field(default=())  # extra tensors: biases, norms, embeddings, unembedding
     grad_consistency: int = 0  # steps between BIO–QA gradient cosines per layer in metrics.jsonl; 0 = off
     precision: str = "fp32"  # "bf16": autocast forward/backward; weights, optimizer and trace stay float32
@@ -55,7 +59,8 @@ class TrainConfig:
                 raise UserError(f"train.{key} must {rule} (got {getattr(self, key)!r}){hint and '; ' + hint}")
 
         for name, allowed in (("strategy", STRATEGIES), ("qa_loss", QA_LOSSES), ("trace_mode", TRACE_MODES),
-                              ("precision", PRECISIONS), ("device", DEVICES), ("distributed", DISTRIBUTED)):
+                              ("trace_normalization", TRACE_NORMALIZATIONS), ("precision", PRECISIONS),
+                              ("device", DEVICES), ("distributed", DISTRIBUTED)):
             if getattr(self, name) not in allowed:
                 raise UserError(f"train.{name}: unknown {name} {getattr(self, name)!r}; "
                                 f"choose one of {', '.join(allowed)}")

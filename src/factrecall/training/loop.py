@@ -3,7 +3,8 @@
     data ─▶ θ_pre (base/) ─▶ for each phase: fresh AdamW, warmup+cosine
                                for each optimizer step:
                                    for each single-task micro-batch: forward, backward (trace hooks,
-                                       and gradient-consistency hooks when `grad_consistency` > 0)
+                                       and gradient-consistency hooks when `grad_consistency` > 0;
+                                       trace normalisation "example_sum": the trace's own backward first)
                                    clip, step, log; evaluate / checkpoint now and then
                              ─▶ model/, trace.safetensors, eval.json
 
@@ -115,6 +116,9 @@ def _accelerator(cfg: TrainConfig, log_with: str | None = None, live: Path | Non
     if world > 1 and cfg.distributed == "ddp" and cfg.trace and cfg.trace_mode == "abs":
         raise UserError("trace mode 'abs' under DDP would sum each rank's |g| instead of |g| of the averaged "
                         "gradient; use --distributed fsdp (it sees the averaged gradient) or one process")
+    if world > 1 and cfg.distributed == "fsdp" and cfg.trace and cfg.trace_normalization == "example_sum":
+        raise UserError("trace normalization 'example_sum' takes a second backward to the parameters, which FSDP "
+                        "shards outside the graph; use --distributed ddp or one process")
     if cfg.distributed == "fsdp":  # refused even on one process, where it would run unsharded
         family = spec_family(cfg.model)
         if family not in FSDP_FAMILIES:
@@ -136,8 +140,9 @@ def _shard(model) -> None:
 
 
 def _micro_batch_loss(model, examples: list[Encoded], rows: tuple[int, ...], pad: int, accelerator,
-                      bf16: bool = False) -> torch.Tensor:
-    """This rank's share of a micro-batch's mean token loss.
+                      bf16: bool = False, example_sum: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """This rank's share of a micro-batch's mean token loss, and with `example_sum` W × its rows' Σ_n ℓ_n
+    (`_example_sum`; else None), whose rank average is the whole micro-batch's sum.
 
     Rank r takes rows r, r+W, … of the micro-batch and divides its summed token loss by the
     micro-batch's total trained tokens / W; DDP's gradient average over W ranks then equals the
@@ -151,7 +156,18 @@ def _micro_batch_loss(model, examples: list[Encoded], rows: tuple[int, ...], pad
     n_items = sum(examples[r].n_trained for r in rows) / world
     batch = {k: v.to(accelerator.device) for k, v in collate([examples[r] for r in mine], pad).items()}
     with torch.autocast(accelerator.device.type, torch.bfloat16, enabled=bf16):
-        return model(**batch, num_items_in_batch=n_items).loss * weight
+        out = model(**batch, num_items_in_batch=n_items)
+    loss = out.loss * weight
+    return loss, _example_sum(out.logits, batch["labels"]) * (world * weight) if example_sum else None
+
+
+def _example_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Σ_n ℓ_n over the rows, ℓ_n the mean cross-entropy of row n's trained tokens, each predicted from the
+    position before (logits [B, T, V], cast to float32 as the model's own loss does; labels [B, T], -100 where
+    untrained). A scalar."""
+    targets = labels[:, 1:]
+    tokens = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, reduction="none")
+    return (tokens.sum(1) / (targets != -100).sum(1).clamp(min=1)).sum()
 
 
 def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, force: bool = False,
@@ -219,6 +235,7 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
     tracked = dict(model.named_parameters())
     tracked = {name: tracked[name] for name in tracked_parameter_names(model, cfg.trace_include)}
     trace = TraceRecorder(tracked, cfg.trace_mode, sharded) if cfg.trace else None
+    per_example = trace is not None and cfg.trace_normalization == "example_sum"
     consistency = GradientConsistency(tracked, cfg.grad_consistency) if cfg.grad_consistency else None
     metrics = files.metrics
 
@@ -278,11 +295,13 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
                 last = i == len(micro_batches) - 1
                 # FSDP2 reduce-scatters after every backward: the trace needs each micro-batch's gradient
                 sync = contextlib.nullcontext() if last or sharded else accelerator.no_sync(prepared_model)
-                attribute = trace.attribute(mb.task, lr) if trace else contextlib.nullcontext()
+                attribute = trace.attribute(mb.task, lr) if trace and not per_example else contextlib.nullcontext()
                 observe = consistency.attribute(mb.task, global_step + 1) if consistency else contextlib.nullcontext()
                 with sync:  # DDP all-reduces only on a step's last micro-batch
-                    loss = _micro_batch_loss(prepared_model, examples[mb.task], mb.rows, pad, accelerator,
-                                             cfg.precision == "bf16")
+                    loss, example_loss = _micro_batch_loss(prepared_model, examples[mb.task], mb.rows, pad,
+                                                           accelerator, cfg.precision == "bf16", per_example)
+                    if per_example:  # its own backward first: the training one frees the graph
+                        trace.record(mb.task, lr, example_loss)
                     with attribute, observe:
                         accelerator.backward(loss / len(micro_batches))
                 losses.setdefault(mb.task, []).append(loss.item())
@@ -331,7 +350,8 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
             save_trace(files.trace, trace_state, metadata={
                 "model": cfg.model, "strategy": cfg.strategy, "mode": cfg.trace_mode,
                 "dataset_hash": dataset.content_hash,
-                "steps": json.dumps({p.name: len(p.steps) for p in phases})})
+                "steps": json.dumps({p.name: len(p.steps) for p in phases}),
+                **({"normalization": cfg.trace_normalization} if per_example else {})})
         with atomic_directory(files.model) as tmp:
             _save_pretrained(model, params, tmp)
             tokenizer.save_pretrained(tmp)

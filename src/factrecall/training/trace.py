@@ -11,6 +11,12 @@ that uses it. A tensor hook on each tracked parameter sees each backward's contr
 autograd adds it into `.grad`, so the trace costs no extra backward pass: one in-place add
 per tensor per micro-batch into a float32 accumulator.
 
+Normalisation "example_sum" (`record`) replaces g_b by ∇ Σ_{n∈b} ℓ_n, ℓ_n example n's own mean token
+loss. The training loss weighs a trained token by 1 / (micro-batch's trained tokens × grad_accum), this
+sum by 1 / (its example's trained tokens): no rescaling of g_b gives one from the other, so `record` takes
+a second backward of the same forward graph (`torch.autograd.grad` to the tracked tensors) and the
+training backward is not attributed (the hooks pass over it).
+
 Under DDP the hooks see the rank's local gradient (before the all-reduce); `reduced()` averages
 the accumulators across ranks at save time, which equals the single-process trace because the
 sum is linear. Saved as safetensors keyed `bio/<name>` and `qa/<name>` (`save_trace`: byte-reproducible,
@@ -53,11 +59,18 @@ class TraceRecorder(GradientObserver):
         }
         self._lr = 0.0
         self._before: dict[str, torch.Tensor] = {}  # sharded "abs": each shard's .grad before the backward
+        self._recording = False  # inside `record`'s backward
         super().__init__(named_parameters)
 
     def _register(self, name: str, p: torch.nn.Parameter):
         if not self.sharded:
-            return super()._register(name, p)
+            def hook(grad: torch.Tensor) -> torch.Tensor | None:
+                if self._task is None:
+                    return None
+                self.observe(name, grad)
+                # `record`: what autograd.grad returns is never used; a zero without storage frees the gradient now
+                return grad.new_zeros(()).expand_as(grad) if self._recording else None
+            return p.register_hook(hook)
 
         def add(param: torch.Tensor) -> None:  # FSDP2: `.grad` holds the reduced shard's new sum
             if self._task is None:
@@ -93,6 +106,19 @@ class TraceRecorder(GradientObserver):
                 yield
         finally:
             self._before.clear()
+
+    def record(self, task: str, lr: float, loss: torch.Tensor) -> None:
+        """Add lr·∇loss (lr·|∇loss| in "abs") of the tracked tensors to `task` by a backward of its own that keeps
+        the graph for the training backward and leaves `.grad` alone (trace normalisation "example_sum": `loss`
+        is Σ_n ℓ_n). It is `torch.autograd.grad`, whose every tracked gradient the hook adds and replaces by a
+        zero without storage, so they are never all held at once. Unsharded only: FSDP2's parameters are not
+        the graph's leaves."""
+        self._lr, self._recording = lr, True
+        try:
+            with self.attributed(task):
+                torch.autograd.grad(loss, list(self.params.values()), retain_graph=True, allow_unused=True)
+        finally:
+            self._recording = False
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"{task}/{name}": t for task, acc in self.accumulators.items() for name, t in acc.items()}

@@ -1,0 +1,23 @@
+"""Every report figure is written the same way: PNG and PDF on disk, the PNG inline in the page."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from factrecall.artifacts import write_bytes
+
+
+def save_figure(fig, folder: Path, name: str) -> str:
+    """Write `name`.png and .pdf; return the PNG as a data URI."""
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
+    pdf = io.BytesIO()
+    fig.savefig(pdf, format="pdf", metadata={"CreationDate": None})  # the same figure, the same bytes
+    plt.close(fig)
+    write_bytes(folder / f"{name}.png", png.getvalue())
+    write_bytes(folder / f"{name}.pdf", pdf.getvalue())
+    return "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
