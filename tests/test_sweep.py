@@ -86,7 +86,9 @@ def test_explicit_points_and_the_bases_axis(tmp_path):
     ("seeds = []\n", "seeds must be a non-empty list of distinct integers"),
     ("seeds = [1, 1]\n", "seeds must be a non-empty list of distinct integers"),
     ('seeds = ["a"]\n', "seeds must be a non-empty list of distinct integers"),
-    ('seeds = [1]\n[sweep]\n"train.seed" = [1, 2]\n', "seeds and [sweep] 'train.seed' both set the seed"),
+    ('seeds = [1]\n[sweep]\n"train.seed" = [1, 2]\n', "seeds and the swept 'train.seed' both set the seed"),
+    ('seeds = [1]\npoints = [{"train.seed" = 5}]\n', "seeds and the swept 'train.seed' both set the seed"),
+    ("seeds = [1]\ntrain = 5\n", "[train] must be a table of settings"),
     ('points = [{"train.lr" = 1e-3}]\n[sweep]\n"train.lr" = [1e-3]\n', "give [sweep] (a grid) or points"),
     ("points = []\n", "points must be a non-empty list of tables"),
     ('seeds = [1]\nbases = ["nowhere"]\n', "point 0 (base=nowhere seed=1): unknown base 'nowhere'"),
@@ -146,6 +148,10 @@ def test_verdict_changes_names_the_axis_values_holding_the_others_fixed():
     assert "C3 changes with people (with model=tiny): does not hold at people=250, holds at people=500" in lines
     assert "C1 holds at every finished point" in lines
     assert not any(line.startswith("C3 changes with model (with people=500)") for line in lines)
+    listed = [_group({"data.people": 30}, {"C2": "holds"}),  # `points` that set different axes
+              _group({"data.people": 30, "train.lr": 1e-3}, {"C2": "does not hold"})]
+    assert any(line.startswith("C2 changes with people") or line == "C2: see the table"
+               for line in verdict_changes(listed, ["data.people", "train.lr"]))
 
 
 # ---- running the points (the study itself stubbed: what is tested is the sweep around it) ---------------
@@ -154,7 +160,7 @@ def _fake_study(fail: set[int] = frozenset()):
     """A stand-in for `run_study` writing a point's study.json and a summary whose C1 verdict is its seed's parity."""
     calls = []
 
-    def run_study(out, point, log, ignore_disk):
+    def run_study(out, point, log, ignore_disk, force):
         calls.append(point.index)
         if point.index in fail:
             raise UserError(f"something about point {point.index} is wrong")
@@ -201,6 +207,11 @@ def test_one_point_runs_alone_and_the_report_names_the_missing(tmp_path, monkeyp
     summary = summarize_sweep(study)
     assert summary["sweep"]["missing"] == ["0: seed=0", "1: seed=1"]
     assert summary["groups"][0]["finished"] == [2]
+    fake, calls = _fake_study(fail={1})
+    monkeypatch.setattr(sweep_runner, "run_study", fake)
+    with pytest.raises(UserError) as e:  # one point alone: its own reason, once
+        sweep_runner.run_sweep(study, config, log=lambda line: None, ignore_disk=True, only=1)
+    assert str(e.value) == "point 1 (seed=1) failed: something about point 1 is wrong"
     with pytest.raises(UserError, match=r"--point 3: the sweep has 3 points \(0–2\)"):
         sweep_runner.run_sweep(study, config, log=lambda line: None, only=3)
     code, out, err = run_cli(monkeypatch, capsys, "study", "--config", config, "--out", study, "--list-points")
@@ -287,5 +298,3 @@ def test_a_changed_common_setting_reruns_only_the_steps_it_changes(tmp_path, mon
     config.write_text(config.read_text().replace("k = 2.0", "k = 3.0"), encoding="utf-8")
     code, out, err = run_cli(monkeypatch, capsys, "study", "--config", config, "--out", study, "--list-points")
     assert "\tto run\tseed=0" in out  # its summary is of k = 2: not this sweep's point until it reruns
-    code, out, err = run_cli(monkeypatch, capsys, "report", "--study", study)
-    assert code == 0 and "not finished: point 0: seed=0" in out

@@ -7,8 +7,8 @@
 #   sbatch --dependency=afterany:$jobid --wrap "factrecall report --study $STUDY"   # the sweep's summary and report
 #
 # `factrecall report` aggregates whatever points are finished and names the missing ones, so it may also be run
-# at any time while the array is running. A point on GPUs: add `#SBATCH --gpus=1` and pass `--device cuda`;
-# a point's training on several GPUs is launched with torchrun or accelerate as `factrecall train` is (README, "Scale").
+# at any time while the array is running. A point on a GPU: add `#SBATCH --gpus=1` and pass `--device cuda` (a point
+# trains on one device; one run on several GPUs is `factrecall train` under torchrun or accelerate, README "Scale").
 #SBATCH --job-name=factrecall-sweep
 #SBATCH --cpus-per-task=2
 #SBATCH --mem=8G

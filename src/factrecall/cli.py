@@ -385,7 +385,7 @@ def forgetting_command(run: RunDir, eval_people: EvalPeople = DEFAULT.heads_eval
 def study_command(
     out: Annotated[Path, typer.Option(help="Study directory.")] = Path("studies/default"),
     preset: Annotated[Optional[str], typer.Option(
-        help="default, smoke, paper-llama or paper-pythia (default: the config file's, else default).")] = None,
+        help="default, small, smoke, paper-llama or paper-pythia (default: the config file's, else default).")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file overriding the preset's settings.")] = None,
     force: Annotated[bool, typer.Option(help="Start over in --out (a study with another config is refused).")] = False,
     device: Annotated[Optional[str], typer.Option(

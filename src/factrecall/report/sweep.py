@@ -43,7 +43,8 @@ def ladder_figure(groups: list[dict], claim_id: str, measure: str) -> Figure:
     ax.set_xticks(range(len(groups)), [g["label"] for g in groups], rotation=15 if len(groups) > 3 else 0,
                   fontsize=8)
     ax.set_title(f"{claim_id}: {measure}", fontsize=10)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # a measure no point has (e.g. no graft reached the target) draws none
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

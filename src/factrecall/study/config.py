@@ -183,6 +183,9 @@ def read_config_file(file: Path | None) -> dict:
     if unknown:
         raise UserError(f"{file}: unknown section or key {unknown[0]!r}; allowed: preset, bases, "
                         f"{', '.join(SWEEP_KEYS)}, {', '.join(f'[{s}]' for s in SECTIONS)}")
+    for section in SECTIONS:
+        if section in table and not isinstance(table[section], dict):
+            raise UserError(f"{file}: [{section}] must be a table of settings")
     return table
 
 

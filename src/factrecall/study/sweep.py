@@ -20,6 +20,7 @@ whose settings changed (a point takes its config anew; its manifest decides what
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -83,11 +84,14 @@ def is_sweep(table: dict) -> bool:
 def sweep_points(file: Path, preset: str | None = None, device: str | None = None) -> list[Point]:
     """Every point of the sweep in `file`, each config resolved and validated (errors name the point)."""
     table = read_config_file(file)
-    combos = [{**c, **b, **s} for c in _combinations(file, table) for b in _bases_axis(file, table)
-              for s in _seed_axis(file, table)]
-    if len(combos) > MAX_POINTS:
-        raise UserError(f"{file}: the sweep has {len(combos):,} points, more than {MAX_POINTS}; split it into "
+    bases, seeds = _bases_axis(file, table), _seed_axis(file, table)
+    size = len(bases) * len(seeds) * (len(table["points"]) if isinstance(table.get("points"), list) else
+                                      math.prod(len(v) if isinstance(v, list) else 1
+                                                for v in _flatten(table.get("sweep", {})).values()))
+    if size > MAX_POINTS:  # counted before the grid is built
+        raise UserError(f"{file}: the sweep has {size:,} points, more than {MAX_POINTS}; split it into "
                         f"several studies (each its own --out)")
+    combos = [{**c, **b, **s} for c in _combinations(file, table) for b in bases for s in seeds]
     common = {k: v for k, v in table.items() if k not in (*SWEEP_KEYS, "bases")}
     points = []
     for index, settings in enumerate(combos):
@@ -142,10 +146,11 @@ def _seed_axis(file: Path, table: dict) -> list[dict]:
                                                             and 0 <= s < 2**32 for s in seeds)
             or len(set(seeds)) != len(seeds)):
         raise UserError(f"{file}: seeds must be a non-empty list of distinct integers in [0, 2**32) (got {seeds!r})")
-    swept = _flatten(table.get("sweep", {}))
+    listed = table.get("points") if isinstance(table.get("points"), list) else []
+    swept = {**_flatten(table.get("sweep", {})), **{k: 1 for p in listed if isinstance(p, dict) for k in _flatten(p)}}
     clash = [k for k in ("train.seed", "data.seed") if k in swept]
     if clash:
-        raise UserError(f"{file}: seeds and [sweep] {clash[0]!r} both set the seed; give one of them")
+        raise UserError(f"{file}: seeds and the swept {clash[0]!r} both set the seed; give one of them")
     return [{"seed": s} for s in seeds]
 
 

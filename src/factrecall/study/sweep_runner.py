@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from factrecall.artifacts import read_json, write_bytes, write_json
+from factrecall.artifacts import read_json, write_json
 from factrecall.errors import UserError
 from factrecall.layout import StudyLayout
 from factrecall.locks import refuse_overlap
@@ -67,13 +67,16 @@ def run_sweep(out: Path, config_file: Path, preset: str | None = None, force: bo
         raise UserError(f"--jobs must be an integer ≥ 1 (got {jobs!r})")
     refuse_overlap(out, [("config file", config_file)], "study")
     todo = [p for p in points if only in (None, p.index)]
-    if force:
-        _start_over(out, todo if only is not None else None)
+    if force and only is None:
+        _start_over(out)
     _prepare_root(out, config_file, preset, points)
     left = [p for p in todo if not point_finished(out, p)]
     check_disk(out, sum(study_disk_bytes(p.config)["peak"] for p in left), f"{len(left)} sweep points", ignore_disk)
     failed = (_run_here if jobs == 1 or len(todo) == 1 else _run_children)(
-        out, todo, log, jobs=jobs, config_file=config_file, preset=preset, device=device)
+        out, todo, log, jobs=jobs, config_file=config_file, preset=preset, device=device,
+        force=force and only is not None)  # one point started over under its own lock (`run_study`)
+    if failed and only is not None:
+        raise UserError(f"point {only} ({todo[0].label}) failed: {failed[0][1]}")
     summary = None
     if only is None:
         summary = summarize_sweep(out)
@@ -83,16 +86,13 @@ def run_sweep(out: Path, config_file: Path, preset: str | None = None, force: bo
         done = sum(point_finished(out, p) for p in points)
         raise UserError(f"point {point.index} ({point.label}) failed: {why}; {done} of {len(points)} points are "
                         f"finished and kept{f' ({len(failed) - 1} more failed)' if len(failed) > 1 else ''}; fix it "
-                        f"and rerun (finished points are skipped)")
+                        f"and rerun (finished points are skipped), or 'factrecall report --study {out}' for a report "
+                        f"of the finished ones")
     return summary
 
 
-def _start_over(out: Path, points: list[Point] | None) -> None:
-    """`--force`: remove those points' directories (all of the sweep's files when `points` is None)."""
-    if points is not None:
-        for p in points:
-            shutil.rmtree(p.layout(out).root, ignore_errors=True)
-        return
+def _start_over(out: Path) -> None:
+    """`--force` without `--point`: remove every file of the sweep (a lock file aside)."""
     if out.is_dir():
         for child in out.iterdir():
             if child != StudyLayout(out).lock:
@@ -104,15 +104,15 @@ def _ours(out: Path, child: Path) -> bool:
     files = StudyLayout(out)
     owned = {files.lock, files.record, files.summary, files.report.parent, files.point("x").root.parent,
              files.point_log("x").parent}
-    return child in owned or child.name.startswith(f".{files.record.name}.")  # study.json being replaced
+    return child in owned or child.name.startswith((f".{files.record.name}.", f".{files.summary.name}."))  # replaced now
 
 
 def _prepare_root(out: Path, config_file: Path, preset: str | None, points: list[Point]) -> None:
     """Write the sweep's study.json (its points as of this config); refuse a directory holding anything else."""
     files = StudyLayout(out)
     if files.record.is_file() and sweep_record(out) is None:
-        raise UserError(f"--out {out} holds a single study, not a sweep; use another directory or --force to "
-                        f"start it over")
+        raise UserError(f"--out {out} holds a single study, not a sweep; use another directory or --force "
+                        f"(without --point) to start it over")
     if out.is_dir() and not all(_ours(out, child) for child in out.iterdir()):
         raise UserError(f"--out {out} holds files that are not a sweep's; choose another directory or pass --force")
     out.mkdir(parents=True, exist_ok=True)
@@ -123,21 +123,23 @@ def _prepare_root(out: Path, config_file: Path, preset: str | None, points: list
         "provenance": package_versions()})
 
 
-def _run_here(out: Path, points: list[Point], log: Callable[[str], None], **_) -> list[tuple[Point, str]]:
+def _run_here(out: Path, points: list[Point], log: Callable[[str], None], force: bool = False,
+              **_) -> list[tuple[Point, str]]:
     """Each point in this process, in order; returns the failed ones with their one-line reasons."""
     failed = []
     for p in points:
         log(f"— point {p.index}: {p.label} ({p.layout(out).root})")
         try:
-            summary = run_study(p.layout(out).root, point=p, log=log, ignore_disk=True)
+            summary = run_study(p.layout(out).root, point=p, log=log, ignore_disk=True, force=force)
         except UserError as e:
             failed.append((p, str(e)))
             log(f"point {p.index} ({p.label}) failed: {e}")
             continue
-        except Exception as e:  # noqa: BLE001 — one point's bug must not lose the others; its traceback is kept
-            log_file = StudyLayout(out).point_log(p.id)
-            write_bytes(log_file, traceback.format_exc().encode())
-            failed.append((p, f"{type(e).__name__}: {e} (traceback in {log_file})"))
+        except Exception as e:  # noqa: BLE001 — one point's bug must not lose the others; its traceback is logged
+            log(traceback.format_exc())
+            first = (str(e).strip().splitlines() or [""])[0]
+            failed.append((p, f"{type(e).__name__}: {first} (traceback above, or with --jobs in "
+                              f"{StudyLayout(out).point_log(p.id)})"))
             log(f"point {p.index} ({p.label}) failed: {failed[-1][1]}")
             continue
         log(f"point {p.index} ({p.label}) finished: {point_headline(summary)}")
@@ -145,9 +147,9 @@ def _run_here(out: Path, points: list[Point], log: Callable[[str], None], **_) -
 
 
 def _run_children(out: Path, points: list[Point], log: Callable[[str], None], jobs: int, config_file: Path,
-                  preset: str | None, device: str | None) -> list[tuple[Point, str]]:
+                  preset: str | None, device: str | None, **_) -> list[tuple[Point, str]]:
     """Each point as `factrecall study --point I` in one of `jobs` child processes sharing this machine's cores."""
-    threads = max(1, torch.get_num_threads() // jobs)
+    threads = max(1, torch.get_num_threads() // min(jobs, len(points)))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     log(f"{len(points)} points in {jobs} processes of {threads} torch thread{'s' * (threads > 1)} each; "
         f"their output in {StudyLayout(out).point_log('<id>')}")
@@ -173,7 +175,9 @@ def _run_children(out: Path, points: list[Point], log: Callable[[str], None], jo
             else:
                 log_file = StudyLayout(out).point_log(p.id)
                 lines = log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-                why = lines[-1] if lines else f"exit code {code}"
+                why = (f"killed by signal {-code}" if code < 0 else
+                       lines[-1].removeprefix("factrecall: error: ").removeprefix(f"point {p.index} ({p.label}) failed: ")
+                       if lines else f"exit code {code}")
                 failed.append((p, f"{why} (log: {log_file})"))
                 log(f"point {p.index} ({p.label}) failed after {seconds:.0f}s: {why}")
     return sorted(failed, key=lambda f: f[0].index)

@@ -181,6 +181,8 @@ def verdict_changes(groups: list[dict], axes: list[str]) -> list[str]:
         for axis in axes:
             slices: dict[str, list] = {}
             for settings, verdict in verdicts:
+                if axis not in settings:  # a listed point that does not set this axis
+                    continue
                 rest = {k: v for k, v in settings.items() if k != axis}
                 slices.setdefault(repr(sorted(rest.items())), []).append((settings, verdict, rest))
             for rows in slices.values():
