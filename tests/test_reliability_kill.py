@@ -123,6 +123,10 @@ def test_killed_twice_then_completed_equals_uninterrupted(name, seed, uninterrup
     rng = random.Random(seed)
     moments = [rng.uniform(0, seconds) for _ in range(2)]  # over the whole measured run, start-up included
     landed = [_kill_after(name, subject, moment) for moment in moments]
+    while not any(landed) and moments[0] > 0.05:  # it ran faster than measured (the other worker went quiet)
+        _reset(subject, sources[COMMANDS[name][1]])
+        moments = [m / 2 for m in moments]
+        landed = [_kill_after(name, subject, moment) for moment in moments]
     when = f"kills at {[round(m, 2) for m in moments]} s of {seconds:.1f} s (landed while running: {landed})"
     print(name, when)  # pytest -rP shows where the kills landed
     assert any(landed), f"no kill landed while '{name}' ran: {when}"
