@@ -22,6 +22,7 @@ from factrecall.artifacts import read_json, write_bytes  # noqa: E402
 from factrecall.layout import StudyLayout  # noqa: E402
 from factrecall.report.save import save_figure  # noqa: E402
 from factrecall.study.claims import STATEMENTS  # noqa: E402
+from factrecall.study.sweep_summary import mean_sd  # noqa: E402
 from factrecall.terms import STRATEGIES  # noqa: E402
 
 COLORS = {"mix": "#1f77b4", "stage": "#d62728"}
@@ -35,8 +36,7 @@ def ladder_figure(groups: list[dict], claim_id: str, measure: str) -> Figure:
             values = [v for v in g["ladder"][claim_id][measure][strategy] if v is not None]
             if not values:
                 continue
-            mean = sum(values) / len(values)
-            sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+            mean, sd = mean_sd(values)
             ax.errorbar(x + offset, mean, yerr=sd, fmt="o", color=COLORS[strategy], capsize=4, ms=7,
                         label=strategy.capitalize() if x == 0 else None)
             ax.scatter([x + offset + 0.05] * len(values), values, s=12, color=COLORS[strategy], alpha=0.45)

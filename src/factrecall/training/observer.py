@@ -23,13 +23,13 @@ class GradientObserver:
         self._handles = [self._register(name, p) for name, p in named_parameters.items()]
 
     def _register(self, name: str, p: torch.nn.Parameter):
-        """Attach the hook that hands `p`'s gradients to `observe` (returns its handle)."""
-        def hook(grad: torch.Tensor) -> None:
-            if self._task is not None:
-                self.observe(name, grad)
+        """Attach the hook that hands `p`'s gradients to `observe` (returns its handle); a tensor `observe`
+        returns replaces the gradient autograd passes on."""
+        def hook(grad: torch.Tensor) -> torch.Tensor | None:
+            return self.observe(name, grad) if self._task is not None else None
         return p.register_hook(hook)
 
-    def observe(self, name: str, grad: torch.Tensor) -> None:
+    def observe(self, name: str, grad: torch.Tensor) -> torch.Tensor | None:
         raise NotImplementedError
 
     @contextlib.contextmanager

@@ -64,13 +64,7 @@ class TraceRecorder(GradientObserver):
 
     def _register(self, name: str, p: torch.nn.Parameter):
         if not self.sharded:
-            def hook(grad: torch.Tensor) -> torch.Tensor | None:
-                if self._task is None:
-                    return None
-                self.observe(name, grad)
-                # `record`: what autograd.grad returns is never used; a zero without storage frees the gradient now
-                return grad.new_zeros(()).expand_as(grad) if self._recording else None
-            return p.register_hook(hook)
+            return super()._register(name, p)
 
         def add(param: torch.Tensor) -> None:  # FSDP2: `.grad` holds the reduced shard's new sum
             if self._task is None:
@@ -83,9 +77,11 @@ class TraceRecorder(GradientObserver):
                 self.observe(name, grad if before is None else grad - before)
         return p.register_post_accumulate_grad_hook(add)
 
-    def observe(self, name: str, grad: torch.Tensor) -> None:
-        grad = grad.abs() if self.mode == "abs" else grad
-        self.accumulators[self._task][name].add_(grad.to(torch.float32), alpha=self._lr)
+    def observe(self, name: str, grad: torch.Tensor) -> torch.Tensor | None:
+        self.accumulators[self._task][name].add_((grad.abs() if self.mode == "abs" else grad).to(torch.float32),
+                                                 alpha=self._lr)
+        # `record`: what autograd.grad returns is never used; a zero without storage frees the gradient now
+        return grad.new_zeros(()).expand_as(grad) if self._recording else None
 
     @contextlib.contextmanager
     def attribute(self, task: str, lr: float) -> Iterator[None]:
