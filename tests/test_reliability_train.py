@@ -374,7 +374,7 @@ def test_an_os_error_is_one_line(tmp_path, monkeypatch, capsys):
     """Whatever the OS refuses (here: a permission, raised where the dataset is written) is one line and exit 2."""
     from factrecall.data import generate
 
-    def refuse(config, out):
+    def refuse(config, out, force=False):
         raise PermissionError(13, "Permission denied", str(out))
 
     monkeypatch.setattr(generate, "generate_dataset", refuse)

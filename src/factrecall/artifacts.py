@@ -182,14 +182,27 @@ def sha256_files(paths: Iterable[Path]) -> str:
     return h.hexdigest()
 
 
+def _usual_modes(root: Path) -> None:
+    """Give `root` and everything in it the modes a plain mkdir and open give under the umask (tempfile
+    makes the directory 0700 and safetensors its files 0600, which colleagues could not read)."""
+    for directory, _, names in os.walk(root):
+        os.chmod(directory, 0o777 & ~_UMASK)
+        for name in names:
+            file = os.path.join(directory, name)
+            if not os.path.islink(file):
+                os.chmod(file, 0o666 & ~_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_directory(path: Path) -> Iterator[Path]:
-    """Build a directory under a temporary name; on success it replaces `path` whole."""
+    """Build a directory under a temporary name; on success it replaces `path` whole, its directories
+    and files with the umask's modes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _usual_modes(tmp)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old")

@@ -5,29 +5,70 @@ command writes the directory: a second writer is refused at once, naming the hol
 kernel drops the lock when its process dies (SIGKILL included), so a stale lock file never blocks;
 on a normal exit the file is removed, so a finished directory holds only its artifacts.
 
+The lock file is opened without following a link (`O_NOFOLLOW`), and only a file this process created
+is ever written: a `.lock` that is a symlink, FIFO or directory is refused, and a stale one (its holder
+died) is removed and replaced, never written into, so a folder from someone else cannot aim the lock at
+another file. Only the file this process holds is ever removed.
+
 `refuse_overlap(out, inputs)` refuses an output directory that is, contains or lies inside a
-directory the command reads, before anything is written or deleted.
+directory the command reads, before anything is written or deleted; `PACKAGE` is one such input for
+a command that reads the package's own files (its pools).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from factrecall.errors import UserError
 from factrecall.layout import LOCK
 
+PACKAGE = Path(__file__).resolve().parent  # the installed factrecall (in an editable install, the checkout's)
+_OPEN = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: a FIFO never blocks the open
+_NOT_A_FILE = (errno.ELOOP, errno.EISDIR, errno.ENXIO)  # a symlink, a directory, a socket
+
 
 def _same_file(path: Path, fd: int) -> bool:
     """Whether `path` still names the open file `fd` (a released lock file may be unlinked meanwhile)."""
     try:
-        a, b = os.stat(path), os.fstat(fd)
+        a, b = os.lstat(path), os.fstat(fd)
     except FileNotFoundError:
         return False
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _open_lock(path: Path) -> tuple[int, bool]:
+    """(descriptor of the regular file `path`, whether this call created it); anything else is refused."""
+    while True:
+        try:
+            return os.open(path, _OPEN | os.O_CREAT | os.O_EXCL, 0o666), True
+        except FileExistsError:
+            pass
+        try:
+            fd = os.open(path, _OPEN)
+        except FileNotFoundError:
+            continue  # its holder removed it meanwhile: create it
+        except OSError as e:
+            if e.errno not in _NOT_A_FILE:
+                raise
+            break
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd, False
+        os.close(fd)
+        break
+    raise UserError(f"{path} is not a lock file (a symlink, FIFO or directory); factrecall never writes through "
+                    f"it: delete it and run again")
+
+
+def _holder(fd: int) -> tuple[str, str]:
+    """(pid, name) of the writer that holds the lock file `fd`, as it wrote them ("?", "process" if unreadable)."""
+    pid, _, holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip().partition("\n")
+    return (pid if pid.isdigit() else "?"), (holder if holder.isprintable() and holder else "process")
 
 
 @contextlib.contextmanager
@@ -45,33 +86,31 @@ def directory_lock(directory: Path, what: str) -> Iterator[Path]:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         while True:
-            f = open(path, "a+", encoding="utf-8")
+            fd, new = _open_lock(path)
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                f.seek(0)
-                pid, _, holder = f.read().strip().partition("\n")
-                f.close()
-                raise UserError(f"another {holder or 'process'} is writing {directory} (pid {pid or '?'}); "
+                pid, holder = _holder(fd)
+                os.close(fd)
+                raise UserError(f"another {holder} is writing {directory} (pid {pid}); "
                                 f"wait for it or use another --out") from None
-            if _same_file(path, f.fileno()):
+            if new and _same_file(path, fd):
                 break
-            f.close()  # its holder released and removed it between our open and flock: take the new one
+            if _same_file(path, fd):  # a stale lock file, held now: removed, and a file of our own made
+                path.unlink()
+            os.close(fd)  # else its holder released and removed it between our open and flock: take the new one
     except OSError as e:
         raise UserError(f"cannot write {directory} ({e.strerror or e}); give a directory you can write to "
                         f"as --out") from None
     try:
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n{what}")  # the holder, as a refused writer names it
-        f.flush()
+        os.write(fd, f"{os.getpid()}\n{what}".encode())  # the holder, as a refused writer names it
         yield path
     finally:
-        if _same_file(path, f.fileno()):  # removed while held, so a later writer never takes an orphan
+        if _same_file(path, fd):  # removed while held, so a later writer never takes an orphan
             with contextlib.suppress(OSError):
                 path.unlink()
-        fcntl.flock(f, fcntl.LOCK_UN)
-        f.close()
+        fcntl.flock(fd, fcntl.LOCK_UN)  # for every copy of the descriptor (a forked child's too)
+        os.close(fd)
         if created:
             with contextlib.suppress(OSError):
                 directory.rmdir()  # only succeeds when nothing was written

@@ -13,6 +13,8 @@ for the person's first BIO text (read up to the value) and the question about th
 The "final token" is the one that predicts the answer: the last prompt token of the question and,
 in the bio, the token before the value. Output (default `RUN/analysis/inspect/`): `inspect.json`;
 `report/inspect_figures.py` and `report/inspect_html.py` draw it (three PNGs and an HTML fragment).
+An `out` of your own (`check_out`) lies outside what the inspection reads, and holds nothing or an
+earlier inspection unless forced; the run itself is only read then.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from factrecall.analysis.readout import direct_contributions, logit_lens, read
 from factrecall.analysis.run import model_config, run_dataset
 from factrecall.analysis.selection import top_shared_head
 from factrecall.analysis.weights import analysis_model
-from factrecall.artifacts import write_json
+from factrecall.artifacts import read_json, write_json
 from factrecall.errors import UserError
-from factrecall.layout import InspectLayout, RunLayout
+from factrecall.layout import LOCK, InspectLayout, RunLayout
+from factrecall.locks import refuse_overlap
 from factrecall.models.adapters import geometry
 from factrecall.terms import MODEL_VARIANTS
 
@@ -106,10 +109,33 @@ def _describe(model, tokenizer, view: View, layer: int, head: int, top: int) -> 
     }
 
 
+def _is_inspection(path: Path) -> bool:
+    try:
+        result = read_json(path, "inspection")
+    except UserError:
+        return False
+    return isinstance(result, dict) and {"run", "person", "attribute", "layer", "head", "views"} <= set(result)
+
+
+def check_out(run: Path, out: Path, force: bool = False) -> None:
+    """Refuse an `out` of one's own that is, contains or lies inside the run's dataset, θ_ft or θ_pre (`force`
+    included), and one that holds files but no earlier inspection (unless `force`), before anything is written."""
+    out, files = Path(out), RunLayout(Path(run))
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory")
+    refuse_overlap(out, [("dataset", run_dataset(run).path), ("model directory", files.model),
+                         ("base model directory", files.base)], "inspect")
+    held = [c for c in out.iterdir() if c.name != LOCK] if out.is_dir() else []
+    if held and not force and not _is_inspection(InspectLayout(out).json):
+        raise UserError(f"--out {out} is not empty and holds no inspection; choose another directory or pass "
+                        f"--force to write over its files")
+
+
 def inspect_run(run: Path, person: int | None = None, layer: int | None = None, head: int | None = None,
                 on: str = "finetuned", attribute: str | None = None, out: Path | None = None,
-                top: int = 5, device: str = "auto") -> dict:
-    """One person's BIO and QA views through one head; writes and returns inspect.json.
+                top: int = 5, device: str = "auto", force: bool = False) -> dict:
+    """One person's BIO and QA views through one head; writes and returns inspect.json (in `out`, checked by
+    `check_out` with `force`, or in the run).
 
     `attribute` None: `birth_city` for a generated dataset, else the dataset's first attribute. The BIO view
     comes from the person's first bio that states the attribute, the QA view from their first question on it.
@@ -123,6 +149,8 @@ def inspect_run(run: Path, person: int | None = None, layer: int | None = None, 
         raise UserError(f"--top must be at least 1 (got {top})")
     config = model_config(run)
     check_head(config, layer, head)
+    if out is not None:
+        check_out(run, out, force)
     dataset = run_dataset(run)
     attribute = default_attribute(dataset) if attribute is None else attribute
     if attribute not in dataset.attributes:

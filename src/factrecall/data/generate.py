@@ -13,8 +13,9 @@ config gives byte-identical files: all randomness comes from `random.Random` str
 strings derived from `seed`, one stream per concern, so changing e.g. `bios_per_person` does not
 change who the people are.
 
-`generate_dataset` holds the directory's lock (`factrecall.locks`) while it writes, and the sampling
-loop is bounded: odd custom pools end in a UserError, never in a hang.
+`generate_dataset` holds the directory's lock (`factrecall.locks`) while it writes, replaces only the
+same dataset (drawn from the same config) unless forced, never writes over the package or its pools, and
+the sampling loop is bounded: odd custom pools end in a UserError, never in a hang.
 """
 
 from __future__ import annotations
@@ -26,12 +27,20 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from factrecall.artifacts import atomic_directory, is_directory, sha256_files, write_json, write_jsonl
+from factrecall.artifacts import (
+    as_json,
+    atomic_directory,
+    is_directory,
+    read_json,
+    sha256_files,
+    write_json,
+    write_jsonl,
+)
 from factrecall.data.dataset import load_dataset
 from factrecall.data.pools import ANSWER_CUE, ATTRIBUTES, MONTHS, PRONOUNS, Pools, load_pools
 from factrecall.errors import UserError
 from factrecall.layout import DatasetLayout
-from factrecall.locks import directory_lock, refuse_overlap
+from factrecall.locks import PACKAGE, directory_lock, refuse_overlap
 
 GENERATOR_VERSION = "1"
 
@@ -207,17 +216,35 @@ def vocabulary_fragments(pools: Pools, config: DataConfig) -> list[str]:
     return sorted(fragments)
 
 
-def generate_dataset(config: DataConfig, out: Path) -> dict:
+def _holds_other_files(out: Path, config: DataConfig) -> bool:
+    """Whether `out` holds anything but its lock file and a dataset generated from `config` (the same files)."""
+    files = DatasetLayout(out)
+    held = {c for c in out.iterdir() if c != files.lock} if out.is_dir() else set()
+    if not held:
+        return False
+    try:
+        meta = read_json(files.meta, "dataset meta")
+    except UserError:
+        return True
+    same = isinstance(meta, dict) and meta.get("generator_version") == GENERATOR_VERSION and \
+        meta.get("config") == as_json(asdict(config))
+    return not (same and held <= set(files.files))
+
+
+def generate_dataset(config: DataConfig, out: Path, force: bool = False) -> dict:
     """Write the dataset directory `out` atomically, holding its lock; returns its meta.json content.
 
-    Refused before anything is written: an `out` that is, contains or lies inside the pools or an
-    excluded dataset, and an `out` another process is writing."""
+    Refused before anything is written: an `out` that is, contains or lies inside the pools, an
+    excluded dataset or the factrecall package (`force` included), an `out` holding anything but the
+    dataset of this same config (unless `force`), and an `out` another process is writing."""
     config.validate()
     out = Path(out)
-    refuse_overlap(out, [("pool directory", config.pools), *(("excluded dataset", e) for e in config.exclude)],
-                   "data generate")
+    refuse_overlap(out, [("pool directory", config.pools), *(("excluded dataset", e) for e in config.exclude),
+                         ("factrecall package", PACKAGE)], "data generate")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory")
+    if not force and _holds_other_files(out, config):
+        raise UserError(f"--out {out} is not empty; choose another directory or pass --force to replace it")
     pools = load_pools(Path(config.pools) if config.pools else None)
     exclude, excluded_hashes = excluded_names(config)
     people = sample_people(pools, config, exclude)

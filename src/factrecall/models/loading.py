@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -20,7 +21,9 @@ from factrecall.models.adapters import adapter_for
 
 
 def _first_line(error: Exception) -> str:
-    return (str(error).splitlines() or [type(error).__name__])[0]
+    """The error's first line, with the next one when it only introduces it ("… for field 'x':")."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    return " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
 
 
 def check_model_dir(path: Path) -> None:
@@ -39,7 +42,7 @@ def load_config(path: Path):
     check_model_dir(path)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=True)
-    except (ValueError, OSError, KeyError, TypeError, AttributeError) as e:  # transformers' errors vary by field
+    except (ValueError, OSError, KeyError, TypeError, AttributeError, StrictDataclassError) as e:  # vary by field
         raise UserError(f"model directory {path}: config.json is not loadable ({_first_line(e)})") from None
     adapter_for(config)
     return config

@@ -30,7 +30,8 @@ How the Trainer's own loop is traced, with no change to it:
 
 One process only (no DDP, DataParallel or DeepSpeed), no fp16 loss scaling (bf16 is fine: the trace stays
 float32), and no resuming from a Trainer checkpoint (it does not hold the trace): each is refused in
-`on_train_begin`, before any step.
+`on_train_begin`, before any step, as is an `out` that is a file or that another writer holds the lock of
+(`factrecall.locks`); `on_train_end` writes under that lock.
 """
 
 from __future__ import annotations
@@ -45,10 +46,14 @@ from transformers import TrainerCallback
 from factrecall.artifacts import atomic_directory
 from factrecall.errors import UserError
 from factrecall.layout import RunLayout
+from factrecall.locks import directory_lock
 from factrecall.models.adapters import tracked_parameter_names
 from factrecall.terms import TASKS
 from factrecall.training.config import TRACE_MODES
 from factrecall.training.trace import TraceRecorder, save_trace
+
+
+_WRITER = "TraceCallback"  # how the lock file names this writer to a refused one
 
 
 def batch_task(value, key: str = "task") -> str:
@@ -108,6 +113,10 @@ class TraceCallback(TrainerCallback):
         if state.global_step > 0:
             raise UserError(f"TraceCallback cannot resume at step {state.global_step}: a Trainer checkpoint does "
                             f"not hold the trace of the steps before it; train from the start")
+        if self.layout.root.exists() and not self.layout.root.is_dir():
+            raise UserError(f"TraceCallback out {self.layout.root} is a file; give the run directory to write")
+        with directory_lock(self.layout.root, _WRITER):  # another writer's lock: refused now, not after training
+            pass
         taken = [p for p in (self.layout.trace, self.layout.model if self.save_model else None)
                  if p is not None and p.exists()]
         if taken and not self.overwrite:
@@ -137,10 +146,11 @@ class TraceCallback(TrainerCallback):
                     "model": str(getattr(model.config, "_name_or_path", "") or type(model).__name__),
                     "steps": json.dumps({"train": state.global_step}),
                     "micro_batches": json.dumps(self.micro_batches), "source": "transformers.Trainer"}
-        save_trace(self.layout.trace, self.recorder.state_dict(), metadata)
-        self.recorder = None
-        if self.save_model:
-            with atomic_directory(self.layout.model) as tmp:
-                model.save_pretrained(tmp)
-                if processing_class is not None and hasattr(processing_class, "save_pretrained"):
-                    processing_class.save_pretrained(tmp)
+        with directory_lock(self.layout.root, _WRITER):
+            save_trace(self.layout.trace, self.recorder.state_dict(), metadata)
+            self.recorder = None
+            if self.save_model:
+                with atomic_directory(self.layout.model) as tmp:
+                    model.save_pretrained(tmp)
+                    if processing_class is not None and hasattr(processing_class, "save_pretrained"):
+                        processing_class.save_pretrained(tmp)
