@@ -98,6 +98,18 @@ CASES = [
     ("resume-finished-run-with-other-config", lambda t, d, r: [
         "train", "--data", d, "--out", _with_run(t, r), "--strategy", "mix", "--preset", "smoke", "--lr", 1,
         "--resume"], "different config or dataset"),
+    ("qa-stop-at-without-evaluations", lambda t, d, r: [
+        "train", "--data", d, "--out", t / "o", "--strategy", "stage", "--preset", "smoke", "--qa-stop-at", 0.9],
+     "qa_stop_at must be 0 without periodic evaluations"),
+    ("qa-phase-weight-decay-negative", lambda t, d, r: [
+        "train", "--data", d, "--out", t / "o", "--strategy", "stage", "--preset", "smoke",
+        "--qa-phase-weight-decay", -0.5], r"qa_phase_weight_decay must be -1 \(= weight_decay\) or a number ≥ 0"),
+    ("start-from-a-mix-run", lambda t, d, r: [
+        "train", "--data", d, "--out", t / "o", "--strategy", "stage", "--preset", "smoke", "--start-from",
+        _with_run(t, r)], "is a mix run; only a stage run keeps its BIO phase"),
+    ("start-from-no-run", lambda t, d, r: [
+        "train", "--data", d, "--out", t / "o", "--strategy", "stage", "--preset", "smoke", "--start-from", t],
+     "is not a run directory"),
     ("run-without-trace", lambda t, d, r: ((c := _with_run(t, r)) / "trace.safetensors").unlink() or
      ["shared", "--run", c], "no trace.safetensors"),
     ("trace-of-another-model", lambda t, d, r: (_trace_edit(c := _with_run(t, r), lambda tr: {

@@ -12,6 +12,7 @@ from factrecall.data.generate import generate_dataset
 from factrecall.errors import UserError
 from factrecall.evaluation.forgetting import forgetting_run
 from factrecall.study.bases import build_base
+from factrecall.study.claims import STATEMENTS
 from factrecall.study.config import data_config, train_config
 from factrecall.training.loop import train
 
@@ -106,4 +107,4 @@ def test_a_study_over_a_random_base_and_a_model_directory(bases, tmp_path):
     assert list(summary["bases"]) == ["random", "skill"] and summary["bases"]["random"]["forgetting"] is None
     assert set(summary["bases"]["skill"]["forgetting"]["mix"]["after"]) == {"qa_id", "bio"}
     assert (tmp_path / "s" / summary["bases"]["skill"]["report"]).is_file()
-    assert [c["id"] for c in summary["bases"]["skill"]["claims"]] == [f"C{i}" for i in range(1, 8)]
+    assert [c["id"] for c in summary["bases"]["skill"]["claims"]] == list(STATEMENTS)

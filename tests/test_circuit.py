@@ -105,3 +105,71 @@ def test_head_counts_every_n_for_small_models_and_a_grid_for_large_ones():
     assert grid[:9] == list(range(9)) and grid[-1] == 672 and grid == sorted(set(grid))
     assert all(b / a <= 1.5 for a, b in zip(grid[8:], grid[9:]))  # at least two points per doubling
     assert len(grid) < 30
+
+
+IMPORTANT = {(0, 1), (1, 2)}  # the heads the fake evaluation below needs
+
+
+def _fake_evaluation(monkeypatch):
+    """Make `circuit_curves` score a reset set without a forward: OOD-QA 1.0 with both IMPORTANT heads kept, 0.4
+    with one, 0 with none (ID-QA alike); records every OOD-only scoring. Returns that record."""
+    import contextlib
+
+    from factrecall.analysis import circuit
+
+    state, ood_only = {}, []
+
+    @contextlib.contextmanager
+    def reset(model, base, masks):
+        state["reset"] = {tuple(map(int, name.split("."))) for name in masks}
+        yield
+
+    def evaluate(model, sets, pad):
+        if set(sets) == {"qa_ood"}:
+            ood_only.append(frozenset(state["reset"]))
+        kept = len(IMPORTANT - state["reset"])
+        return {name: {"accuracy": (0.0, 0.4, 1.0)[kept]} for name in sets}
+
+    monkeypatch.setattr(circuit, "unit_masks", lambda config, shapes, kind, units:
+                        {f"{layer}.{unit}": torch.ones(1, dtype=torch.bool) for layer, unit in units})
+    monkeypatch.setattr(circuit, "reset_to_base", reset)
+    monkeypatch.setattr(circuit, "evaluate", evaluate)
+    state["reset"] = set()
+    return ood_only
+
+
+def test_random_is_the_median_over_permutations_seeded_by_the_run(smoke_run, tmp_path, monkeypatch):
+    import json
+    import shutil
+    import statistics
+
+    from factrecall.analysis.circuit import circuit_curves
+
+    ood_only = _fake_evaluation(monkeypatch)
+    runs = {}
+    for seed in (0, 1):
+        runs[seed] = tmp_path / f"seed{seed}"
+        shutil.copytree(smoke_run, runs[seed])
+        config = json.loads((runs[seed] / "config.json").read_text())
+        config["train"]["seed"] = seed
+        (runs[seed] / "config.json").write_text(json.dumps(config))
+    r = circuit_curves(runs[0], "head", ("shared_size", "random"), random_rankings=5)
+    random = r["metrics"]["random"]
+    assert random["seed"] == 0 and len(random["permutations"]) == 5
+    for p in random["permutations"]:  # each permutation's n, from its own ranking: exact despite the early stop
+        where = [p["ranking"].index(list(u)) + 1 for u in sorted(IMPORTANT)]
+        assert (p["minimal_sufficient"], p["critical"]) == (max(where), min(where))
+        assert p["sufficiency"][-1]["n"] == p["minimal_sufficient"] and p["criticality"][-1]["n"] == p["critical"]
+    for key in ("minimal_sufficient", "critical"):
+        assert random[key] == statistics.median(p[key] for p in random["permutations"])
+    assert random["ranking"] == random["permutations"][0]["ranking"]  # the drawn curves are permutation 0's
+    assert [p["n"] for p in random["sufficiency"]] == list(range(9))  # ...and complete
+    assert ood_only  # the other permutations are scored on OOD-QA alone
+    rankings = [p["ranking"] for p in random["permutations"]]
+    assert len({json.dumps(x) for x in rankings}) == 5  # the permutations differ
+    again = circuit_curves(runs[0], "head", ("random",), random_rankings=5)["metrics"]["random"]
+    assert [p["ranking"] for p in again["permutations"]] == rankings  # the same seed, the same permutations
+    other = circuit_curves(runs[1], "head", ("random",), random_rankings=5)["metrics"]["random"]
+    assert other["seed"] == 1 and [p["ranking"] for p in other["permutations"]] != rankings
+    with pytest.raises(UserError, match="random-rankings must be at least 1"):
+        circuit_curves(runs[0], "head", ("random",), random_rankings=0)

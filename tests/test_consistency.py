@@ -1,13 +1,15 @@
 """Consistency (docs/method.md §10): logged gradient cosines against an autograd replay, trace untouched,
-trace directions and representations against direct computations."""
+trace directions and representations against direct computations, centred cosines and retrieval against
+numpy loops, and the bootstrap standard error against the analytic one."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from factrecall.analysis.consistency import consistency_run
+from factrecall.analysis.consistency import bootstrap_means, consistency_run, pair_measures, value_and_se
 from factrecall.data.dataset import load_dataset
 from factrecall.encode import collate, encode_bio, encode_qa
 from factrecall.errors import UserError
@@ -126,10 +128,98 @@ def test_consistency_run(runs):
         assert all(-1 - 1e-6 <= c <= 1 + 1e-6 for c in table["matched"] + table["mismatched"])
     # layer 0 is the token embedding (Llama adds no positions): the name's last token is the same in both forms
     assert representation["subject"]["all"]["matched"][0] == pytest.approx(1.0, abs=1e-6)
+    for position in ("subject", "answer"):  # each judged number: the mean over layers 1..L of its per-layer means
+        table = representation[position]["all"]
+        per_layer = {"gap": table["gap"], "centred_gap": table["centred"]["gap"], **table["retrieval"]}
+        for key, summary in table["over_layers"].items():
+            assert summary["value"] == pytest.approx(np.mean(per_layer[key][1:])) and summary["se"] >= 0
+        assert all(0 <= t <= m <= 1 for t, m in zip(table["retrieval"]["top1"], table["retrieval"]["mrr"]))
+        assert table["retrieval"]["candidates"] == 8
+    probe = result["gradient_probe"]
+    assert probe["over_layers"]["all"]["gap"]["value"] == pytest.approx(np.mean(list(probe["all"]["gap"].values())))
+    assert probe["over_layers"]["all"]["gap"]["se"] > 0 and result["bootstrap"] == 200
     gradient = result["gradient"]
     assert gradient["logged"] == sum("grad_cosine" in r for r in _steps(run)) and "by_layer" in gradient
     with pytest.raises(UserError, match="at least 2"):
         consistency_run(run, people=1)
+    with pytest.raises(UserError, match="--bootstrap must be at least 2"):
+        consistency_run(run, bootstrap=1)
+
+
+def _loop_measures(bio: np.ndarray, qa: np.ndarray, attribute: np.ndarray, other: np.ndarray) -> dict:
+    """Centred cosines and retrieval of [n, L+1, D] states, pair by pair in numpy (the independent computation)."""
+    n, layers, _ = bio.shape
+    out = {k: np.zeros((n, layers)) for k in ("centred_matched", "centred_mismatched", "top1", "mrr")}
+
+    def cos(a, b):
+        return a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+
+    for layer in range(layers):
+        x, y = bio[:, layer].copy(), qa[:, layer].copy()
+        for a in set(attribute.tolist()):
+            x[attribute == a] -= bio[attribute == a, layer].mean(0)
+            y[attribute == a] -= qa[attribute == a, layer].mean(0)
+        for i in range(n):
+            out["centred_matched"][i, layer] = cos(x[i], y[i])
+            out["centred_mismatched"][i, layer] = cos(x[i], y[other[i]])
+            candidates = np.flatnonzero(attribute == attribute[i])
+            similarity = np.array([cos(x[i], y[j]) for j in candidates])
+            out["top1"][i, layer] = candidates[np.argmax(similarity)] == i
+            out["mrr"][i, layer] = 1 / (1 + np.sum(similarity > cos(x[i], y[i])))
+    return out
+
+
+def test_centred_cosines_and_retrieval_equal_numpy_loops():
+    rng = np.random.default_rng(0)
+    n, layers, width = 24, 3, 16
+    shared = rng.normal(size=width) * 5  # a direction every state has, as Mix's do
+    fact = rng.normal(size=(n, layers, width))
+    bio = shared + fact + rng.normal(size=(n, layers, width))
+    qa = shared + fact + rng.normal(size=(n, layers, width))
+    attribute = np.arange(n) % 3
+    other = np.array([(i + 3) % n for i in range(n)])  # the next person's pair of the same attribute
+    got = pair_measures(torch.tensor(bio, dtype=torch.float32), torch.tensor(qa, dtype=torch.float32),
+                        torch.tensor(attribute), torch.tensor(other))
+    want = _loop_measures(bio, qa, attribute, other)
+    for key in ("centred_matched", "centred_mismatched"):
+        np.testing.assert_allclose(got[key], want[key], atol=1e-5)
+    np.testing.assert_array_equal(got["rank"] == 1, want["top1"] == 1)
+    np.testing.assert_allclose(1 / got["rank"], want["mrr"])
+    assert 0 < want["top1"].mean() < 1  # the retrieval is neither trivial nor hopeless here
+    # the shared direction inflates the uncentred mismatched cosine and so shrinks the uncentred gap
+    uncentred = (got["matched"] - got["mismatched"]).mean()
+    centred = (got["centred_matched"] - got["centred_mismatched"]).mean()
+    assert got["mismatched"].mean() > 0.5 and centred > uncentred + 0.2
+
+
+def test_identical_states_centre_to_zero_and_rank_last():
+    bio = torch.ones(4, 2, 3)  # layer 1 the same for every person: nothing to retrieve
+    bio[:, 0] = torch.eye(4, 3)
+    got = pair_measures(bio, bio.clone(), torch.zeros(4, dtype=torch.long), torch.tensor([1, 2, 3, 0]))
+    assert (got["centred_matched"][:, 1] == 0).all() and (got["rank"][:, 1] == 4).all()
+    assert (got["matched"][:, 1] == pytest.approx(1.0))
+
+
+def test_bootstrap_is_seeded_and_matches_the_analytic_se_of_a_mean():
+    rng = np.random.default_rng(1)
+    people = 400
+    values = rng.normal(size=people)
+    analytic = values.std(ddof=1) / np.sqrt(people)
+    twice = np.repeat(values, 2)[:, None]  # two rows per person (two attributes): people, not rows, are resampled
+    person = np.repeat(np.arange(people), 2)
+    resampled = bootstrap_means(twice, person, 2000)
+    assert resampled.shape == (2000, 1)
+    assert value_and_se(twice.mean(), resampled[:, 0], people)["se"] == pytest.approx(analytic, rel=0.08)
+    np.testing.assert_array_equal(resampled, bootstrap_means(twice, person, 2000))
+    assert not np.array_equal(resampled, bootstrap_means(twice, person, 2000, seed=1))
+
+
+def test_bootstrap_skips_absent_values():
+    values = np.array([[1.0, 2.0], [3.0, np.nan]])  # the last person has no mismatched pair (the probe)
+    resampled = bootstrap_means(values, np.arange(2), 50)
+    assert np.isnan(resampled[:, 1]).any() and np.nanmax(resampled[:, 1]) == 2.0
+    assert value_and_se(2.0, np.array([np.nan, 1.0]), 2)["se"] is None
+    assert value_and_se(2.0, np.array([1.0, 3.0]), 1)["se"] is None  # one person: no spread to speak of
 
 
 def test_gradient_probe_equals_autograd(runs, small_data):

@@ -60,8 +60,9 @@ def test_cli_prints_the_registry_headline_of_what_it_wrote(command, analysis, sm
 
 
 def _concentration(observed: float) -> dict:
-    return {"entries": 7, **{m: {"observed": observed, "null_mean": 0.25, "null_std": 0.01, "excess": observed - 0.25}
-                             for m in ("gini", "top_10%")}}
+    return {"entries": 7, "units": 8, **{m: {null: {"observed": observed, "null_mean": 0.25, "null_sd": 0.01,
+                                                    "excess": observed - 0.25} for null in ("kind_level", "per_tensor")}
+                                         for m in ("gini", "top_10%")}}
 
 
 def test_summaries_carry_the_same_size_numbers_and_read_old_results():
@@ -69,14 +70,16 @@ def test_summaries_carry_the_same_size_numbers_and_read_old_results():
     results written before those existed still summarise (without them)."""
     shared = {"k": 1.0, "top_bio": 10, "top_qa": 10, "shared": 3, "chance": 0.1, "enrichment": 30.0, "jaccard": 0.2,
               "gini": {"heads": 0.5, "neurons": 0.6}, "top_unit_share": {"heads": {}, "neurons": {}}}
-    point = {"fraction": 0.001, "size": 5, "depth": 9, "null_draws": 8, "heads": _concentration(0.75),
+    point = {"fraction": 0.001, "size": 5, "depth": 9, "null_draws": 100, "heads": _concentration(0.75),
              "neurons": _concentration(1.0)}
     summary = REGISTRY["shared"].summary(shared | {"matched": [point]})
-    measures = {v: {"observed": v, "null_mean": 0.25, "excess": v - 0.25} for v in (0.75, 1.0)}
-    assert summary["matched"] == [{"fraction": 0.001, "size": 5, "depth": 9,
-                                   **{kind: {"entries": 7, "gini": measures[v], "top_10%": measures[v]}
-                                      for kind, v in (("heads", 0.75), ("neurons", 1.0))}}]
-    assert REGISTRY["shared"].summary(shared)["matched"] == []
+    measures = {v: {"observed": v, **{null: {"excess": v - 0.25, "null_sd": 0.01} for null in ("kind_level",
+                                                                                               "per_tensor")}}
+                for v in (0.75, 1.0)}
+    assert summary["matched"] == {"0.001": {"size": 5, "depth": 9,
+                                            **{kind: {"entries": 7, "units": 8, "gini": measures[v], "top_10%": measures[v]}
+                                               for kind, v in (("heads", 0.75), ("neurons", 1.0))}}}
+    assert REGISTRY["shared"].summary(shared)["matched"] == {}
 
     def sets(drop: float, size: int) -> dict:
         controls = ("random", "top_bio_only", "top_qa_only")
@@ -90,10 +93,12 @@ def test_summaries_carry_the_same_size_numbers_and_read_old_results():
     assert summary["matched"]["sizes"] == dict.fromkeys(("shared", "random", "top_bio_only", "top_qa_only"), 30)
     assert REGISTRY["ablation"].summary(ablation)["matched"] is None
 
-    graft = {"parameters": 100, "sparsity": 0.4, "graft": {"size": 40, "accuracy": {"qa_id": 0.9}},
+    graft = {"traced": 100, "sparsity": 0.4, "converged": True, "graft": {"size": 40, "accuracy": {"qa_id": 0.9}},
              "base_patch": {"accuracy": {"qa_id": 0.5}}}
-    point = {"sparsity": 0.1, "size": 12, "best_step": 3, "accuracy": {"qa_id": 0.8}, "base_patch": {}}
-    summary = REGISTRY["graft"].summary(graft | {"finetuned": {"qa_id": 1.0}, "sweep": [point]})
-    assert summary["finetuned"] == {"qa_id": 1.0}
-    assert summary["sweep"] == [{"sparsity": 0.1, "size": 12, "accuracy": {"qa_id": 0.8}}]
+    point = {"sparsity": 0.1, "size": 12, "best_step": 3, "steps_run": 10, "converged": True,
+             "accuracy": {"qa_id": 0.8}, "base_patch": {}}
+    bracket = {"miss": {"sparsity": 0.08, "size": 9}, "hit": {"sparsity": 0.1, "size": 12}, "width": 0.02}
+    summary = REGISTRY["graft"].summary(graft | {"finetuned": {"qa_id": 1.0}, "sweep": [point], "bracket": bracket})
+    assert summary["finetuned"] == {"qa_id": 1.0} and summary["bracket"] == bracket
+    assert summary["sweep"] == [{"sparsity": 0.1, "size": 12, "converged": True, "accuracy": {"qa_id": 0.8}}]
     assert REGISTRY["graft"].summary(graft)["sweep"] == [] and REGISTRY["graft"].summary(graft)["finetuned"] is None

@@ -219,11 +219,12 @@ def test_matched_sets_against_a_full_sort(run):
         selection.matched(trace, [trace.entries + 1])
 
 
-def test_placement_null_against_a_dense_simulation(run):
-    """The null's mean and spread match a simulation that places entries on dense masks and counts heads and
-    neurons from the unit layout; a set holding every entry of a kind's tensors equals its null exactly."""
+def test_placement_nulls_against_a_dense_simulation(run):
+    """Both nulls' mean and sample sd match a simulation that places entries on dense masks (over all of a kind's
+    tensors, or within each tensor) and counts heads and neurons from the unit layout; a set holding every entry of
+    a kind's tensors equals both nulls exactly."""
     from factrecall.analysis.run import load_trace, model_config
-    from factrecall.analysis.units import concentration, concentration_against_null, kind_shapes
+    from factrecall.analysis.units import METRICS, NULLS, concentration_against_null, kind_shapes
     from factrecall.models.adapters import geometry, tensor_units
     trace, config = load_trace(run), model_config(run)
     g = geometry(config)
@@ -231,38 +232,46 @@ def test_placement_null_against_a_dense_simulation(run):
     draws = 300
     result = concentration_against_null(config, mask, draws)
     gen = torch.Generator().manual_seed(12345)
+
+    def table_of(kind, shapes, parts):
+        table = torch.zeros(g.n_layers, g.n_heads if kind == "heads" else config.intermediate_size, dtype=torch.float64)
+        for (name, shape), part in zip(shapes.items(), parts):
+            layout = tensor_units(config, name)
+            per_feature = part.view(shape).sum(dim=[d for d in range(len(shape)) if d != layout.axis]).double()
+            per_unit = torch.bincount(layout.feature_unit, weights=per_feature)
+            table[layout.layer] += (per_unit / layout.group_size).repeat_interleave(layout.group_size)
+        return table
+
+    def place_dense(size, count):
+        flat = torch.zeros(size, dtype=torch.bool)
+        flat[torch.randperm(size, generator=gen)[:count]] = True
+        return flat
+
     for kind, shapes in kind_shapes(config, trace.shapes).items():
         entries = sum(mask.count(n) for n in shapes)
-        assert result[kind]["entries"] == entries
+        units = g.n_layers * (g.n_heads if kind == "heads" else config.intermediate_size)
+        assert result[kind]["entries"] == entries and result[kind]["units"] == units
         sizes = [math.prod(s) for s in shapes.values()]
-        simulated = []
-        for _ in range(draws):
-            flat = torch.zeros(sum(sizes), dtype=torch.bool)
-            flat[torch.randperm(sum(sizes), generator=gen)[:entries]] = True
-            table = None
-            for (name, shape), part in zip(shapes.items(), flat.split(sizes)):
-                layout = tensor_units(config, name)
-                per_feature = part.view(shape).sum(dim=[d for d in range(len(shape)) if d != layout.axis]).double()
-                per_unit = torch.bincount(layout.feature_unit, weights=per_feature)
-                if kind == "heads":
-                    per_unit = (per_unit / layout.group_size).repeat_interleave(layout.group_size)
-                    table = torch.zeros(g.n_layers, g.n_heads, dtype=torch.float64) if table is None else table
-                else:
-                    table = torch.zeros(g.n_layers, per_unit.numel(), dtype=torch.float64) if table is None else table
-                table[layout.layer] += per_unit
-            simulated.append(concentration(table))
-        for metric in ("gini", "top_10%"):
-            values = torch.tensor([s[metric] for s in simulated], dtype=torch.float64)
-            got = result[kind][metric]
-            spread = float(values.std(correction=0))
-            assert got["null_std"] == pytest.approx(spread, rel=0.25, abs=1e-9), (kind, metric)
-            assert got["null_mean"] == pytest.approx(float(values.mean()), abs=4 * spread * math.sqrt(2 / draws) + 1e-9)
-            assert got["excess"] == pytest.approx(got["observed"] - got["null_mean"])
+        simulate = {"kind_level": lambda: place_dense(sum(sizes), entries).split(sizes),
+                    "per_tensor": lambda: [place_dense(n, mask.count(name)) for n, name in zip(sizes, shapes)]}
+        for null in NULLS:
+            tables = [table_of(kind, shapes, simulate[null]()).flatten() for _ in range(draws)]
+            values = {"gini": torch.tensor([gini(t) for t in tables]),
+                      "top_10%": torch.tensor([top_unit_share(t)["10%"] for t in tables])}
+            for metric in METRICS:
+                got = result[kind][metric][null]
+                spread = float(values[metric].std(correction=1))
+                assert got["null_sd"] == pytest.approx(spread, rel=0.25, abs=1e-9), (kind, metric, null)
+                tolerance = 4 * spread * math.sqrt(2 / draws) + 1e-9
+                assert got["null_mean"] == pytest.approx(float(values[metric].mean()), abs=tolerance), (kind, null)
+                assert got["excess"] == pytest.approx(got["observed"] - got["null_mean"])
     everything = IndexMask.from_dense({n: torch.ones(s, dtype=torch.bool) for n, s in trace.shapes.items()})
     full = concentration_against_null(config, everything, 2)
     for kind in ("heads", "neurons"):
-        for metric in ("gini", "top_10%"):
-            assert full[kind][metric]["null_std"] == 0 and full[kind][metric]["excess"] == pytest.approx(0, abs=1e-12)
+        for metric in METRICS:
+            for null in NULLS:
+                assert full[kind][metric][null]["null_sd"] == 0
+                assert full[kind][metric][null]["excess"] == pytest.approx(0, abs=1e-12)
 
 
 def test_analyze_run_reports_matched_sizes(run):
@@ -274,4 +283,5 @@ def test_analyze_run_reports_matched_sizes(run):
         assert point["size"] == math.ceil(point["fraction"] * trace.entries)
         assert point["heads"]["entries"] + point["neurons"]["entries"] == point["size"]  # every traced tensor has units
         for kind in ("heads", "neurons"):
-            assert set(point[kind]) == {"entries", "gini", "top_10%"}
+            assert set(point[kind]) == {"entries", "units", "gini", "top_10%"}
+            assert set(point[kind]["gini"]) == {"kind_level", "per_tensor"} and point["null_draws"] == 100

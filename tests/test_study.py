@@ -18,7 +18,7 @@ from factrecall.locks import directory_lock
 from factrecall.report.build import build_reports
 from factrecall.study.runner import run_study
 
-CLAIMS = [f"C{i}" for i in range(1, 8)]
+CLAIMS = ["C1", "C2", "C3", "C4a", "C4b", "C5", "C6", "C7"]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_smoke_study_writes_every_artifact_and_a_valid_summary(study):
     out, lines = study
     summary = json.loads((out / "summary.json").read_text())
     for strategy in ("stage", "mix"):
-        assert set(summary["accuracy"][strategy]) == {"qa_id", "qa_ood", "bio", "bio_after_bio_training"}
+        assert set(summary["accuracy"][strategy]) == {"qa_id", "qa_ood", "bio", "bio_after_bio_training", "n"}
         for section in ("shared", "ablation", "graft", "heads", "neurons", "attention", "consistency"):
             assert summary[section][strategy], section
     assert [c["id"] for c in summary["claims"]] == CLAIMS

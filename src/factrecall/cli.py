@@ -79,7 +79,7 @@ def data_generate(
     pools: Annotated[Optional[Path], typer.Option(help="Directory of your own pools and templates.")] = None,
     exclude: Annotated[Optional[list[Path]], typer.Option(
         help="A dataset (or base) directory whose people must not be drawn again; repeatable.")] = None,
-    force: Annotated[bool, typer.Option(help="Replace an existing directory.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace what --out holds (another dataset, other files).")] = False,
 ):
     """Generate a population (docs/method.md §1): people.jsonl, bio.jsonl, qa.jsonl, meta.json."""
     from factrecall import generate_dataset
@@ -90,11 +90,7 @@ def data_generate(
                       templates_per_attribute=templates_per_attribute,
                       question_paraphrases=question_paraphrases, pools=str(pools) if pools else None,
                       exclude=tuple(str(_dataset_of(e).resolve()) for e in exclude or ()))
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserError(f"--out {out} is not empty; choose another directory or pass --force to replace it")
-    meta = generate_dataset(cfg, out)
+    meta = generate_dataset(cfg, out, force)
     typer.echo(f"wrote {out}: {json.dumps(meta['counts'])} hash {meta['content_hash'][:12]}")
 
 
@@ -144,6 +140,14 @@ def train_command(
     grad_accum: Annotated[Optional[int], typer.Option(help="Micro-batches per optimizer step.")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
     qa_phase_lr: Annotated[Optional[float], typer.Option(help="Stage's QA-phase peak learning rate.")] = None,
+    qa_phase_weight_decay: Annotated[Optional[float], typer.Option(
+        help="Stage's QA-phase weight decay; -1 = the BIO phase's (train.weight_decay).")] = None,
+    qa_stop_at: Annotated[Optional[float], typer.Option(
+        help="End Stage's QA phase at the first periodic evaluation with ID-QA accuracy ≥ this (needs "
+             "--eval-every); 0 = off.")] = None,
+    start_from: Annotated[Optional[Path], typer.Option(
+        help="A Stage run (or its bio_phase/) with the same settings but the QA phase's: start this run's QA "
+             "phase from its kept BIO phase.")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Steps between periodic evaluations.")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Steps between checkpoints.")] = None,
     trace: Annotated[bool, typer.Option("--trace/--no-trace", help="Record the cross-task gradient trace.")] = True,
@@ -177,13 +181,14 @@ def train_command(
     cfg = train_config(preset, strategy=strategy, model=model, seed=seed,
                        bio_epochs=bio_epochs or epochs, qa_epochs=qa_epochs or epochs, max_steps=max_steps,
                        bio_batch_size=batch_size, qa_batch_size=qa_batch_size, grad_accum=grad_accum, lr=lr,
-                       qa_phase_lr=qa_phase_lr, eval_every=eval_every, checkpoint_every=checkpoint_every,
+                       qa_phase_lr=qa_phase_lr, qa_phase_weight_decay=qa_phase_weight_decay, qa_stop_at=qa_stop_at,
+                       eval_every=eval_every, checkpoint_every=checkpoint_every,
                        trace=trace, trace_mode=trace_mode, trace_normalization=trace_normalization, qa_loss=qa_loss,
                        grad_consistency=grad_consistency, precision=precision,
                        gradient_checkpointing=gradient_checkpointing, device=device, distributed=distributed)
     cfg.validate()
     check_disk(out, run_disk_bytes(cfg, load_dataset(data))["peak"], "this run", ignore_disk)
-    result = train(cfg, data, out, resume=resume, force=force, report_to=report_to)
+    result = train(cfg, data, out, resume=resume, force=force, report_to=report_to, start_from=start_from)
     import torch.distributed as dist
 
     if dist.is_initialized():  # torchrun: end the process group before exit (gloo's threads can abort at exit)
@@ -260,16 +265,27 @@ def ablate_command(
 def graft_command(
     run: RunDir,
     sparsity: Annotated[float, typer.Option(help="Base patch: top fraction of |θ_ft − θ_pre|.")] = DEFAULT.graft_sparsity,
-    steps: Annotated[int, typer.Option(help="Mask optimisation steps.")] = DEFAULT.graft_steps,
+    steps: Annotated[int, typer.Option(help="Mask optimisation steps per block (more blocks, up to 4, while the "
+                                              "best step is the last).")] = DEFAULT.graft_steps,
     lr: Annotated[float, typer.Option(help="Learning rate on the mask scores S.")] = DEFAULT.graft_lr,
     eval_people: EvalPeople = DEFAULT.graft_eval_people,
+    bracket: Annotated[Optional[float], typer.Option(
+        help="Bisect the sparsity that first reaches 90 % of θ_ft's ID-QA to a bracket this wide (claim C5; "
+             f"a study uses {DEFAULT.graft_bracket:g}).")] = None,
+    grid: Annotated[str, typer.Option(help="Comma-separated sparsities the bisection tries first (with --sparsity).")] =
+        ",".join(f"{s:g}" for s in DEFAULT.graft_sparsities),
     data: MovedData = None,
     device: Device = DEFAULT.device,
 ):
     """Find the sparse graft of θ_ft − θ_pre that recalls the ID facts (docs/method.md §7)."""
     from factrecall import graft_run
 
-    _headline("graft", graft_run(run, sparsity, steps, lr, eval_people=eval_people, data=data, device=device), run)
+    try:
+        points = tuple(float(x) for x in grid.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"--grid {grid!r} must be comma-separated sparsities in (0, 1), e.g. 0.2,0.4") from None
+    _headline("graft", graft_run(run, sparsity, steps, lr, eval_people=eval_people, data=data, device=device,
+                                 grid=points, bracket=bracket), run)
 
 
 @app.command("heads")
@@ -286,6 +302,9 @@ def heads_command(
     bio: Annotated[bool, typer.Option("--bio/--no-bio", help="Also score BIO at every point (slower).")] = False,
     eval_people: Annotated[int, typer.Option(help="People per split in the fixed evaluation subset; 0 = all.")] =
         DEFAULT.heads_eval_people,
+    random_rankings: Annotated[int, typer.Option(
+        help="Seeded permutations behind the head curves' `random` (its n are their medians); neurons take one.")] =
+        DEFAULT.random_rankings,
     data: MovedData = None,
     device: Device = DEFAULT.device,
 ):
@@ -294,13 +313,12 @@ def heads_command(
 
     names = tuple(m.strip() for m in metrics.split(",") if m.strip())
     for kind in ("head", "neuron") if neurons else ("head",):
-        r = circuit_curves(run, kind, names, k, eval_people, data=data, intervention=intervention, on=on, bio=bio,
-                           device=device)
+        r = circuit_curves(run, kind, names, k, eval_people, random_rankings=random_rankings if kind == "head" else 1,
+                           data=data, intervention=intervention, on=on, bio=bio, device=device)
         _headline(f"{kind}s", r, run, replace(DEFAULT, heads_on=on))
 
 
 @app.command("inspect")
-@_writes_run
 def inspect_command(
     run: RunDir,
     person: Annotated[Optional[int], typer.Option(help="Person id (default: the first OOD person).")] = None,
@@ -311,24 +329,38 @@ def inspect_command(
     on: Annotated[str, typer.Option(help="finetuned (θ_ft) or grafted (θ_pre + γ⊙Δ).")] = "finetuned",
     aggregate: Annotated[int, typer.Option(help="Also the attention shares over this many people; 0 = off.")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Folder for the figures (default RUN/analysis/inspect).")] = None,
+    force: Annotated[bool, typer.Option(help="Write over files in --out that no inspection wrote.")] = False,
     device: Device = DEFAULT.device,
 ):
-    """Attention pattern, logit lens and direct head contribution for one person, BIO vs QA (docs/method.md §9, Fig. 5)."""
+    """Attention pattern, logit lens and direct head contribution for one person, BIO vs QA (docs/method.md §9, Fig. 5).
+
+    With --out (and no --aggregate) the run is only read, so it may be read-only; the lock is --out's."""
+    import contextlib
+
     from factrecall import inspect_run
     from factrecall.analysis.attention import attention_stats
+    from factrecall.analysis.inspect import check_out
+    from factrecall.locks import directory_lock
     from factrecall.report.inspect_figures import write_figures
     from factrecall.report.inspect_html import write_fragment
     from factrecall.study.registry import REGISTRY
 
     if aggregate < 0:
         raise UserError(f"--aggregate must be 0 (off) or a number of people (got {aggregate})")
+    if not run.is_dir():
+        raise UserError(f"--run {run} is not a directory; give a run directory from 'factrecall train'")
+    if out is not None:
+        check_out(run, out, force)  # before its lock is taken: nothing is written into an input
     files = InspectLayout(out) if out else RunLayout(run).inspect
-    result = inspect_run(run, person, layer, head, on=on, attribute=attribute, out=files.root, device=device)
-    write_figures(result, files.root)
-    write_fragment(result, files.html)
-    typer.echo(f"{REGISTRY['inspect'].headline(result)}: written to {files.root}")
-    if aggregate:
-        _headline("attention", attention_stats(run, people=aggregate, on=on, device=device), run)
+    with contextlib.ExitStack() as locks:
+        for written in ([out] if out else []) + ([run] if out is None or aggregate else []):
+            locks.enter_context(directory_lock(written, "'factrecall inspect'"))
+        result = inspect_run(run, person, layer, head, on=on, attribute=attribute, out=out, device=device, force=force)
+        write_figures(result, files.root)
+        write_fragment(result, files.html)
+        typer.echo(f"{REGISTRY['inspect'].headline(result)}: written to {files.root}")
+        if aggregate:
+            _headline("attention", attention_stats(run, people=aggregate, on=on, device=device), run)
 
 
 @app.command("consistency")
@@ -338,13 +370,16 @@ def consistency_command(
     people: Annotated[int, typer.Option(help="People in the representation consistency.")] =
         DEFAULT.consistency_people,
     probe_people: Annotated[int, typer.Option(help="People in the gradient probe.")] = DEFAULT.probe_people,
+    bootstrap: Annotated[int, typer.Option(help="Resamples of people behind each standard error.")] =
+        DEFAULT.bootstrap,
     on: Annotated[str, typer.Option(help="finetuned or grafted.")] = "finetuned",
     device: Device = DEFAULT.device,
 ):
     """BIO–QA consistency per layer: representations, gradient probe, trace direction (docs/method.md §10)."""
     from factrecall.analysis.consistency import consistency_run
 
-    _headline("consistency", consistency_run(run, people=people, on=on, probe_people=probe_people, device=device), run)
+    _headline("consistency", consistency_run(run, people=people, on=on, probe_people=probe_people, device=device,
+                                             bootstrap=bootstrap), run)
 
 
 @app.command("plan")
@@ -434,8 +469,15 @@ def study_command(
             typer.echo(f"{group['label']}: " + ", ".join(f"{c['id']} {c['verdict']}" for c in group["claims"]))
         typer.echo("\n".join(summary["changes"]))
     else:
+        if summary.get("plumbing_check"):
+            typer.echo("plumbing check, no findings: the smoke preset's models learn next to nothing")
+        if summary.get("not_fit"):
+            typer.echo(f"no verdicts: {summary['not_fit']}")
         for claim in summary["claims"]:
-            typer.echo(f"{claim['id']} {claim['verdict']}: {claim['evidence']}")
+            measured = claim.get("measured") or {"verdict": claim["verdict"], "why": claim["evidence"]}
+            gated = summary.get("not_fit") and claim.get("why") == summary["not_fit"]
+            typer.echo(f"{claim['id']} {claim['verdict']}: " + (f"(not judged) the rule measured: {measured['verdict']}, "
+                                                              f"{measured['why']}" if gated else claim.get("why", "")))
     typer.echo(f"summary: {StudyLayout(out).summary}")
     typer.echo(f"report:  {StudyLayout(out).report}")
 

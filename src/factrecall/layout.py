@@ -5,6 +5,7 @@ layout for the path and never spells one; README.md's "Layouts" section describe
 
     dataset/   people.jsonl bio.jsonl qa.jsonl vocabulary.txt meta.json (your own: the three tables, meta.json optional)
     run/       config.json metrics.jsonl eval.json trace.safetensors base/ (θ_pre) model/ (θ_ft) checkpoint/
+               bio_phase/{checkpoint/, metrics.jsonl} (Stage)
                shared/{shared.json, mask.safetensors}
                analysis/{ablation.json, graft.json, graft_mask.safetensors, heads[-grafted].json,
                          neurons[-grafted].json, attention.json, consistency.json, forgetting.json, inspect/}
@@ -118,6 +119,14 @@ class RunLayout:
     @property
     def checkpoint(self) -> CheckpointLayout:
         return CheckpointLayout(self.root / "checkpoint")
+
+    @property
+    def bio_phase(self) -> RunLayout:
+        """A Stage run as it stood when its BIO phase ended, kept after the run: `checkpoint/` at phase 1, step 0
+        (no optimizer state: each phase starts a fresh AdamW) and `metrics.jsonl` up to there (without the rows'
+        wall-clock `seconds`: the same bytes in every run with the same BIO phase); what `train --start-from`
+        starts another QA phase from."""
+        return RunLayout(self.root / "bio_phase")
 
     @property
     def lock(self) -> Path:

@@ -80,11 +80,13 @@ def ablate_run(run: Path, k: float = 1.0, seeds: int = 3, eval_people: int = 0, 
     trace = load_trace(run)
     dataset = run_dataset(run, data)
     sets, pad = eval_sets(tokenizer, dataset, eval_people), pad_id(tokenizer)
-    reference = {m: r["accuracy"] for m, r in evaluate(model, sets, pad).items()}
+    unablated = evaluate(model, sets, pad)
+    reference = {m: r["accuracy"] for m, r in unablated.items()}
 
     selection = run_selection(run, trace, k)
     at_k = _ablate(model, base, sets, pad, reference, selection.shared, selection.top_bio, selection.top_qa, seeds)
-    result = {"k": k, "seeds": seeds, "eval_people": eval_people, "unablated": reference, **at_k}
+    result = {"k": k, "seeds": seeds, "eval_people": eval_people, "unablated": reference,
+              "n": {m: r["n"] for m, r in unablated.items()}, **at_k}
     del selection  # its top sets (8 B per entry) go before the same-size ones are gathered
     if size is not None:
         n = fraction_count(size, trace.entries)

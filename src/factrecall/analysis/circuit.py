@@ -12,7 +12,11 @@ group's features only when every head of the group is reset (grouped K/V). A neu
 touches its up (and gate) feature and its down column. Metrics: `shared_size`, `qa_size`,
 `bio_size` (entries of the shared, Top_QA and Top_BIO sets in the unit, K/V shares counted 1/g),
 `graft_size` (entries of the graft mask, when `factrecall graft` ran), `delta_norm`
-(‖θ_ft − θ_pre‖ over the unit's entries), `random` (a seeded permutation).
+(‖θ_ft − θ_pre‖ over the unit's entries), `random` (`random_rankings` permutations seeded by the run's
+training seed and the permutation's index; its minimal sufficient and critical n are their medians).
+Only the first permutation's curves are complete (ID- and OOD-QA, the figure's); every other
+permutation is scored on OOD-QA alone and only up to the n where it qualifies (exact for the smallest
+qualifying n), and a set another ranking already reset is not scored again.
 
 Interventions: `reset` (the unit's weights to θ_pre, default), or `zero` / `mean` ablation of the
 unit's output at the input of the output projection (mean over the evaluation texts' positions).
@@ -37,6 +41,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -45,7 +50,7 @@ from factrecall.analysis.run import load_pair, load_trace, model_config, run_dat
 from factrecall.analysis.selection import Selection, run_selection
 from factrecall.analysis.units import UnitTable, feature_sums, unit_counts
 from factrecall.analysis.weights import load_graft_mask, make_grafted, reset_to_base
-from factrecall.artifacts import write_json
+from factrecall.artifacts import read_json, write_json
 from factrecall.encode import collate, pad_id
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
@@ -148,8 +153,9 @@ def delta_norms(config, model, base) -> dict[str, torch.Tensor]:
 
 
 def unit_scores(config, kind: str, metric: str, selection: Selection, norms: dict | None,
-                graft: IndexMask | None, seed: int = 0) -> torch.Tensor:
-    """[layers, units] score of every unit of `kind` under `metric` (higher = earlier in the ranking)."""
+                graft: IndexMask | None, permutation: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """[layers, units] score of every unit of `kind` under `metric` (higher = earlier in the ranking);
+    `random` draws the scores of `permutation` = (run seed, index)."""
     table = "heads" if kind == "head" else "neurons"
     if metric in ("shared_size", "qa_size", "bio_size"):
         mask = {"shared_size": selection.shared, "qa_size": selection.top_qa, "bio_size": selection.top_bio}[metric]
@@ -162,8 +168,18 @@ def unit_scores(config, kind: str, metric: str, selection: Selection, norms: dic
         return norms[table]
     if metric == "random":
         shape = unit_counts(config, selection.shared)[table].shape
-        return torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        return torch.from_numpy(np.random.default_rng(permutation).random(shape))
     raise UserError(f"unknown metric {metric!r}; choose from {', '.join(UNIT_METRICS)}")
+
+
+def run_seed(run: Path) -> int:
+    """The training seed in the run's config.json: the study seed the `random` permutations start from."""
+    path = RunLayout(Path(run)).config
+    record = read_json(path, "run config")
+    seed = (record.get("train") or {}).get("seed") if isinstance(record, dict) else None
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise UserError(f"{path} is damaged (no training seed); retrain the run")
+    return seed
 
 
 def ranking(scores: torch.Tensor) -> list[tuple[int, int]]:
@@ -184,16 +200,48 @@ def head_counts(total: int) -> list[int]:
     return sorted(set(range(9)) | {n for n in grid if n <= total})
 
 
-def _first(points: list[dict], test) -> int | None:
-    return next((p["n"] for p in points if test(p["accuracy"]["qa_ood"])), None)
+# curve → (its minimal n, whether an OOD-QA accuracy `a` qualifies against the unablated `ood`)
+CRITERIA = {"sufficiency": ("minimal_sufficient", lambda a, ood: a >= 0.9 * ood),
+            "criticality": ("critical", lambda a, ood: a <= 0.5 * ood)}
+
+
+def _first(points: list[dict], mode: str, ood: float) -> int | None:
+    """The smallest n of a curve ({n, qa_ood} points) whose OOD-QA meets `mode`'s criterion (None: never)."""
+    return next((p["n"] for p in points if CRITERIA[mode][1](p["qa_ood"], ood)), None)
+
+
+def _up_to_first(points: Iterator[dict], mode: str, ood: float) -> list[dict]:
+    """The points up to and including the first that meets `mode`'s criterion (all when none does)."""
+    kept = []
+    for p in points:
+        kept.append(p)
+        if CRITERIA[mode][1](p["qa_ood"], ood):
+            break
+    return kept
+
+
+def median_n(values: list[int | None]) -> float | None:
+    """The median of minimal n over permutations; a never-reached n (None) ranks after every n, and a median
+    that falls on one is None."""
+    ordered = sorted(values, key=lambda v: math.inf if v is None else v)
+    middle = ordered[(len(ordered) - 1) // 2: len(ordered) // 2 + 1]
+    if None in middle:
+        return None
+    m = sum(middle) / len(middle)
+    return int(m) if m == int(m) else m
 
 
 def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNIT_METRICS, k: float = 1.0,
                    eval_people: int = 100, points: tuple[float, ...] = (0, .01, .02, .05, .1, .2, .5, 1.0),
-                   seed: int = 0, data: Path | None = None, intervention: str = "reset", on: str = "finetuned",
-                   bio: bool = False, device: str = "auto") -> dict:
+                   random_rankings: int = 10, data: Path | None = None, intervention: str = "reset",
+                   on: str = "finetuned", bio: bool = False, device: str = "auto") -> dict:
     """Sufficiency and criticality curves per metric; writes `analysis/heads.json` or `analysis/neurons.json`
-    (`-grafted` before `.json` when `on="grafted"`)."""
+    (`-grafted` before `.json` when `on="grafted"`).
+
+    Per metric: `ranking` (every head; the top 10 neurons), both curves ({n, accuracy per set,
+    reset_fraction}), `minimal_sufficient` and `critical`. `random` adds `seed` (the run's training seed)
+    and `permutations` (index, ranking, both n, and {n, qa_ood} up to each n); its n are their medians
+    and its curves the first permutation's."""
     run = Path(run)
     if intervention not in INTERVENTIONS:
         raise UserError(f"unknown intervention {intervention!r}; choose from {', '.join(INTERVENTIONS)}")
@@ -202,8 +250,10 @@ def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNI
     unknown = [m for m in metrics if m not in UNIT_METRICS]
     if unknown:
         raise UserError(f"unknown metric {unknown[0]!r}; choose from {', '.join(UNIT_METRICS)}")
+    if isinstance(random_rankings, bool) or not isinstance(random_rankings, int) or random_rankings < 1:
+        raise UserError(f"--random-rankings must be at least 1 (got {random_rankings!r})")
     model, tokenizer, base = load_pair(run, "interventions reset units to it", device)
-    trace, config = load_trace(run), model_config(run)
+    trace, config, seed = load_trace(run), model_config(run), run_seed(run)
     selection = run_selection(run, trace, k)
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     has_graft = RunLayout(run).graft_mask.is_file()
@@ -217,47 +267,64 @@ def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNI
     pad = pad_id(tokenizer)
     n_params = sum(p.numel() for p in model.parameters())
 
-    cache: dict[frozenset, dict] = {}
+    cache: dict[frozenset, dict] = {}  # reset units → {evaluation set: accuracy}, each evaluated once
 
     means = None
     if intervention == "mean":
         means = unit_output_means(model, config, kind, [e for s in sets.values() for e in s.examples], pad)
 
-    def accuracy_with_reset(units: frozenset) -> dict:
-        if units not in cache:
+    def accuracy_with_reset(units: frozenset, names: tuple[str, ...] = tuple(sets)) -> dict:
+        scored = cache.setdefault(units, {})
+        missing = {name: sets[name] for name in names if name not in scored}
+        if missing:
             if intervention == "reset":
                 block = reset_to_base(model, base, unit_masks(config, shapes, kind, set(units)))
             else:
                 block = unit_output_ablation(model, config, kind, set(units), intervention, means)
             with block:
-                cache[units] = {m: r["accuracy"] for m, r in evaluate(model, sets, pad).items()}
-        return cache[units]
+                scored.update({m: r["accuracy"] for m, r in evaluate(model, missing, pad).items()})
+        return {name: scored[name] for name in names}
 
     reference = accuracy_with_reset(frozenset())
+    ood = reference["qa_ood"]
+
+    def reset_set(order: list, n: int, mode: str) -> frozenset:
+        top = frozenset(order[:n])
+        return frozenset(order) - top if mode == "sufficiency" else top
+
+    def full_curve(order: list, ns: list[int], mode: str) -> list[dict]:
+        curve = []
+        for n in ns:
+            reset = reset_set(order, n, mode)
+            touched = sum(int(m.sum()) for m in unit_masks(config, shapes, kind, set(reset)).values()) / n_params
+            curve.append({"n": n, "accuracy": accuracy_with_reset(reset), "reset_fraction": touched})
+        return curve
+
+    def ood_points(order: list, ns: list[int], mode: str) -> Iterator[dict]:
+        """{n, qa_ood} of a curve, each evaluated (on OOD-QA alone) only when asked for."""
+        return ({"n": n, "qa_ood": accuracy_with_reset(reset_set(order, n, mode), ("qa_ood",))["qa_ood"]} for n in ns)
+
     result = {"kind": kind, "on": on, "intervention": intervention, "k": k, "eval_people": eval_people,
               "unablated": reference, "metrics": {}}
     bar = tqdm(metrics, desc=f"{kind}s", leave=False)
     for metric in bar:
-        order = ranking(unit_scores(config, kind, metric, selection, norms, graft, seed))
-        total = len(order)
+        orders = [ranking(unit_scores(config, kind, metric, selection, norms, graft, (seed, i)))
+                  for i in range(random_rankings if metric == "random" else 1)]
+        total = len(orders[0])
         ns = sorted({round(f * total) for f in points}) if kind == "neuron" else head_counts(total)
-        curves = {}
-        for mode in ("sufficiency", "criticality"):
-            curve = []
-            for n in ns:
-                top = frozenset(order[:n])
-                reset = frozenset(order) - top if mode == "sufficiency" else top
-                masks = unit_masks(config, shapes, kind, set(reset))
-                touched = sum(int(m.sum()) for m in masks.values()) / n_params
-                curve.append({"n": n, "accuracy": accuracy_with_reset(reset), "reset_fraction": touched})
-            curves[mode] = curve
-        ood = reference["qa_ood"]
-        result["metrics"][metric] = {
-            "top_units": [list(u) for u in order[:10]],
-            **curves,
-            "minimal_sufficient": _first(curves["sufficiency"], lambda a: a >= 0.9 * ood),
-            "critical": _first(curves["criticality"], lambda a: a <= 0.5 * ood),
-        }
+        shown = 10 if kind == "neuron" else total
+        curves = {mode: full_curve(orders[0], ns, mode) for mode in CRITERIA}
+        tested = [{mode: _up_to_first(({"n": p["n"], "qa_ood": p["accuracy"]["qa_ood"]} for p in curves[mode]),
+                                      mode, ood) for mode in CRITERIA}]
+        tested += [{mode: _up_to_first(ood_points(order, ns, mode), mode, ood) for mode in CRITERIA}
+                   for order in orders[1:]]
+        firsts = [{key: _first(t[mode], mode, ood) for mode, (key, _) in CRITERIA.items()} for t in tested]
+        entry = {"ranking": [list(u) for u in orders[0][:shown]], **curves,
+                 **{key: median_n([f[key] for f in firsts]) for key, _ in CRITERIA.values()}}
+        if metric == "random":
+            entry |= {"seed": seed, "permutations": [{"index": i, "ranking": [list(u) for u in order[:shown]], **f, **t}
+                                                     for i, (order, f, t) in enumerate(zip(orders, firsts, tested))]}
+        result["metrics"][metric] = entry
     result["units"] = total if metrics else 0
     result["evaluations"] = len(cache)
     write_json(RunLayout(run).curves(kind, on), result)

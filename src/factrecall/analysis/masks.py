@@ -105,13 +105,6 @@ def sample_from(candidates: IndexMask, count: int, seed: int) -> IndexMask:
                                          for n, local in zip(names, _split(chosen, sizes))})
 
 
-def scatter(shapes: dict[str, tuple[int, ...]], count: int, seed: int) -> IndexMask:
-    """`count` entries placed uniformly at random over all entries of the tensors of `shapes` (across tensors)."""
-    sizes = [math.prod(s) for s in shapes.values()]
-    chosen = draw(sum(sizes), min(count, sum(sizes)), torch.Generator().manual_seed(seed))
-    return IndexMask(dict(shapes), dict(zip(shapes, _split(chosen, sizes))))
-
-
 def save_masks(path: Path, kinds: dict[str, IndexMask], metadata: dict[str, str]) -> None:
     """Several masks in one file, keyed `<kind>/<name>`, shapes in the metadata."""
     tensors, shapes = {}, {}

@@ -4,24 +4,25 @@ Writes `RUN/shared/shared.json` (the summary of `selection.scan` at every point:
 enrichment, Jaccard, breakdowns by layer, module and unit, concentration) and
 `RUN/shared/mask.safetensors` (Shared, Top_BIO and Top_QA at k, global threshold), which the
 other analyses read instead of selecting again. `matched` holds the concentration of sets of exact
-sizes (fractions of the tracked entries, the same in every run: `selection.matched`) against a
-placement null (`units.concentration_against_null`), so two runs compare at the same |set|.
+sizes (fractions of the tracked entries, the same in every run: `selection.matched`) against two
+placement nulls (`units.concentration_against_null`), so two runs compare at the same |set|.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from factrecall.analysis.config import AnalysisConfig
 from factrecall.analysis.masks import save_masks
 from factrecall.analysis.run import load_trace, model_config
 from factrecall.analysis.selection import MODES, Point, matched, scan
 from factrecall.analysis.threshold import fraction_count
-from factrecall.analysis.units import NULL_DRAWS, concentration_against_null
+from factrecall.analysis.units import concentration_against_null
 from factrecall.artifacts import write_json
 from factrecall.layout import RunLayout
 
 SWEEP = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
-MATCHED_SIZES = (0.001, 0.002, 0.005)  # fractions of the tracked entries
+DEFAULT = AnalysisConfig()
 _HEADLINE = ("top_bio", "top_qa", "shared", "chance", "enrichment", "jaccard", "gini", "top_unit_share")
 
 
@@ -31,7 +32,7 @@ def run_points(k: float, sweep: tuple[float, ...]) -> list[Point]:
 
 
 def analyze_run(run: Path, k: float = 1.0, sweep: tuple[float, ...] = SWEEP,
-                matched_sizes: tuple[float, ...] = MATCHED_SIZES) -> dict:
+                matched_sizes: tuple[float, ...] = DEFAULT.matched_sizes, null_draws: int = DEFAULT.null_draws) -> dict:
     """Write `run/shared/shared.json` and `run/shared/mask.safetensors` (global, at k); return the JSON."""
     run = Path(run)
     trace, config = load_trace(run), model_config(run)
@@ -45,7 +46,7 @@ def analyze_run(run: Path, k: float = 1.0, sweep: tuple[float, ...] = SWEEP,
                        for s in sweep]
     counts = {f: fraction_count(f, trace.entries) for f in matched_sizes}
     sets = matched(trace, sorted(set(counts.values()))) if counts else {}
-    result["matched"] = [{"fraction": f, "size": n, "depth": sets[n].depth, "null_draws": NULL_DRAWS,
-                          **concentration_against_null(config, sets[n].shared)} for f, n in counts.items()]
+    result["matched"] = [{"fraction": f, "size": n, "depth": sets[n].depth, "null_draws": null_draws,
+                          **concentration_against_null(config, sets[n].shared, null_draws)} for f, n in counts.items()]
     write_json(RunLayout(run).shared, result)
     return result

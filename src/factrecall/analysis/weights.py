@@ -1,7 +1,8 @@
 """Weights an analysis writes into a model: θ_pre reset on a set of entries, and the grafted θ(γ).
 
     reset:    θ[m] ← θ_pre[m] on the masked entries m, restored when the block ends
-    grafted:  θ(γ) = θ_pre + γ ⊙ (θ_ft − θ_pre),  γ ∈ {0, 1} (the run's graft mask; docs/method.md §7)
+    grafted:  θ(γ) = θ_pre + γ ⊙ (θ_ft − θ_pre) on the graft mask's tensors (the traced block
+              matrices), θ_ft on every other, γ ∈ {0, 1} (the run's graft mask; docs/method.md §7)
 
 θ_pre comes as a Mapping of tensors (`TensorFiles` reads it from the run's `base/` a tensor at a
 time), so no second model is ever built. `analysis_model` loads the model an analysis looks at.
@@ -9,7 +10,7 @@ time), so no second model is ever built. `analysis_model` loads the model an ana
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -59,29 +60,31 @@ def load_graft_mask(run: Path, model_shapes: dict[str, tuple[int, ...]]) -> Inde
     if not path.is_file():
         raise UserError(f"{run} has no graft mask; run 'factrecall graft --run {run}' first")
     mask = load_mask(path, "graft", model_shapes)
-    missing = sorted(set(model_shapes) - set(mask.index))
-    if missing:
-        raise UserError(f"{path} belongs to another model: it has no mask for {missing[0]}; "
-                        f"rerun 'factrecall graft --run {run}'")
+    if not mask.index:
+        raise UserError(f"{path} holds no graft mask; rerun 'factrecall graft --run {run}'")
     return mask
 
 
 @torch.no_grad()
-def load_weights(model, weight: Callable[[str, torch.Tensor], torch.Tensor]) -> None:
-    """Write `weight(name, parameter)` into every parameter of `model`, a tensor at a time."""
-    for name, p in model.named_parameters():
-        p.copy_(weight(name, p))
+def load_weights(model, weight: Callable[[str, torch.Tensor], torch.Tensor], names: Iterable[str] | None = None
+                 ) -> None:
+    """Write `weight(name, parameter)` into the parameters `names` of `model` (all by default), a tensor at a time."""
+    params = dict(model.named_parameters())
+    for name in params if names is None else names:
+        params[name].copy_(weight(name, params[name]))
     trim()  # the per-tensor temporaries (`factrecall.memory`)
 
 
 def make_grafted(model, pre: Mapping[str, torch.Tensor], mask: IndexMask) -> None:
-    """Turn `model`, an in-memory copy of θ_ft, into θ_pre + γ ⊙ (θ_ft − θ_pre) (the saved files are untouched)."""
-    load_weights(model, lambda n, p: torch.where(mask.dense(n).to(p.device), p, pre[n].to(p.device, p.dtype)))
+    """Turn `model`, an in-memory copy of θ_ft, into θ_pre + γ ⊙ (θ_ft − θ_pre) on the mask's tensors; every other
+    tensor stays θ_ft (the saved files are untouched)."""
+    load_weights(model, lambda n, p: torch.where(mask.dense(n).to(p.device), p, pre[n].to(p.device, p.dtype)),
+                 mask.index)
 
 
 def analysis_model(run: Path, on: str = "finetuned", device: str = "auto"):
-    """(model on `device` in eval mode, eager attention, tokenizer): θ_ft, or the grafted
-    θ_pre + γ ⊙ (θ_ft − θ_pre)."""
+    """(model on `device` in eval mode, eager attention, tokenizer): θ_ft, or the grafted θ(γ)
+    (θ_pre + γ ⊙ (θ_ft − θ_pre) on the traced block matrices, θ_ft elsewhere)."""
     run = Path(run)
     if on not in MODEL_VARIANTS:
         raise UserError(f"--on {on!r} is not one of {', '.join(MODEL_VARIANTS)}")

@@ -140,11 +140,23 @@ def ablation(ablation: dict) -> Figure:
 
 
 def grafting(graft: dict) -> Figure:
-    """Fig. 3b: |γ|₀ and the grafted model's accuracy (with the magnitude-only base patch)."""
+    """Fig. 3b: grafted ID-QA as a share of θ_ft's against |γ|₀ / traced entries for every search (report people),
+    with C5's target and each run's bracket shaded; the saved graft's accuracy beside its magnitude-only base patch."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.3))
-    sizes = [graft[s]["graft"]["size"] / graft[s]["parameters"] for s in STRATEGIES]
-    axes[0].bar([s.capitalize() for s in STRATEGIES], sizes, color=[COLORS[s] for s in STRATEGIES])
-    axes[0].set(ylabel="|γ|₀ / parameters", title="Graft size (Fig. 3b)")
+    for s in STRATEGIES:
+        g = graft[s]
+        points = g.get("sweep") or [{"size": g["graft"]["size"], "accuracy": g["graft"]["accuracy"]}]
+        full = g["finetuned"]["qa_id"] or 1.0  # θ_ft answers nothing: shares are plain accuracies
+        axes[0].plot([p["size"] / g["traced"] for p in points], [p["accuracy"]["qa_id"] / full for p in points],
+                     "o-", color=COLORS[s], label=s.capitalize())
+        if g.get("bracket"):
+            b = g["bracket"]
+            axes[0].axvspan(b["miss"]["size"] / g["traced"], b["hit"]["size"] / g["traced"], color=COLORS[s], alpha=0.2)
+    recover = graft["mix"].get("recover")
+    if recover:
+        axes[0].axhline(recover, color="k", linestyle="--", linewidth=0.8)
+    axes[0].set(xlabel="|γ|₀ / traced entries", ylabel="grafted ID-QA / θ_ft's", title="Graft size (Fig. 3b)")
+    axes[0].legend()
     groups = [f"{SETS[m]}\n{kind}" for m in ("qa_id", "qa_ood") for kind in ("graft", "base patch")]
     _bars(axes[1], groups, {s: [graft[s][kind]["accuracy"][m] for m in ("qa_id", "qa_ood")
                                 for kind in ("graft", "base_patch")] for s in STRATEGIES})
@@ -162,11 +174,12 @@ def circuit(curves: dict, kind: str) -> Figure:
         c = curves[strategy]
         for metric, v in c["metrics"].items():
             style = {"linewidth": 2.2} if metric == "shared_size" else {"linewidth": 1, "alpha": 0.8}
+            label = f"{metric} (1 of {len(v['permutations'])} permutations)" if "permutations" in v else metric
             for ax, mode in zip(axes[row][:2], ("sufficiency", "criticality")):
                 ax.plot([p["n"] for p in v[mode]], [p["accuracy"]["qa_ood"] for p in v[mode]], marker=".",
-                        label=metric, **style)
+                        label=label, **style)
             axes[row][2].plot([p["n"] for p in v["sufficiency"]], [p["reset_fraction"] for p in v["sufficiency"]],
-                              marker=".", label=metric, **style)
+                              marker=".", label=label, **style)
         ood = c["unablated"]["qa_ood"]
         axes[row][0].axhline(0.9 * ood, color="grey", linestyle="--", linewidth=0.8)
         axes[row][1].axhline(0.5 * ood, color="grey", linestyle="--", linewidth=0.8)
@@ -217,17 +230,21 @@ def attention(stats: dict) -> Figure:
 
 
 def consistency(runs: dict) -> Figure:
-    """BIO–QA consistency per layer: gradient probe, representation gap at both positions, trace direction."""
+    """BIO–QA consistency per layer: gradient-probe gap, centred representation gap at both positions (C7's
+    measures; matched − mismatched cosine), trace-direction cosine."""
     def blocks(by_layer: dict) -> list[float]:
         return [np.nan if v is None else v for k, v in by_layer.items() if k.isdigit()]
 
-    series = {}
+    series, trace = {}, "trace direction cos(Δ_BIO, Δ_QA) (blocks)"
     if all(runs[s].get("gradient_probe") for s in STRATEGIES):
         series["gradient probe gap (blocks)"] = {s: blocks(runs[s]["gradient_probe"]["all"]["gap"]) for s in STRATEGIES}
     for position in runs["mix"]["representation"]:
-        series[f"representation gap at {position} (0 = embeddings)"] = {
-            s: runs[s]["representation"][position]["all"]["gap"] for s in STRATEGIES}
+        series[f"centred gap at {position} (0 = embeddings)"] = {
+            s: runs[s]["representation"][position]["all"]["centred"]["gap"] for s in STRATEGIES}
     if all(runs[s].get("trace_direction") for s in STRATEGIES):
-        series["trace direction cos(Δ_BIO, Δ_QA) (blocks)"] = {
-            s: blocks(runs[s]["trace_direction"]["by_layer"]) for s in STRATEGIES}
-    return per_layer(series, "BIO–QA consistency per layer", "cosine")
+        series[trace] = {s: blocks(runs[s]["trace_direction"]["by_layer"]) for s in STRATEGIES}
+    fig = per_layer(series, "BIO–QA consistency per layer", "gap (matched − mismatched cosine)")
+    for ax in fig.axes:
+        if ax.get_title() == trace:
+            ax.set_ylabel("cosine")
+    return fig

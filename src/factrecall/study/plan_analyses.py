@@ -12,10 +12,10 @@ eval         E over bios (T = seq_len) and over questions (T = qa_seq_len): the 
 ablate       12·|set| + max(E, 8·n_T): a reset keeps the overwritten values (4 B) and their int64
              positions (8 B) on the device, and reads one θ_pre tensor and gathers from it. |set| ≤
              k_abl % of Q: the plan takes this bound (|Shared| is known only after the run).
-graft        S (4·P), then the largest of: the gradients (4·P) + A(64 questions); the gradients +
-             32·n, updating S a tensor at a time (θ_pre, θ_ft, Δ, the base patch as floats and four
-             temporaries of ∂L/∂S); 24·n, writing the relaxed θ(γ) into a tensor (θ_pre, θ_ft, the
-             base patch and three temporaries); E, evaluating the base patch and the best mask.
+graft        S over the traced block matrices (4·Q), then the largest of: their gradients (4·Q) +
+             A(64 questions); the gradients + 32·n_T, updating S a tensor at a time (θ_pre, θ_ft, Δ, the
+             base patch as floats and four temporaries of ∂L/∂S); 24·n_T, writing the relaxed θ(γ) into a
+             tensor (θ_pre, θ_ft, the base patch and three temporaries); E, evaluating a mask.
 heads,       5·U + max(E(questions), 24·n_U), or 8·n before the curves (‖θ_ft − θ_pre‖ per unit: the
 neurons      difference and its square). U: entries of the tensors holding that kind's units (heads:
              attention, neurons: MLP), n_U the largest; a sufficiency point that keeps few units
@@ -100,15 +100,15 @@ def analysis_phases(shapes: Shapes, s: PlanSettings, a: AnalysisConfig, data: Da
     def backward(rows: int, seq_len: int) -> int:
         return activation_bytes(shapes, rows * seq_len, seq_len, "fp32")
 
-    reset = 12 * top_count(a.ablation_k, q)
+    reset, n_traced = 12 * top_count(a.ablation_k, q), shapes.largest(shapes.traced)
     phases = {
         "eval": evaluation(0),
         "ablate": {"reset set + evaluation": reset + max(evaluation(a.ablation_eval_people).values()),
-                   "reset set + one tensor": reset + 8 * shapes.largest(shapes.traced)},
-        "graft": {"S + gradients + backward": 8 * p + backward(GRAFT_ROWS, s.qa_seq_len),
-                  "S + gradients + update of S": 8 * p + 32 * n,
-                  "S + writing θ(γ)": 4 * p + 24 * n,
-                  "S + evaluation": 4 * p + max(evaluation(a.graft_eval_people).values())},
+                   "reset set + one tensor": reset + 8 * n_traced},
+        "graft": {"S + gradients + backward": 8 * q + backward(GRAFT_ROWS, s.qa_seq_len),
+                  "S + gradients + update of S": 8 * q + 32 * n_traced,
+                  "S + writing θ(γ)": 4 * q + 24 * n_traced,
+                  "S + evaluation": 4 * q + max(evaluation(a.graft_eval_people).values())},
     }
     for kind, key in (("head", "heads"), ("neuron", "neurons")):
         reset = 5 * shapes.entries(shapes.units[kind])
@@ -116,7 +116,7 @@ def analysis_phases(shapes: Shapes, s: PlanSettings, a: AnalysisConfig, data: Da
                        "reset units + one tensor": reset + 24 * shapes.largest(shapes.units[kind]),
                        "‖θ_ft − θ_pre‖ per unit": 8 * n}
     phases["attention"] = read(a.attention_people, True)
-    probe = max(backward(1, s.seq_len), backward(QUESTIONS, s.qa_seq_len), 24 * shapes.largest(shapes.traced))
+    probe = max(backward(1, s.seq_len), backward(QUESTIONS, s.qa_seq_len), 24 * n_traced)
     phases["consistency"] = {**read(a.consistency_people, False), "gradient probe": 4 * p + 8 * q + probe}
     return phases
 

@@ -6,6 +6,8 @@ the trace), the same numbers as `factrecall plan` (`plan.model_shapes`):
     base/ (θ_pre), model/ (θ_ft)   4·P each                float32 safetensors, whatever the source's dtype
     trace.safetensors              8·Q                     Δ_BIO and Δ_QA
     checkpoint/                    12·P + 4·t + 8·Q + RNG  weights, AdamW (two moments, a step per tensor), trace
+    bio_phase/ (Stage)             4·P + 8·Q + RNG         the kept BIO-phase boundary (no optimizer state), which
+                                                           QA-phase arms fork from (`train --start-from`)
     other                          64 MiB                  an allowance: configs, tokenizer copies (Llama-3's:
                                                            17 MB each), metrics.jsonl, eval.json, analyses' JSON
                                                            and figures (`tests/test_disk.py` checks the smoke run)
@@ -14,9 +16,10 @@ A checkpoint is written whole beside the previous one before it replaces it
 (`artifacts.atomic_directory`), and the last one is deleted only after model/ and the trace are
 written, so a run that writes c checkpoints (`checkpoints_written`) peaks at
 
-    base + other + max(min(c, 2)·checkpoint, [c ≥ 1]·checkpoint + model + trace)
+    base + other + max(min(c, 2)·checkpoint, checkpoint + bio_phase, [c ≥ 1]·checkpoint + model + trace + bio_phase)
 
-and keeps base + model + trace + other. A study writes, per base, the two runs and their analyses'
+and keeps base + model + trace + other (+ bio_phase for Stage, written at the boundary in place of that
+checkpoint). A study writes, per base, the two runs and their analyses'
 masks: shared (int32 indices of Top_BIO, Top_QA and Shared at k: ≤ 3·k %·Q·4) and graft (≈ the
 base patch, graft_sparsity·P·4; the search moves a few entries); a `language` or `skill` base
 first trains its own run (trace off) and copies its θ_ft (4·P); and the datasets (≈ 2 KB per
@@ -60,14 +63,17 @@ def checkpoints_written(cfg: TrainConfig, n_bio: int, n_qa: int) -> int:
 def run_bytes(shapes: Shapes, cfg: TrainConfig, checkpoints: int) -> dict[str, int]:
     """Per item, what one run writes; `kept`: what stays after it; `peak`: the most it holds at once."""
     p, q = shapes.params, shapes.traced_entries if cfg.trace else 0
+    rng = torch.get_rng_state().numel()
     items = {"base": 4 * p, "model": 4 * p, "trace": 8 * q,
-             "checkpoint": 12 * p + 4 * len(shapes.tensors) + 8 * q + torch.get_rng_state().numel(),
+             "checkpoint": 12 * p + 4 * len(shapes.tensors) + 8 * q + rng,
+             "bio_phase": 4 * p + 8 * q + rng if cfg.strategy == "stage" else 0,
              "other": OTHER_FILES}
     last = items["checkpoint"] if checkpoints else 0  # beside model/ and the trace until they are written
     end = last + items["model"] + items["trace"]
     return {**items, "checkpoints": checkpoints,
-            "kept": items["base"] + items["model"] + items["trace"] + items["other"],
-            "peak": items["base"] + items["other"] + max(min(checkpoints, 2) * items["checkpoint"], end)}
+            "kept": items["base"] + items["model"] + items["trace"] + items["bio_phase"] + items["other"],
+            "peak": items["base"] + items["other"]
+            + max(min(checkpoints, 2) * items["checkpoint"], items["checkpoint"] + items["bio_phase"], end + items["bio_phase"])}
 
 
 def run_disk_bytes(cfg: TrainConfig, dataset: Dataset) -> dict[str, int]:

@@ -22,10 +22,11 @@ from factrecall.analysis.consistency import consistency_run
 from factrecall.analysis.graft import graft_run
 from factrecall.analysis.inspect import inspect_run
 from factrecall.analysis.shared import analyze_run
+from factrecall.analysis.units import METRICS, NULLS, UNIT_KINDS
 from factrecall.artifacts import read_json
 from factrecall.evaluation.forgetting import forgetting_run
 from factrecall.layout import RunLayout
-from factrecall.study.claims import consistency_headline
+from factrecall.study.claims.c7_consistency import consistency_headline
 
 HEADLINE_SHARED = ("k", "top_bio", "top_qa", "shared", "chance", "enrichment", "jaccard", "gini", "top_unit_share")
 
@@ -65,13 +66,16 @@ def _ablation_line(d: dict) -> str:
 
 
 def _shared_summary(s: dict) -> dict:
-    """The headline at k, and per matched size its concentration (observed, null mean, excess) per unit kind."""
+    """The headline at k, and per matched size (keyed by its fraction, "0.01") its concentration per unit kind:
+    entries, units, and per measure the observed value and each null's excess and sd. Results written before
+    the two nulls existed summarise without them."""
     return {**{key: s[key] for key in HEADLINE_SHARED},
-            "matched": [{key: p[key] for key in ("fraction", "size", "depth")}
-                        | {kind: {"entries": p[kind]["entries"],
-                                  **{m: {key: p[kind][m][key] for key in ("observed", "null_mean", "excess")}
-                                     for m in ("gini", "top_10%")}} for kind in ("heads", "neurons")}
-                        for p in s.get("matched", [])]}
+            "matched": {f"{p['fraction']:g}": {"size": p["size"], "depth": p["depth"]}
+                        | {kind: {"entries": p[kind]["entries"], "units": p[kind]["units"],
+                                  **{m: {"observed": p[kind][m][NULLS[0]]["observed"],
+                                         **{null: {key: p[kind][m][null][key] for key in ("excess", "null_sd")}
+                                            for null in NULLS}} for m in METRICS}} for kind in UNIT_KINDS}
+                        for p in s.get("matched", []) if "units" in p["heads"]}}
 
 
 def _ablation_sets(a: dict) -> dict:
@@ -87,16 +91,21 @@ def _ablation_summary(a: dict) -> dict:
 
 
 def _graft_line(g: dict) -> str:
-    acc = g["graft"]["accuracy"]
-    return f"|γ|₀ {g['graft']['size']} of {g['parameters']}, grafted ID {acc['qa_id']:.3f} OOD {acc['qa_ood']:.3f}"
+    acc, b = g["graft"]["accuracy"], g.get("bracket")
+    reach = (f"; reaches {g['recover']:.0%} of θ_ft's ID-QA between {b['miss']['size'] / g['traced']:.1%} and "
+             f"{b['hit']['size'] / g['traced']:.1%} of them" if b else "")
+    return (f"|γ|₀ {g['graft']['size']:,} of {g['traced']:,} traced entries, grafted ID {acc['qa_id']:.3f} "
+            f"OOD {acc['qa_ood']:.3f}{reach}")
 
 
 def _graft_summary(g: dict) -> dict:
-    return {"size": g["graft"]["size"], "parameters": g["parameters"], "sparsity": g["sparsity"],
-            "accuracy": g["graft"]["accuracy"], "base_patch_accuracy": g["base_patch"]["accuracy"],
+    """The saved graft, and C5's sweep and bracket (sizes in entries of the `traced` block matrices)."""
+    return {"size": g["graft"]["size"], "traced": g["traced"], "sparsity": g["sparsity"],
+            "converged": g["converged"], "accuracy": g["graft"]["accuracy"],
+            "base_patch_accuracy": g["base_patch"]["accuracy"],
             "shared_enrichment": g.get("shared_overlap", {}).get("enrichment"),
-            "finetuned": g.get("finetuned"),
-            "sweep": [{"sparsity": p["sparsity"], "size": p["size"], "accuracy": p["accuracy"]}
+            "finetuned": g.get("finetuned"), "recover": g.get("recover"), "bracket": g.get("bracket"),
+            "sweep": [{key: p[key] for key in ("sparsity", "size", "converged", "accuracy")}
                       for p in g.get("sweep", [])]}
 
 
@@ -106,18 +115,24 @@ def _circuit_line(c: dict) -> str:
 
 
 def _circuit_summary(c: dict) -> dict:
+    """Both n per metric (`random`: the medians over its permutations, and how many; the C6 ladder reads them)."""
     return {"units": c["units"], "unablated_qa_ood": c["unablated"]["qa_ood"],
-            **{m: {"minimal_sufficient": v["minimal_sufficient"], "critical": v["critical"]}
+            **{m: {"minimal_sufficient": v["minimal_sufficient"], "critical": v["critical"],
+                   **({"rankings": len(v["permutations"])} if "permutations" in v else {})}
                for m, v in c["metrics"].items()}}
 
 
 def _circuit(kind: str) -> Analysis:
-    """Head or neuron curves: read the graft (the `graft_size` metric, `heads_on = grafted`)."""
+    """Head or neuron curves: read the graft (the `graft_size` metric, `heads_on = grafted`). `random` is the median
+    of `random_rankings` permutations on heads (C6); neurons, which no claim judges, take one."""
     points = (lambda a: [a.neuron_points]) if kind == "neuron" else (lambda a: [])
+    rankings = (lambda a: a.random_rankings) if kind == "head" else (lambda a: 1)
     return Analysis(
-        name=f"{kind}s", settings=lambda a: [a.k, a.heads_on, a.heads_eval_people, *points(a)], reads=("graft",),
+        name=f"{kind}s", settings=lambda a: [a.k, a.heads_on, a.heads_eval_people, rankings(a), *points(a)],
+        reads=("graft",),
         run=lambda run, a: circuit_curves(run, kind, k=a.k, eval_people=a.heads_eval_people, on=a.heads_on,
-                                          device=a.device, **({"points": a.neuron_points} if kind == "neuron" else {})),
+                                          random_rankings=rankings(a), device=a.device,
+                                          **({"points": a.neuron_points} if kind == "neuron" else {})),
         writes=lambda run, a: [run.curves(kind, a.heads_on)],
         headline=_circuit_line, summary=_circuit_summary)
 
@@ -143,9 +158,10 @@ def _attention_summary(a: dict) -> dict:
 
 def _consistency_line(c: dict) -> str:
     h = consistency_headline(c)
-    rep = ", ".join(f"{p} {v:+.3f}" for p, v in h["representation_gap"].items())
-    probe = "n/a" if h["gradient_probe_gap"] is None else f"{h['gradient_probe_gap']:+.3f}"
-    return f"gradient probe gap {probe}; representation gap {rep}"
+    probe = h["gradient_probe_gap"]
+    rep = ", ".join(f"{p} {r['centred_gap']['value']:+.3f} (top-1 {r['top1']['value']:.3f})"
+                    for p, r in h["representation"].items() if r)
+    return f"gradient probe gap {'n/a' if probe is None else format(probe['value'], '+.3f')}; centred gap {rep}"
 
 
 def _forgetting_line(f: dict) -> str:
@@ -154,8 +170,8 @@ def _forgetting_line(f: dict) -> str:
 
 ANALYSES: tuple[Analysis, ...] = (
     Analysis(
-        name="shared", settings=lambda a: [a.k, a.sweep, a.matched_sizes], reads=(),
-        run=lambda run, a: analyze_run(run, a.k, a.sweep, a.matched_sizes),
+        name="shared", settings=lambda a: [a.k, a.sweep, a.matched_sizes, a.null_draws], reads=(),
+        run=lambda run, a: analyze_run(run, a.k, a.sweep, a.matched_sizes, a.null_draws),
         writes=lambda run, a: [run.shared, run.shared_mask],
         headline=_shared_line, summary=_shared_summary),
     Analysis(
@@ -167,11 +183,11 @@ ANALYSES: tuple[Analysis, ...] = (
         headline=_ablation_line, summary=_ablation_summary),
     Analysis(
         name="graft", settings=lambda a: [a.graft_sparsity, a.graft_steps, a.graft_lr, a.graft_eval_people,
-                                          a.graft_sparsities],
+                                          a.graft_sparsities, a.graft_bracket],
         reads=("shared",),
         run=lambda run, a: graft_run(run, a.graft_sparsity, a.graft_steps, a.graft_lr,
                                      eval_people=a.graft_eval_people, device=a.device,
-                                     sweep=(a.graft_sparsity, *a.graft_sparsities)),
+                                     grid=a.graft_sparsities, bracket=a.graft_bracket),
         writes=lambda run, a: [run.result("graft"), run.graft_mask],
         headline=_graft_line, summary=_graft_summary),
     _circuit("head"),
@@ -186,9 +202,9 @@ ANALYSES: tuple[Analysis, ...] = (
         writes=lambda run, a: [run.result("attention")],
         headline=_attention_line, summary=_attention_summary),
     Analysis(
-        name="consistency", settings=lambda a: [a.consistency_people, a.probe_people], reads=(),
+        name="consistency", settings=lambda a: [a.consistency_people, a.probe_people, a.bootstrap], reads=(),
         run=lambda run, a: consistency_run(run, people=a.consistency_people, probe_people=a.probe_people,
-                                           device=a.device),
+                                           device=a.device, bootstrap=a.bootstrap),
         writes=lambda run, a: [run.result("consistency")],
         headline=_consistency_line, summary=consistency_headline),
     Analysis(  # only a run from a built base has a population of its own to forget

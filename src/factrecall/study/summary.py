@@ -3,8 +3,11 @@
     accuracy.{stage,mix}.{qa_id, qa_ood, bio, bio_after_bio_training}
     <analysis>.{stage,mix}: each summarised analysis of `registry.ANALYSES` (shared, ablation, graft,
         heads, neurons, attention, consistency; forgetting on a built base)
-    claims: [{id, statement, verdict, holds, evidence}] for C1–C7 (docs/method.md §11; verdict: holds,
-        does not hold or undetermined, with the reason in the evidence)
+    not_fit: why no claim can be judged (a model missed the fit thresholds), or null
+    plumbing_check: true for a smoke study (seconds of training: its claims are no finding)
+    claims: [{id, statement, verdict, holds, why, evidence, measured, measures}] for every claim of
+        `claims.CLAIMS` (docs/method.md §11; verdict: holds, does not hold or undetermined; `why` in one
+        sentence; `measured`: the rule's verdict before the fit gate; `measures`: each compared number)
 """
 
 from __future__ import annotations
@@ -14,15 +17,8 @@ from pathlib import Path
 from factrecall.artifacts import read_json
 from factrecall.errors import UserError
 from factrecall.layout import RunLayout, StudyLayout
-from factrecall.study.claims import (
-    c1_accuracy,
-    c2_shared_size,
-    c3_concentration,
-    c4_ablation,
-    c5_grafting,
-    c6_heads,
-    c7_consistency,
-)
+from factrecall.study.claims import check_claims
+from factrecall.study.claims.verdict import fit_gate
 from factrecall.study.config import BASE_KINDS, recorded_analysis
 from factrecall.study.registry import ANALYSES
 from factrecall.terms import EVAL_SETS, STRATEGIES
@@ -52,9 +48,11 @@ def _evaluation(run: RunLayout) -> dict:
 
 
 def _accuracy(result: dict) -> dict:
+    """Final accuracies, BIO after the first phase, and `n`: the items each final accuracy was measured on."""
     first_phase = next(iter(result["phases"].values()))
     return {"qa_id": result["qa_id"]["accuracy"], "qa_ood": result["qa_ood"]["accuracy"],
-            "bio": result["bio"]["accuracy"], "bio_after_bio_training": first_phase["bio"]["accuracy"]}
+            "bio": result["bio"]["accuracy"], "bio_after_bio_training": first_phase["bio"]["accuracy"],
+            "n": {m: result[m].get("n", 0) for m in EVAL_SETS}}
 
 
 def summarize_study(study: Path) -> dict:
@@ -65,9 +63,9 @@ def summarize_study(study: Path) -> dict:
     summary = {"preset": config["preset"], "accuracy": accuracy,
                **{a.name: {s: a.summary(art[a.name][s]) for s in STRATEGIES}
                   for a in ANALYSES if a.summary and a.name in art}}
-    summary["claims"] = [c1_accuracy(accuracy), c2_shared_size(art["shared"]), c3_concentration(art["shared"]),
-                         c4_ablation(art["ablation"]), c5_grafting(art["graft"], accuracy),
-                         c6_heads(art["heads"], art["neurons"]), c7_consistency(art["consistency"])]
+    summary["plumbing_check"] = config["preset"] == "smoke"  # seconds of training: no finding
+    summary["not_fit"] = fit_gate(accuracy)
+    summary["claims"] = check_claims({"accuracy": accuracy, **{n: r for n, r in art.items() if n != "eval"}})
     bases = config.get("bases", ["random"])
     if len(bases) > 1:  # the first base is this study's own; each other one is a study under bases/<name>/
         roots = {base_name(b): (files.sub_study(base_name(b)) if i else files) for i, b in enumerate(bases)}
@@ -84,5 +82,5 @@ def base_name(base: str) -> str:
 def _base_entry(summary: dict, where: StudyLayout) -> dict:
     """A base's row of the comparison; `where` is its study, relative to the main study."""
     return {"accuracy": summary["accuracy"], "forgetting": summary.get("forgetting"),
-            "claims": [{k: c[k] for k in ("id", "verdict", "holds", "evidence")} for c in summary["claims"]],
+            "claims": [{k: c[k] for k in ("id", "verdict", "holds", "why", "evidence")} for c in summary["claims"]],
             "report": str(where.report)}

@@ -16,55 +16,13 @@ is undetermined), with the per-seed verdicts as its evidence.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 from factrecall.artifacts import digest, read_json
 from factrecall.layout import StudyLayout
-from factrecall.study.claims import RECOVER, STATEMENTS, smallest_reaching
+from factrecall.study.claims import CLAIMS, STATEMENTS
 from factrecall.study.sweep import axis_label, point_label
 from factrecall.terms import STRATEGIES
-
-
-def _at(*path):
-    """The number at `path` of a point's summary ("{s}" = the strategy, an int indexes a list), else None."""
-    def get(summary: dict, strategy: str):
-        node = summary
-        for key in path:
-            if isinstance(key, int):
-                node = node[key] if isinstance(node, list) and len(node) > key else None
-            else:
-                node = node.get(key.format(s=strategy)) if isinstance(node, dict) else None
-        return node if isinstance(node, (int, float)) and not isinstance(node, bool) else None
-    return get
-
-
-def _relative_loss(summary: dict, strategy: str):
-    """C4's measure: the share of OOD-QA accuracy lost when the same-size shared set is reset."""
-    drop = _at("ablation", "{s}", "matched", "shared", "qa_ood")(summary, strategy)
-    base = _at("ablation", "{s}", "unablated", "qa_ood")(summary, strategy)
-    return -drop / base if drop is not None and base else None
-
-
-def _smallest_graft(summary: dict, strategy: str):
-    """C5's measure: the smallest |γ|₀ of the sparsity sweep whose ID-QA reaches RECOVER × θ_ft's."""
-    best = smallest_reaching((summary.get("graft") or {}).get(strategy) or {})
-    return best and best["size"]
-
-
-# per claim, the numbers the report plots against the axes: (label, getter(point summary, strategy))
-LADDER: dict[str, tuple[tuple[str, Callable[[dict, str], float | None]], ...]] = {
-    "C1": (("OOD-QA accuracy", _at("accuracy", "{s}", "qa_ood")),),
-    "C2": (("|Shared| at the default k", _at("shared", "{s}", "shared")),),
-    "C3": (("head Gini − placement null, smallest matched size", _at("shared", "{s}", "matched", 0, "heads", "gini",
-                                                                        "excess")),
-           ("neuron Gini − placement null, smallest matched size", _at("shared", "{s}", "matched", 0, "neurons",
-                                                                          "gini", "excess"))),
-    "C4": (("share of OOD-QA lost, same-size shared set reset", _relative_loss),),
-    "C5": ((f"smallest |γ|₀ recovering {RECOVER:.0%} of θ_ft's ID-QA", _smallest_graft),),
-    "C6": (("critical heads by shared_size (Mix's decides)", _at("heads", "{s}", "shared_size", "critical")),),
-    "C7": (("gradient probe gap", _at("consistency", "{s}", "gradient_probe_gap")),),
-}
 
 
 def combine_verdicts(verdicts: dict) -> tuple[str, str]:
@@ -132,7 +90,7 @@ def summarize_sweep(study: Path) -> dict:
     return {"sweep": {"axes": axes, "points": len(points), "finished": sum(p["finished"] for p in points),
                       "missing": [f"{p['index']}: {p['label']}" for p in points if not p["finished"]]},
             "points": points, "groups": groups,
-            "ladder": {c: [label for label, _ in measures] for c, measures in LADDER.items()},
+            "ladder": {c.id: [label for label, _ in c.ladder] for c in CLAIMS},
             "changes": verdict_changes(groups, [a for a in axes if a != "seed"])}
 
 
@@ -151,23 +109,27 @@ def _groups(points: list[dict]) -> list[dict]:
         groups.append({"settings": settings, "label": point_label(settings),
                        "seeds": [p["settings"].get("seed") for p in members],
                        "finished": [p["index"] for p in done], "mean": mean, "sd": sd,
-                       "ladder": {c: {label: {s: [get(p["summary"], s) for p in done]
-                                              for s in STRATEGIES} for label, get in measures}
-                                  for c, measures in LADDER.items()},
+                       "ladder": {c.id: {label: {s: [get(p["summary"], s) for p in done]
+                                                 for s in STRATEGIES} for label, get in c.ladder}
+                                  for c in CLAIMS},
                        "claims": [_claim_over_seeds(cid, done) for cid in STATEMENTS]})
     return groups
 
 
 def _claim_over_seeds(claim_id: str, done: list[dict]) -> dict:
-    per_seed = {}
+    """One claim over the seeds of a group: its verdicts combined, and the rule's before the fit gate (`measured`)."""
+    per_seed, measured = {}, {}
     for p in done:
         claim = next((c for c in p["summary"]["claims"] if c["id"] == claim_id), None)
         if claim is not None:
-            per_seed[p["settings"].get("seed", p["index"])] = claim["verdict"]
+            seed = p["settings"].get("seed", p["index"])
+            per_seed[seed] = claim["verdict"]
+            measured[seed] = claim.get("measured", {}).get("verdict", claim["verdict"])
     verdict, evidence = combine_verdicts(per_seed)
     return {"id": claim_id, "statement": STATEMENTS[claim_id], "verdict": verdict,
             "holds": {"holds": True, "does not hold": False}.get(verdict),
-            "per_seed": {str(s): v for s, v in per_seed.items()}, "evidence": evidence}
+            "per_seed": {str(s): v for s, v in per_seed.items()}, "evidence": evidence,
+            "measured": {"verdict": combine_verdicts(measured)[0], "per_seed": {str(s): v for s, v in measured.items()}}}
 
 
 def verdict_changes(groups: list[dict], axes: list[str]) -> list[str]:

@@ -1,10 +1,10 @@
 """Checkpoints as safetensors + JSON (never pickle), written atomically and verified on load.
 
 A checkpoint directory holds `model.safetensors` (the parameters; buffers are never trained),
-`optimizer.safetensors` (AdamW state flattened to `state/<param index>/<key>`),
-`trace.safetensors`, `rng.safetensors` and `state.json`: the position in the schedule (phase,
-step), the optimizer's param groups, the length of `metrics.jsonl` at save time, and a sha256 of
-every tensor file.
+`optimizer.safetensors` (AdamW state flattened to `state/<param index>/<key>`; empty at a phase's start,
+where a fresh AdamW begins), `trace.safetensors`, `rng.safetensors` and `state.json`: the position in the
+schedule (phase, step), the optimizer's param groups, the length of `metrics.jsonl` at save time, and a
+sha256 of every tensor file.
 
 The files always hold full tensors, whatever the layout in memory: under FSDP2 a parameter (and
 its AdamW moments) is a DTensor of which each rank holds some rows. `full_parameters` and

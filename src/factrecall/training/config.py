@@ -15,6 +15,9 @@ QA_LOSSES = ("answer", "answer_eos")
 PRECISIONS = ("fp32", "bf16")
 DISTRIBUTED = ("ddp", "fsdp")
 TRACE_INCLUDES = ("biases", "norms", "embeddings", "unembedding")  # as models/adapters.py's tracked_parameter_names
+# the settings only Stage's QA phase reads (Mix ignores them): the Stage arms that start from one kept BIO phase
+# (`train --start-from`) may differ in these and in nothing that touches the BIO phase
+QA_PHASE_SETTINGS = ("qa_phase_lr", "qa_phase_weight_decay", "qa_epochs", "qa_stop_at")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimizer step (a step may mix tasks under Mix)
     lr: float = 2e-3  # peak learning rate
     qa_phase_lr: float = 0.0  # Stage's QA-phase peak learning rate; 0 = lr
+    qa_phase_weight_decay: float = -1.0  # Stage's QA-phase AdamW weight decay; -1 = weight_decay
+    qa_stop_at: float = 0.0  # Stage's QA phase ends at the first periodic ID-QA accuracy ≥ this; 0 = off
     warmup: float = 0.05  # fraction of a phase's steps with linear warmup
     min_lr_ratio: float = 0.1  # cosine decay ends at lr × this
     weight_decay: float = 0.1
@@ -79,6 +84,12 @@ class TrainConfig:
         must(_is_real(self.lr) and self.lr > 0, "lr", "be positive", "give a finite number > 0")
         for key in ("qa_phase_lr", "weight_decay", "clip"):
             must(_is_real(getattr(self, key)) and getattr(self, key) >= 0, key, "not be negative", "give a finite number ≥ 0")
+        qa_decay = self.qa_phase_weight_decay
+        must(_is_real(qa_decay) and (qa_decay >= 0 or qa_decay == -1), "qa_phase_weight_decay",
+             "be -1 (= weight_decay) or a number ≥ 0")
+        must(_is_real(self.qa_stop_at) and 0 <= self.qa_stop_at <= 1, "qa_stop_at", "lie in [0, 1]", "0 = off")
+        must(not self.qa_stop_at or self.eval_every > 0, "qa_stop_at", "be 0 without periodic evaluations",
+             "set train.eval_every > 0, the steps between the evaluations it stops at")
         must(_is_real(self.warmup) and 0 <= self.warmup < 1, "warmup", "lie in [0, 1)", "a fraction of each phase's steps")
         must(_is_real(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "lie in [0, 1]")
         for key in ("beta1", "beta2"):

@@ -6,6 +6,8 @@
                                        and gradient-consistency hooks when `grad_consistency` > 0;
                                        trace normalisation "example_sum": the trace's own backward first)
                                    clip, step, log; evaluate / checkpoint now and then
+                                   (Stage's QA phase may end at an evaluation: `qa_stop_at`)
+                               Stage's BIO phase ends: bio_phase/ kept (what `start_from` forks from)
                              ─▶ model/, trace.safetensors, eval.json
 
 A run directory is resumable: its checkpoint holds the model, optimizer, trace, RNG and the step
@@ -15,6 +17,12 @@ nothing without one) and the trace's header has a fixed order, so a resumed run 
 uninterrupted one writes, byte for byte (the `seconds` of each step row aside). The main process
 holds the run directory's lock (`factrecall.locks`) throughout; an `--out` over the data or model
 directory is refused before anything is deleted.
+
+Stage keeps its state at the end of the BIO phase (`bio_phase/`: the checkpoint at phase 1, step 0, and the
+log so far) after the run. `start_from` forks from it: a Stage run that differs only in its QA phase
+(`config.QA_PHASE_SETTINGS`; `run_dir.donor_run` refuses any other difference) starts there as a resumed run,
+and writes what the same run trained from scratch writes. Stage's QA phase may stop early (`qa_stop_at`) at a
+periodic evaluation; its schedule stays that of the whole phase.
 
 Scale (the same code on one CPU process and on n GPUs, started by `torchrun` or `accelerate launch`):
 
@@ -44,10 +52,19 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
-from factrecall.artifacts import append_jsonl, as_json, atomic_directory, read_json, write_json
+from factrecall.artifacts import (
+    append_jsonl,
+    as_json,
+    atomic_directory,
+    read_json,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+)
 from factrecall.data.dataset import Dataset, load_dataset
 from factrecall.devices import resolve_device
 from factrecall.encode import Encoded, collate, encode_bio, encode_qa, pad_id
@@ -71,7 +88,16 @@ from factrecall.training.checkpoint import (
 )
 from factrecall.training.config import TrainConfig
 from factrecall.training.consistency import GradientConsistency
-from factrecall.training.run_dir import model_directory, prepare_run_dir, run_lock, truncate_log
+from factrecall.training.run_dir import (
+    check_same_base,
+    discard_new_run,
+    donor_run,
+    model_directory,
+    prepare_run_dir,
+    resume_point,
+    run_lock,
+    truncate_log,
+)
 from factrecall.training.schedule import build_phases, lr_at
 from factrecall.training.trace import TraceRecorder, save_trace
 
@@ -87,10 +113,12 @@ def _run_record(cfg: TrainConfig, dataset: Dataset) -> dict:
     }
 
 
-def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(model, cfg: TrainConfig, weight_decay: float | None = None) -> torch.optim.Optimizer:
+    """A fresh AdamW; `weight_decay` (a phase's; None: cfg's) on tensors with ≥ 2 dimensions only."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    weight_decay = cfg.weight_decay if weight_decay is None else weight_decay
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
@@ -171,35 +199,42 @@ def _example_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, force: bool = False,
-          report_to: str = "none") -> dict:
+          report_to: str = "none", start_from: Path | None = None) -> dict:
     """Train one strategy; writes the run directory and returns the final evaluation. `report_to`
-    ("tensorboard", "wandb") also logs every metrics row live (`training/live.py`).
+    ("tensorboard", "wandb") also logs every metrics row live (`training/live.py`). `start_from` (a Stage
+    run directory or its bio_phase/): start this Stage run's QA phase from that run's kept BIO phase.
 
     Refused before anything is written or deleted: an `out` that is, contains or lies inside the
-    data or model directory it reads, and an `out` another process is writing (its lock)."""
+    data or model directory or the run it reads, an `out` another process is writing (its lock), and a
+    `start_from` whose BIO phase is not this run's (`run_dir.donor_run`)."""
     cfg.validate()
     out = Path(out)
     log_with = live.tracker(report_to)
     accelerator = _accelerator(cfg, log_with, RunLayout(out).live if log_with else None)
     dataset = load_dataset(data_dir)
     record = _run_record(cfg, dataset)
-    refuse_overlap(out, [("data directory", data_dir), ("model directory", model_directory(cfg.model))], "train")
+    donor = None
+    if start_from is not None:
+        donor, record["start_from"] = donor_run(start_from, record)
+    refuse_overlap(out, [("data directory", data_dir), ("model directory", model_directory(cfg.model)),
+                         ("run to start from", donor.root if donor else None)], "train")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory")
     with run_lock(out, accelerator):
         try:
-            return _train(cfg, accelerator, dataset, record, out, resume, force, bool(log_with))
+            return _train(cfg, accelerator, dataset, record, out, resume, force, donor, bool(log_with))
         finally:
             if log_with:
                 accelerator.end_training()
 
 
 def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: Path, resume: bool,
-           force: bool, tracked: bool = False) -> dict:
-    """`train` under the run directory's lock; `tracked`: start the live tracker once `out` is checked."""
+           force: bool, donor: RunLayout | None, tracked: bool = False) -> dict:
+    """`train` under the run directory's lock; `donor`: the run a fork starts from; `tracked`: start the live
+    tracker once `out` is checked."""
     sharded = cfg.distributed == "fsdp" and accelerator.num_processes > 1
     files = RunLayout(out)
-    resuming = prepare_run_dir(out, record, resume, force, accelerator.is_main_process)  # same config?
+    prepare_run_dir(out, record, resume, force, accelerator.is_main_process)  # same config?
     if tracked:  # after the check: TensorBoard's writer creates RUN/live/ at once
         accelerator.init_trackers(out.name, config=live.hyperparameters(as_json(asdict(cfg))))
 
@@ -213,7 +248,8 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
     if resume and files.finished:
         return read_json(files.eval, "final evaluation")
     # a new run: θ_pre first, then the record that makes it a run (one writer; the others wait for it)
-    if not files.config.is_file() and accelerator.is_main_process:
+    new = not files.config.is_file()
+    if new and accelerator.is_main_process:
         write_base(cfg.model, dataset, cfg.seed, files.base)
         write_json(files.config, record)
     accelerator.wait_for_everyone()
@@ -227,7 +263,14 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
     pad = pad_id(tokenizer)
     examples = {"bio": [encode_bio(tokenizer, b) for b in dataset.bios],
                 "qa": [encode_qa(tokenizer, q, cfg.qa_loss == "answer_eos") for q in dataset.qa_split("id")]}
-    _check_lengths(examples, model.config, dataset)
+    try:
+        _check_lengths(examples, model.config, dataset)
+        if new and donor:  # a fork's θ_pre, as written above, must be its donor's
+            check_same_base(files.base, donor)
+    except UserError:
+        if new and accelerator.is_main_process:
+            discard_new_run(out)
+        raise
     phases = build_phases(cfg, len(examples["bio"]), len(examples["qa"]))
     periodic_sets = eval_sets(tokenizer, dataset, cfg.eval_people)
     full_sets = eval_sets(tokenizer, dataset)
@@ -241,33 +284,53 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
 
     start_phase, start_step, phase_evals, global_step = 0, 0, {}, 0
     checkpoint_dir = files.checkpoint.root
-    if resuming:
-        state = checkpoint_position(checkpoint_dir)
+    source = resume_point(files, donor)  # the run (or kept BIO phase) this one continues from; None: the start
+    if source:
+        state = checkpoint_position(source.checkpoint.root)
         start_phase, start_step = state["phase"], state["step"]
         phase_evals, global_step = state["phase_evals"], state["global_step"]
         if start_phase >= len(phases) or start_step > len(phases[start_phase].steps):
-            raise UserError(f"checkpoint {checkpoint_dir} stands at phase {start_phase} step {start_step}, outside "
-                            f"this run's schedule; rerun with --force to start over")
+            raise UserError(f"checkpoint {source.checkpoint.root} stands at phase {start_phase} step {start_step}, "
+                            f"outside this run's schedule; rerun with --force to start over")
+        if source.metrics != metrics and accelerator.is_main_process:  # a kept BIO phase: its log up to there
+            shutil.copyfile(source.metrics, metrics)
+        accelerator.wait_for_everyone()
+    else:  # the global RNG (dropout's, if any) starts from the seed, also in an attempt started over
+        torch.manual_seed(cfg.seed)
     # drop the rows a killed attempt logged after its checkpoint (all of them without one); every rank checks
-    truncate_log(metrics, state["metrics_bytes"] if resuming else 0, accelerator.is_main_process)
+    truncate_log(metrics, state["metrics_bytes"] if source else 0, accelerator.is_main_process)
 
     def checkpoint(phase_index: int, step: int, optimizer) -> None:
-        """Called by every rank. Saves the trace reduced over ranks: on resume each rank adds its new
-        local sums to it, and the mean at the end is still the single-process trace."""
+        """Called by every rank; `optimizer` is None at a phase's start (each phase starts a fresh AdamW).
+        Saves the trace reduced over ranks: on resume each rank adds its new local sums to it, and the mean
+        at the end is still the single-process trace. Stage's phase boundary (step 0) is kept as bio_phase/ (one
+        atomic directory) with the log so far, its rows without their wall-clock `seconds` so that it is the same
+        bytes in every run with these BIO settings; the older checkpoint/ goes."""
         trace_state = trace.reduced(accelerator) if trace else {}
         params = full_parameters(model, accelerator.is_main_process)
-        optimizer_tensors, groups = full_optimizer_state(optimizer, accelerator.is_main_process)
+        optimizer_tensors, groups = (full_optimizer_state(optimizer, accelerator.is_main_process) if optimizer
+                                     else ({}, []))
         if accelerator.is_main_process:
-            position = {"phase": phase_index, "step": step, "phase_evals": phase_evals, "global_step": global_step,
-                        "metrics_bytes": metrics.stat().st_size if metrics.exists() else 0}
-            save_checkpoint(checkpoint_dir, params, optimizer_tensors, groups, trace_state, position)
+            position = {"phase": phase_index, "step": step, "phase_evals": phase_evals, "global_step": global_step}
+            if step == 0:
+                with atomic_directory(files.bio_phase.root) as tmp:
+                    kept = RunLayout(tmp)
+                    write_jsonl(kept.metrics, [{k: v for k, v in row.items() if k != "seconds"}
+                                               for row in read_jsonl(metrics)])
+                    save_checkpoint(kept.checkpoint.root, params, optimizer_tensors, groups, trace_state,
+                                    {**position, "metrics_bytes": kept.metrics.stat().st_size})
+                shutil.rmtree(checkpoint_dir, ignore_errors=True)
+            else:
+                save_checkpoint(checkpoint_dir, params, optimizer_tensors, groups, trace_state,
+                                {**position, "metrics_bytes": metrics.stat().st_size if metrics.exists() else 0})
         accelerator.wait_for_everyone()
 
+    steps_run = {p.name: len(p.steps) for p in phases}  # a phase stopped early (`Phase.stop_at`) ran fewer
     model.train()
     for phase_index, phase in enumerate(phases):
         if phase_index < start_phase:
             continue
-        optimizer = _optimizer(model, cfg)
+        optimizer = _optimizer(model, cfg, phase.weight_decay)
         if sharded:  # FSDP2 is applied by `_shard`; Accelerate still launches, places and autocasts
             prepared_model = model
         else:
@@ -275,9 +338,9 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
         if consistency:
             consistency.new_phase()
         first_step = 0
-        if resuming and phase_index == start_phase:
+        if source and phase_index == start_phase:
             # a checkpoint at step 0 of a phase carries no optimizer state: each phase starts a fresh AdamW
-            trace_state = load_checkpoint(checkpoint_dir, model, optimizer if start_step > 0 else None)
+            trace_state = load_checkpoint(source.checkpoint.root, model, optimizer if start_step > 0 else None)
             if trace:
                 trace.load_state_dict(trace_state)
             first_step = start_step
@@ -323,11 +386,20 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
             if accelerator.is_main_process:
                 log(row)
             bar.set_postfix({t: f"{v:.3f}" for t, v in row["loss"].items()})
-            if cfg.eval_every and global_step % cfg.eval_every == 0 and (accelerator.is_main_process or sharded):
-                periodic = _accuracies(evaluate(model, periodic_sets, pad))  # every rank when sharded
-                if accelerator.is_main_process:
-                    log({"event": "eval", "phase": phase.name, "global_step": global_step,
-                                           "subset_people": cfg.eval_people, **periodic})
+            if cfg.eval_every and global_step % cfg.eval_every == 0:
+                reached = False
+                if accelerator.is_main_process or sharded:
+                    periodic = _accuracies(evaluate(model, periodic_sets, pad))  # every rank when sharded
+                    reached = bool(phase.stop_at) and periodic["qa_id"]["accuracy"] >= phase.stop_at
+                    if accelerator.is_main_process:
+                        log({"event": "eval", "phase": phase.name, "global_step": global_step,
+                                               "subset_people": cfg.eval_people, **periodic})
+                if phase.stop_at and _on_every_rank(reached, accelerator):
+                    steps_run[phase.name] = step + 1
+                    if accelerator.is_main_process:
+                        log({"event": "early_stop", "phase": phase.name, "global_step": global_step,
+                             "steps_run": step + 1, "steps_planned": n_steps, "qa_stop_at": phase.stop_at})
+                    break
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < n_steps:
                 checkpoint(phase_index, step + 1, optimizer)
         bar.close()
@@ -337,7 +409,7 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
             log({"event": "eval", "phase": phase.name, "global_step": global_step,
                                    "phase_end": True, **_accuracies(phase_evals[phase.name])})
         if phase_index + 1 < len(phases):
-            checkpoint(phase_index + 1, 0, optimizer)
+            checkpoint(phase_index + 1, 0, None)
 
     trace_state = trace.reduced(accelerator) if trace else None  # a collective: every rank takes part
     params = full_parameters(model, accelerator.is_main_process) if sharded else {}  # a collective too
@@ -350,7 +422,7 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
             save_trace(files.trace, trace_state, metadata={
                 "model": cfg.model, "strategy": cfg.strategy, "mode": cfg.trace_mode,
                 "dataset_hash": dataset.content_hash,
-                "steps": json.dumps({p.name: len(p.steps) for p in phases}),
+                "steps": json.dumps(steps_run),
                 **({"normalization": cfg.trace_normalization} if per_example else {})})
         with atomic_directory(files.model) as tmp:
             _save_pretrained(model, params, tmp)
@@ -381,6 +453,11 @@ def _save_pretrained(model, params: dict[str, torch.Tensor], directory: Path) ->
     plain.load_state_dict(params, strict=False, assign=True)
     plain.tie_weights()
     plain.save_pretrained(directory)
+
+
+def _on_every_rank(flag: bool, accelerator) -> bool:
+    """The main process's `flag` on every rank (a collective under several processes)."""
+    return broadcast_object_list([flag])[0] if accelerator.num_processes > 1 else flag
 
 
 def _accuracies(evaluation: dict) -> dict:

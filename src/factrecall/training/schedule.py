@@ -1,12 +1,14 @@
 """Strategies as schedules of phases; phases as lists of optimizer steps of single-task micro-batches.
 
-* Stage: phase "bio" (all bios, `bio_epochs` passes), then phase "qa" (ID questions, `qa_epochs`).
+* Stage: phase "bio" (all bios, `bio_epochs` passes), then phase "qa" (ID questions, `qa_epochs`), with
+         its own peak lr, weight decay and early stop (`config.QA_PHASE_SETTINGS`).
 * Mix:   one phase "mix" with the same micro-batches of both tasks, randomly interleaved.
 
 So both strategies see exactly the same example-passes; only their order differs. Every
 micro-batch holds one task only, so every gradient is attributable to BIO or QA. The whole
 schedule is a pure function of the config and the dataset sizes, which makes a run resumable
-from its step index alone.
+from its step index alone. The BIO batches are drawn from the order's random stream before the QA
+batches, so Stage's BIO phase is the same whatever the QA-phase settings.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ class MicroBatch:
 class Phase:
     name: str
     peak_lr: float
+    weight_decay: float  # AdamW's, on tensors with ≥ 2 dimensions
     steps: tuple[tuple[MicroBatch, ...], ...]  # optimizer steps, each `grad_accum` micro-batches
+    stop_at: float = 0.0  # ends at the first periodic evaluation with ID-QA accuracy ≥ this; 0 = never
 
 
 def _task_batches(task: str, n: int, epochs: int, batch_size: int, rng: random.Random) -> list[MicroBatch]:
@@ -50,12 +54,14 @@ def build_phases(cfg: TrainConfig, n_bio: int, n_qa: int) -> list[Phase]:
     bio = _task_batches("bio", n_bio, cfg.bio_epochs, cfg.bio_batch_size, rng)
     qa = _task_batches("qa", n_qa, cfg.qa_epochs, cfg.qa_batch_size, rng)
     if cfg.strategy == "stage":
-        return [Phase("bio", cfg.lr, _steps(bio, cfg)), Phase("qa", cfg.qa_phase_lr or cfg.lr, _steps(qa, cfg))]
+        qa_decay = cfg.weight_decay if cfg.qa_phase_weight_decay == -1 else cfg.qa_phase_weight_decay
+        return [Phase("bio", cfg.lr, cfg.weight_decay, _steps(bio, cfg)),
+                Phase("qa", cfg.qa_phase_lr or cfg.lr, qa_decay, _steps(qa, cfg), cfg.qa_stop_at)]
     # Mix: a random interleaving that keeps each task's own order (its epochs stay in sequence)
     labels = ["bio"] * len(bio) + ["qa"] * len(qa)
     rng.shuffle(labels)
     queues = {"bio": iter(bio), "qa": iter(qa)}
-    return [Phase("mix", cfg.lr, _steps([next(queues[t]) for t in labels], cfg))]
+    return [Phase("mix", cfg.lr, cfg.weight_decay, _steps([next(queues[t]) for t in labels], cfg))]
 
 
 def lr_at(step: int, n_steps: int, peak: float, cfg: TrainConfig) -> float:
