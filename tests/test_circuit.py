@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from factrecall.analysis.circuit import circuit_curves, ranking, unit_masks, unit_output_ablation
+from factrecall.analysis.circuit import circuit_curves, delta_norms, ranking, unit_masks, unit_output_ablation
 from factrecall.analysis.weights import reset_to_base
 from factrecall.data.dataset import load_dataset
 from factrecall.errors import UserError
@@ -173,3 +173,27 @@ def test_random_is_the_median_over_permutations_seeded_by_the_run(smoke_run, tmp
     assert other["seed"] == 1 and [p["ranking"] for p in other["permutations"]] != rankings
     with pytest.raises(UserError, match="random-rankings must be at least 1"):
         circuit_curves(runs[0], "head", ("random",), random_rankings=0)
+
+
+@pytest.mark.parametrize("preset", ["tiny-llama-gqa", "tiny-neox", "tiny-gpt2"])
+def test_delta_norms_match_each_units_own_entries(preset, tokenizer):
+    """‖θ − θ_pre‖ per unit (`delta_norm`) equals the norm over the entries `unit_masks` gives that unit, for every
+    family (GPT-2's and NeoX's 1-D biases included; a K/V group's entries count 1/g towards each head)."""
+    base_model, model = build_tiny_model(preset, tokenizer, seed=0), build_tiny_model(preset, tokenizer, seed=1)
+    base = {n: p.detach() for n, p in base_model.named_parameters()}
+    norms = delta_norms(model.config, model, base)
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    for kind, table in (("head", "heads"), ("neuron", "neurons")):
+        layers, units = norms[table].shape
+        for layer, unit in ((0, 0), (layers - 1, units - 1)):
+            masks = unit_masks(model.config, shapes, kind, {(layer, unit)})
+            share = {n: 1.0 for n in masks}
+            if preset == "tiny-llama-gqa" and kind == "head":  # K/V rows reset only with the whole group
+                group = model.config.num_attention_heads // model.config.num_key_value_heads
+                whole = unit_masks(model.config, shapes, kind, {(layer, h) for h in range(
+                    unit // group * group, unit // group * group + group)})
+                masks |= {n: m for n, m in whole.items() if ("k_proj" in n or "v_proj" in n)}
+                share |= {n: 1.0 / group for n in masks if "k_proj" in n or "v_proj" in n}
+            expected = sum(share[n] * float(((params[n] - base[n])[m].double() ** 2).sum()) for n, m in masks.items())
+            assert float(norms[table][layer, unit]) ** 2 == pytest.approx(expected, rel=1e-6), (kind, layer, unit)

@@ -165,7 +165,7 @@ def test_report_in_a_real_browser(study, tmp_path):
         sizes = page.eval_on_selector_all(
             "figure img", "els => els.map(e => [e.naturalWidth, e.getBoundingClientRect().width, "
                           "e.getBoundingClientRect().height])")
-        claims = page.locator("#claims-table tbody tr").count()
+        claims = page.locator("#claims-table > tbody > tr").count()
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         shutil.copy(tmp_path / "report.png", out / "report" / "screenshot.png")  # beside the test output
     finally:
@@ -173,7 +173,7 @@ def test_report_in_a_real_browser(study, tmp_path):
         manager.__exit__(None, None, None)
     assert errors == [] and dialogs == [] and remote == []
     assert len(sizes) >= 11 and all(w > 0 and rw > 0 and rh > 0 for w, rw, rh in sizes), sizes
-    assert claims == len(json.loads((out / "summary.json").read_text())["claims"]) == 7
+    assert claims == len(json.loads((out / "summary.json").read_text())["claims"]) == len(CLAIMS)
 
 
 def test_report_escapes_strings_from_data_and_configs(study, tmp_path):
@@ -183,7 +183,7 @@ def test_report_escapes_strings_from_data_and_configs(study, tmp_path):
     shutil.copytree(study[0], out)
     attack = "<script>alert(1)</script><img src=x onerror=alert(2)>"
     summary = json.loads((out / "summary.json").read_text())
-    summary["claims"][0]["evidence"] = attack
+    summary["claims"][0]["evidence"] = summary["claims"][0]["why"] = attack
     summary["preset"] = attack
     (out / "summary.json").write_text(json.dumps(summary))
     record = json.loads((out / "study.json").read_text())
@@ -194,7 +194,7 @@ def test_report_escapes_strings_from_data_and_configs(study, tmp_path):
     manager, context = _browser(tmp_path)
     try:
         page, errors, dialogs, _ = _open(context, page_path)
-        shown = page.locator("#claims-table tbody tr").first.inner_text()
+        shown = page.locator("#claims-table > tbody > tr").first.inner_text()
     finally:
         context.close()
         manager.__exit__(None, None, None)

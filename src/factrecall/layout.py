@@ -16,8 +16,11 @@ layout for the path and never spells one; README.md's "Layouts" section describe
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from factrecall.errors import UserError
 
 DATA_FILES = ("people.jsonl", "bio.jsonl", "qa.jsonl", "vocabulary.txt")  # with meta.json, a dataset
 TABLES = ("people", "bio", "qa")  # the JSONL tables: all a dataset of your own needs (docs/data-format.md)
@@ -236,7 +239,30 @@ class StudyLayout:
         return DatasetLayout(self.root / "data")
 
     def run(self, strategy: str) -> RunLayout:
+        """The run trained with [train]'s recipe (Stage's is also the donor of the Stage arms)."""
         return RunLayout(self.root / "runs" / strategy)
+
+    def stage_arm(self, label: str) -> RunLayout:
+        """A Stage arm, forked from `run("stage")`'s BIO phase with other QA-phase settings."""
+        return RunLayout(self.root / "runs" / "stage-arms" / label)
+
+    @property
+    def stage_choice(self) -> Path:
+        """stage_arms.json: every Stage run's accuracies and the one the analyses take (`study.stage_arms`)."""
+        return self.root / "stage_arms.json"
+
+    def analysed(self, strategy: str) -> RunLayout:
+        """The run the analyses take: [train]'s, or for Stage the arm `stage_arms.json` chose."""
+        if strategy != "stage" or not self.stage_choice.is_file():
+            return self.run(strategy)
+        try:
+            chosen = json.loads(self.stage_choice.read_text(encoding="utf-8"))["chosen"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            chosen = None
+        if not isinstance(chosen, str) or not (chosen == "runs/stage" or chosen.startswith("runs/stage-arms/")):
+            raise UserError(f"{self.stage_choice} is damaged (no chosen Stage run); delete it and rerun "
+                            f"'factrecall study'")
+        return RunLayout(self.root / chosen)
 
     @property
     def summary(self) -> Path:

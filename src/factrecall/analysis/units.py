@@ -93,7 +93,9 @@ def feature_sums(config, name: str, values: torch.Tensor) -> torch.Tensor | None
     units = tensor_units(config, name)
     if units is None:
         return None
-    return values.sum(dim=[d for d in range(values.dim()) if d != units.axis], dtype=torch.float64)
+    others = [d for d in range(values.dim()) if d != units.axis]
+    # a bias is its unit axis alone (and `sum(dim=[])` would sum every entry)
+    return values.sum(dim=others, dtype=torch.float64) if others else values.double()
 
 
 def index_feature_counts(config, name: str, index: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor | None:

@@ -84,6 +84,26 @@ SECTIONS: dict[str, tuple[Section, ...]] = {
 }
 
 
+def setting_line(config: dict, summary: dict) -> str:
+    """The report's first screen: θ_pre, the Stage recipe the analyses took, and how much BIO it kept."""
+    train, stage = config["train"], summary["accuracy"]["stage"]
+    chosen = next((r for r in (summary.get("stage_arms") or {}).get("runs", [])
+                   if r["run"] == summary["stage_arms"]["chosen"]), None)
+    qa = {**{k: train.get(k) for k in ("qa_phase_lr", "qa_phase_weight_decay", "qa_epochs", "qa_stop_at")},
+          **(chosen["settings"] if chosen else {})}
+    lr = qa["qa_phase_lr"] or train["lr"]
+    wd = qa.get("qa_phase_weight_decay")
+    decay = train["weight_decay"] if wd is None or wd < 0 else wd
+    arms = summary.get("stage_arms")
+    return (f"θ_pre: {', '.join(config.get('bases', ['random']))} ({train['model']}). Stage: BIO phase lr "
+            f"{train['lr']:g} × {train['bio_epochs']} epochs, then QA phase lr {lr:g} × {qa['qa_epochs']} epochs, "
+            f"weight decay {decay:g}" + (f", early stop at ID-QA {qa['qa_stop_at']:g}" if qa.get("qa_stop_at") else "")
+            + (f" (the arm chosen of {len(arms['runs'])} Stage runs)" if arms else "")
+            + f"; it keeps BIO at {stage['bio']:.3f} after its QA phase ({stage['bio_after_bio_training']:.3f} "
+              f"after its BIO phase). Mix: lr {train['lr']:g}, {train['bio_epochs']} BIO and {train['qa_epochs']} "
+              f"QA epochs interleaved.")
+
+
 def build_report(study: Path, summary: dict | None = None) -> Path:
     """Write `study/report/index.html` (and `report/figures/*.png|pdf`); returns the page's path. A new
     `summary` is written to summary.json once every input has been read (else summary.json is read)."""
@@ -94,7 +114,7 @@ def build_report(study: Path, summary: dict | None = None) -> Path:
     fresh, summary = summary is not None, summary or read_json(files.summary, "study summary")
     record = read_json(files.record, "study record")
     art = study_artifacts(study)
-    runs = {s: files.run(s) for s in STRATEGIES}
+    runs = {s: files.analysed(s) for s in STRATEGIES}
     metrics = {s: read_jsonl(run.metrics) for s, run in runs.items()}  # every input read before anything is written
     if fresh:
         write_json(files.summary, summary)
@@ -112,6 +132,7 @@ def build_report(study: Path, summary: dict | None = None) -> Path:
     env = jinja2.Environment(loader=jinja2.PackageLoader("factrecall", "report"), autoescape=True)
     page = env.get_template("template.html").render(
         study=str(study), summary=summary, sections=sections, inspections=inspections,
+        setting=setting_line(record["config"], summary),
         config=json.dumps(record["config"], indent=2, ensure_ascii=False),
         provenance=json.dumps(record.get("provenance", {}), indent=2, ensure_ascii=False),
         manifest=read_json(files.manifest, "study manifest") if files.manifest.is_file() else {})

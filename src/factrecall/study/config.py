@@ -1,8 +1,8 @@
 """Named settings for data, training and analysis, and study config files that override them.
 
 `default` was chosen by measurement on 2 CPU cores (see the README's frontier table): the
-smallest setting where Mix answers OOD questions and Stage does not, both strategies in
-minutes. `small` trains the same people with the same recipe on a 4-layer, 8-head model (32 heads,
+smallest setting where Mix answers OOD questions and Stage with [train]'s recipe does not, both
+strategies in minutes; its Stage is the best of three QA-phase learning rates (`[stage_arms]`). `small` trains the same people with the same recipe on a 4-layer, 8-head model (32 heads,
 enough to ask the head claims), its analyses on fewer people to keep them in minutes. `smoke` only exercises the code paths (tests, CI); its accuracies mean nothing.
 `paper-llama` and `paper-pythia` are GPU settings for the paper's models (they name hub ids;
 point `train.model` at a local copy): validated here, runnable only where the weights are.
@@ -25,6 +25,8 @@ such a study (`study/sweep.py`).
 
 from __future__ import annotations
 
+import itertools
+import math
 import tomllib
 import types
 import typing
@@ -36,7 +38,7 @@ from factrecall.artifacts import as_json, is_directory
 from factrecall.data.generate import DataConfig, check_capacity
 from factrecall.data.pools import load_pools
 from factrecall.errors import UserError
-from factrecall.training.config import TrainConfig
+from factrecall.training.config import QA_PHASE_SETTINGS, TrainConfig
 
 _PAPER_DATA = {"people": 10000, "bios_per_person": 5, "permute": True, "templates_per_attribute": 0}
 _PAPER_TRAIN = {"bio_epochs": 10, "qa_epochs": 10, "bio_batch_size": 16, "qa_batch_size": 32, "lr": 2e-5,
@@ -45,12 +47,17 @@ _PAPER_TRAIN = {"bio_epochs": 10, "qa_epochs": 10, "bio_batch_size": 16, "qa_bat
 _CPU_DATA = {"people": 500, "bios_per_person": 4, "permute": True, "templates_per_attribute": 4}
 _CPU_TRAIN = {"bio_epochs": 20, "qa_epochs": 20, "lr": 2e-3, "eval_every": 250}
 _CPU_ANALYSIS = {"graft_sparsity": 0.4, "graft_steps": 10, "graft_eval_people": 100}
+# Stage's QA phase at the BIO phase's lr forgets two thirds of the biographies; lower QA-phase lrs keep them
+# (measured: README "The default study, end to end"), so Stage is chosen over this grid, as Physics 3.1's is
+_CPU_STAGE_ARMS = {"qa_phase_lr": (5e-4, 2e-4)}
 
 PRESETS: dict[str, dict[str, dict]] = {
-    "default": {"data": _CPU_DATA, "train": {"model": "tiny-llama", **_CPU_TRAIN}, "analysis": _CPU_ANALYSIS},
+    "default": {"data": _CPU_DATA, "train": {"model": "tiny-llama", **_CPU_TRAIN}, "analysis": _CPU_ANALYSIS,
+                "stage_arms": _CPU_STAGE_ARMS},
     # 4 layers × 8 heads: the 32 heads the head claims (C6) need; default's recipe, measured to fit it (README)
     "small": {"data": _CPU_DATA, "train": {"model": "small-llama", **_CPU_TRAIN},
-              "analysis": {**_CPU_ANALYSIS, "ablation_eval_people": 100, "heads_eval_people": 50}},  # 4× the heads
+              "analysis": {**_CPU_ANALYSIS, "ablation_eval_people": 100, "heads_eval_people": 50},  # 4× the heads
+              "stage_arms": _CPU_STAGE_ARMS},
     "smoke": {
         "data": {"people": 40, "bios_per_person": 2, "permute": True, "templates_per_attribute": 4},
         "train": {"model": "tiny-llama", "bio_epochs": 2, "qa_epochs": 2, "bio_batch_size": 16,
@@ -87,7 +94,30 @@ class BaseConfig:
                                 f"(got {value!r})")
 
 
-SECTIONS = {"data": DataConfig, "train": TrainConfig, "analysis": AnalysisConfig, "base": BaseConfig}
+@dataclass(frozen=True)
+class StageArmsConfig:
+    """Stage's QA phase over a grid (`[stage_arms]`): each listed setting's values, the others at [train]'s.
+
+    Every grid point but [train]'s own recipe is an arm forked from the Stage run's kept BIO phase
+    (`train --start-from`); the analyses take the arm that keeps BIO best among those that fit ID-QA
+    (`study/stage_arms.py`). Empty lists: one Stage recipe, [train]'s."""
+    qa_phase_lr: tuple[float, ...] = ()
+    qa_phase_weight_decay: tuple[float, ...] = ()
+    qa_epochs: tuple[int, ...] = ()
+    qa_stop_at: tuple[float, ...] = ()
+
+    def validate(self) -> None:
+        for key in QA_PHASE_SETTINGS:
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise UserError(f"stage_arms.{key} lists a value twice (got {list(values)})")
+        if math.prod(max(1, len(getattr(self, k))) for k in QA_PHASE_SETTINGS) > MAX_STAGE_ARMS:
+            raise UserError(f"stage_arms: the grid has more than {MAX_STAGE_ARMS} points; list fewer values")
+
+
+MAX_STAGE_ARMS = 16
+SECTIONS = {"data": DataConfig, "train": TrainConfig, "analysis": AnalysisConfig, "base": BaseConfig,
+            "stage_arms": StageArmsConfig}
 BASE_KINDS = ("random", "language", "skill")  # or a model directory
 
 
@@ -161,6 +191,7 @@ class StudyConfig:
     train: TrainConfig
     analysis: AnalysisConfig
     base: BaseConfig
+    stage_arms: StageArmsConfig = StageArmsConfig()
     bases: tuple[str, ...] = ("random",)
     data_path: str | None = None  # `[data] path`: a dataset of your own (docs/data-format.md) instead of [data]'s
 
@@ -226,6 +257,8 @@ def config_from_table(table: dict, file: Path | None, preset: str | None = None,
     try:
         for section in SECTIONS:
             sections[section].validate()
+        for arm in stage_arm_settings(sections["stage_arms"], sections["train"]):  # each arm a valid recipe
+            replace(sections["train"], strategy="stage", **arm).validate()
         if not data_path:  # the population must fit the name pools (checked again, with exclusions, when drawn)
             check_capacity(load_pools(Path(sections["data"].pools) if sections["data"].pools else None),
                            sections["data"].people)
@@ -247,11 +280,28 @@ def config_from_table(table: dict, file: Path | None, preset: str | None = None,
 
 
 def config_record(config: StudyConfig) -> dict:
-    """What study.json records of `config` (an unset `data_path` left out, so earlier studies still match)."""
+    """What study.json records of `config` (an unset `data_path` and no Stage arms left out, so earlier studies
+    still match)."""
     record = as_json(asdict(config))
     if record["data_path"] is None:
         del record["data_path"]
+    if config.stage_arms == StageArmsConfig():
+        del record["stage_arms"]
     return record
+
+
+def stage_arm_settings(arms: StageArmsConfig, train: TrainConfig) -> list[dict]:
+    """The QA-phase settings of every Stage arm: the grid's points in order (only the listed settings), less
+    [train]'s own recipe (compared by effect: qa_phase_lr 0 is lr, qa_phase_weight_decay −1 is weight_decay)."""
+    def effect(settings: dict) -> dict:
+        out = {key: getattr(train, key) for key in QA_PHASE_SETTINGS} | settings
+        return out | {"qa_phase_lr": out["qa_phase_lr"] or train.lr,
+                      "qa_phase_weight_decay": (train.weight_decay if out["qa_phase_weight_decay"] < 0
+                                                else out["qa_phase_weight_decay"])}
+
+    axes = [[(key, v) for v in getattr(arms, key)] for key in QA_PHASE_SETTINGS if getattr(arms, key)]
+    points = [dict(point) for point in itertools.product(*axes)] if axes else []
+    return [p for p in points if effect(p) != effect({})]
 
 
 def _data_path(where: str | None, data: object) -> str | None:

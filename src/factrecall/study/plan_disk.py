@@ -22,7 +22,8 @@ and keeps base + model + trace + other (+ bio_phase for Stage, written at the bo
 checkpoint). A study writes, per base, the two runs and their analyses'
 masks: shared (int32 indices of Top_BIO, Top_QA and Shared at k: ≤ 3·k %·Q·4) and graft (≈ the
 base patch, graft_sparsity·P·4; the search moves a few entries); a `language` or `skill` base
-first trains its own run (trace off) and copies its θ_ft (4·P); and the datasets (≈ 2 KB per
+first trains its own run (trace off) and copies its θ_ft (4·P); each Stage arm keeps a run without
+a BIO phase of its own; and the datasets (≈ 2 KB per
 person and 640 B per bio). One run trains at a time, after the files of every earlier step exist,
 so a study peaks at what all its steps keep plus the largest excess of one run's training peak.
 """
@@ -41,7 +42,7 @@ from factrecall.data.generate import DataConfig
 from factrecall.data.pools import ATTRIBUTES
 from factrecall.errors import UserError
 from factrecall.models.spec import spec_config
-from factrecall.study.config import BASE_KINDS, StudyConfig, data_config, train_config
+from factrecall.study.config import BASE_KINDS, StudyConfig, data_config, stage_arm_settings, train_config
 from factrecall.study.plan_training import GIB, Shapes, data_vocabulary, model_shapes
 from factrecall.terms import STRATEGIES
 from factrecall.training.config import TrainConfig
@@ -120,6 +121,11 @@ def study_disk_bytes(config: StudyConfig) -> dict[str, int]:
             run = run_bytes(shapes, cfg, checkpoints_written(cfg, *counts))
             kept["runs"] += run["kept"]
             kept["analysis_masks"] += 4 * (3 * top + math.ceil(a.graft_sparsity * shapes.params))
+            excess = max(excess, run["peak"] - run["kept"])
+        for arm in stage_arm_settings(config.stage_arms, config.train):  # forks: no BIO phase of their own
+            cfg = replace(config.train, strategy="stage", model=model, **arm)
+            run = run_bytes(shapes, cfg, checkpoints_written(cfg, *counts))
+            kept["runs"] += run["kept"] - run["bio_phase"]
             excess = max(excess, run["peak"] - run["kept"])
     return {**kept, "training_excess": excess, "peak": sum(kept.values()) + excess}
 

@@ -2,8 +2,12 @@
 
 Steps, in order, for both strategies where it applies:
 
-    data → [base] → train/{stage,mix} → every analysis of `registry.ANALYSES` (shared → ablation
-    → graft → heads → neurons → inspect → attention → consistency → [forgetting]) → summary.json
+    data → [base] → train/{stage,mix} → [train/stage-arms/<arm> → stage/choose] → every analysis of
+    `registry.ANALYSES` (shared → ablation → graft → heads → neurons → inspect → attention →
+    consistency → [forgetting]) → summary.json
+
+With `[stage_arms]`, Stage's QA phase also runs over a grid, each arm forked from the Stage run's
+BIO phase, and the Stage analyses take the arm `study/stage_arms.py choose` picks (stage_arms.json).
 
 (`factrecall study` then builds report/index.html from the summary and the artifacts.)
 
@@ -35,16 +39,19 @@ from factrecall.data.generate import generate_dataset
 from factrecall.devices import resolve_device
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import accuracy_line
-from factrecall.layout import DatasetLayout, StudyLayout
+from factrecall.layout import DatasetLayout, RunLayout, StudyLayout
 from factrecall.locks import directory_lock, refuse_overlap
 from factrecall.provenance import package_versions
 from factrecall.study.bases import KINDS, base_headline, build_base
-from factrecall.study.config import StudyConfig, config_record, study_config
+from factrecall.study.config import StudyConfig, config_record, stage_arm_settings, study_config
 from factrecall.study.plan_disk import check_disk, study_disk_bytes
 from factrecall.study.registry import ANALYSES
-from factrecall.study.summary import base_name, summarize_study
+from factrecall.study.stage_arms import arm_label, choose
+from factrecall.study.stage_arms import headline as arm_headline
+from factrecall.study.summary import base_name, run_accuracy, summarize_study
 from factrecall.study.sweep import Point
 from factrecall.terms import STRATEGIES
+from factrecall.training.config import QA_PHASE_SETTINGS, TrainConfig
 from factrecall.training.loop import train
 from factrecall.training.run_dir import model_directory
 
@@ -202,26 +209,63 @@ def _base_step(step: Steps, manifest: Manifest, out: Path, base: str, config: St
 
 def _strategy_steps(step: Steps, manifest: Manifest, root: StudyLayout, data: Path, config: StudyConfig,
                     prefix: str, base_reads: tuple[str, ...]) -> None:
-    """Train both strategies under `root/runs/` and run every analysis on them (step names start with `prefix`)."""
+    """Train both strategies (and the Stage arms) under `root/runs/` and run every analysis on the analysed runs
+    (step names start with `prefix`)."""
     a = config.analysis
     for strategy in STRATEGIES:
-        run = root.run(strategy)
-        cfg = replace(config.train, strategy=strategy)
-        name = f"{prefix}train/{strategy}"
-        # an unfinished run continues from its checkpoint; a finished one whose files changed retrains
-        step(name, asdict(cfg), base_reads,
-             run=lambda cfg=cfg, run=run, name=name: train(cfg, data, run.root, resume=True,
-                                                           force=name in manifest.steps),
-             writes=lambda run=run: _files(run.eval, run.trace, *sorted(run.model.glob("*"))),
-             load=lambda run=run: read_json(run.eval, "final evaluation"), headline=accuracy_line)
+        _train_step(step, manifest, f"{prefix}train/{strategy}", replace(config.train, strategy=strategy),
+                    data, root.run(strategy), base_reads)
+    stage_reads = _stage_arm_steps(step, manifest, root, data, config, prefix, base_reads)
 
     for strategy in STRATEGIES:
-        run = root.run(strategy)
+        run = root.analysed(strategy)
+        trained = stage_reads if strategy == "stage" else (f"{prefix}train/{strategy}",)
         for analysis in ANALYSES:
             if not analysis.applies(run):
                 continue
-            reads = (f"{prefix}train/{strategy}", *(f"{prefix}{r}/{strategy}" for r in analysis.reads))
+            reads = (*trained, *(f"{prefix}{r}/{strategy}" for r in analysis.reads))
             step(f"{prefix}{analysis.name}/{strategy}", analysis.settings(a), reads,
                  run=lambda analysis=analysis, run=run: analysis.run(run.root, a),
                  writes=lambda analysis=analysis, run=run: _files(*analysis.writes(run, a)),
                  load=lambda analysis=analysis, run=run: analysis.load(run, a), headline=analysis.headline)
+
+
+def _train_step(step: Steps, manifest: Manifest, name: str, cfg: TrainConfig, data: Path, run: RunLayout,
+                reads: tuple[str, ...], start_from: Path | None = None) -> None:
+    """One training run; an unfinished run continues from its checkpoint, a finished one whose files changed
+    retrains."""
+    step(name, asdict(cfg), reads,
+         run=lambda: train(cfg, data, run.root, resume=True, force=name in manifest.steps, start_from=start_from),
+         writes=lambda: _files(run.eval, run.trace, *sorted(run.model.glob("*"))),
+         load=lambda: read_json(run.eval, "final evaluation"), headline=accuracy_line)
+
+
+def _stage_arm_steps(step: Steps, manifest: Manifest, root: StudyLayout, data: Path, config: StudyConfig,
+                     prefix: str, base_reads: tuple[str, ...]) -> tuple[str, ...]:
+    """With [stage_arms]: every arm forked from the Stage run's BIO phase, then `stage/choose` writes
+    stage_arms.json; returns the steps the Stage analyses read."""
+    donor = root.run("stage")
+    arms = [(arm_label(s), replace(config.train, strategy="stage", **s), s)
+            for s in stage_arm_settings(config.stage_arms, config.train)]
+    if not arms:
+        root.stage_choice.unlink(missing_ok=True)  # a config without arms analyses [train]'s Stage run
+        return (f"{prefix}train/stage",)
+    for label, cfg, _ in arms:
+        _train_step(step, manifest, f"{prefix}train/stage-arms/{label}", cfg, data, root.stage_arm(label),
+                    (*base_reads, f"{prefix}train/stage"), start_from=donor.root)
+    trained = (f"{prefix}train/stage", *(f"{prefix}train/stage-arms/{label}" for label, _, _ in arms))
+
+    def choose_arm() -> dict:
+        own = {key: getattr(config.train, key) for key in QA_PHASE_SETTINGS}
+        runs = [{"label": "[train]", "run": "runs/stage", "settings": own,
+                 "accuracy": run_accuracy(read_json(donor.eval, "final evaluation"))}]
+        runs += [{"label": label, "run": str(root.stage_arm(label).root.relative_to(root.root)), "settings": s,
+                  "accuracy": run_accuracy(read_json(root.stage_arm(label).eval, "final evaluation"))}
+                 for label, _, s in arms]
+        record = {"runs": runs, "chosen": choose(runs)["run"]}
+        write_json(root.stage_choice, record)
+        return record
+
+    step(f"{prefix}stage/choose", [], trained, run=choose_arm, writes=lambda: [root.stage_choice],
+         load=lambda: read_json(root.stage_choice, "Stage arms"), headline=arm_headline)
+    return (*trained, f"{prefix}stage/choose")

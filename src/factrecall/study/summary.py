@@ -1,6 +1,7 @@
 """`summary.json` of a study, built from its artifacts alone (so `factrecall report` can rebuild it).
 
-    accuracy.{stage,mix}.{qa_id, qa_ood, bio, bio_after_bio_training}
+    accuracy.{stage,mix}.{qa_id, qa_ood, bio, bio_after_bio_training, n}: Stage's is the analysed run's
+    stage_arms: with [stage_arms], stage_arms.json: every Stage run's accuracies and the one analysed
     <analysis>.{stage,mix}: each summarised analysis of `registry.ANALYSES` (shared, ablation, graft,
         heads, neurons, attention, consistency; forgetting on a built base)
     not_fit: why no claim can be judged (a model missed the fit thresholds), or null
@@ -28,7 +29,7 @@ def study_artifacts(study: Path) -> dict[str, dict[str, dict]]:
     """{"eval" or analysis name: {strategy: its result}} for every analysis the study ran on both runs."""
     files = StudyLayout(Path(study))
     a = recorded_analysis(read_json(files.record, "study record")["config"])
-    runs = {s: files.run(s) for s in STRATEGIES}
+    runs = {s: files.analysed(s) for s in STRATEGIES}
     art = {"eval": {s: _evaluation(run) for s, run in runs.items()}}
     for analysis in ANALYSES:
         if all(analysis.applies(run) for run in runs.values()):
@@ -47,7 +48,7 @@ def _evaluation(run: RunLayout) -> dict:
     return result
 
 
-def _accuracy(result: dict) -> dict:
+def run_accuracy(result: dict) -> dict:
     """Final accuracies, BIO after the first phase, and `n`: the items each final accuracy was measured on."""
     first_phase = next(iter(result["phases"].values()))
     return {"qa_id": result["qa_id"]["accuracy"], "qa_ood": result["qa_ood"]["accuracy"],
@@ -57,7 +58,7 @@ def _accuracy(result: dict) -> dict:
 
 def summarize_study(study: Path) -> dict:
     art = study_artifacts(study)
-    accuracy = {s: _accuracy(art["eval"][s]) for s in STRATEGIES}
+    accuracy = {s: run_accuracy(art["eval"][s]) for s in STRATEGIES}
     files = StudyLayout(Path(study))
     config = read_json(files.record, "study record")["config"]
     summary = {"preset": config["preset"], "accuracy": accuracy,
@@ -65,7 +66,11 @@ def summarize_study(study: Path) -> dict:
                   for a in ANALYSES if a.summary and a.name in art}}
     summary["plumbing_check"] = config["preset"] == "smoke"  # seconds of training: no finding
     summary["not_fit"] = fit_gate(accuracy)
-    summary["claims"] = check_claims({"accuracy": accuracy, **{n: r for n, r in art.items() if n != "eval"}})
+    arms = read_json(files.stage_choice, "Stage arms") if files.stage_choice.is_file() else None
+    if arms:
+        summary["stage_arms"] = arms
+    summary["claims"] = check_claims({"accuracy": accuracy, **{n: r for n, r in art.items() if n != "eval"},
+                                      **({"stage_arms": arms["runs"]} if arms else {})})
     bases = config.get("bases", ["random"])
     if len(bases) > 1:  # the first base is this study's own; each other one is a study under bases/<name>/
         roots = {base_name(b): (files.sub_study(base_name(b)) if i else files) for i, b in enumerate(bases)}

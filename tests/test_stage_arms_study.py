@@ -1,0 +1,81 @@
+"""A study's Stage arms (`[stage_arms]`, `study/stage_arms.py`): the grid, the choice, and a smoke study that
+forks its arms from the Stage run's BIO phase and analyses the chosen one."""
+
+import json
+
+import pytest
+
+from factrecall.errors import UserError
+from factrecall.report.build import build_reports
+from factrecall.study.config import StageArmsConfig, stage_arm_settings, study_config, train_config
+from factrecall.study.runner import run_study
+from factrecall.study.stage_arms import arm_label, best_fitting, choose
+
+
+def run(label: str, qa_id: float, qa_ood: float, bio: float) -> dict:
+    return {"label": label, "run": f"runs/stage-arms/{label}", "settings": {},
+            "accuracy": {"qa_id": qa_id, "qa_ood": qa_ood, "bio": bio}}
+
+
+@pytest.mark.parametrize("runs, chosen, best", [
+    ([run("a", 1.0, 0.08, 0.35), run("b", 1.0, 0.84, 0.96), run("c", 0.95, 0.9, 0.99)], "c", "c"),
+    ([run("a", 1.0, 0.08, 0.35), run("b", 0.5, 0.84, 0.99)], "a", None),  # b misses ID-QA: never analysed
+    ([run("a", 0.3, 0.0, 0.9), run("b", 0.5, 0.0, 0.8)], "b", None),  # none fits: the best ID-QA
+    ([run("a", 1.0, 0.5, 0.95), run("b", 1.0, 0.9, 0.95)], "a", "b"),  # a tie on BIO and ID-QA: the first listed
+])
+def test_choose_keeps_bio_best_among_those_that_fit(runs, chosen, best):
+    assert choose(runs)["label"] == chosen
+    assert (best_fitting(runs) or {}).get("label") == best
+
+
+def test_the_grid_leaves_out_the_train_recipe():
+    train = train_config("smoke", qa_phase_lr=2e-3)
+    arms = StageArmsConfig(qa_phase_lr=(2e-3, 2e-4), qa_epochs=(2, 4))
+    settings = stage_arm_settings(arms, train)
+    assert settings == [{"qa_phase_lr": 2e-3, "qa_epochs": 4}, {"qa_phase_lr": 2e-4, "qa_epochs": 2},
+                        {"qa_phase_lr": 2e-4, "qa_epochs": 4}]  # [train]'s recipe (lr 2e-3, 2 QA epochs) left out
+    same = train_config("smoke")  # qa_phase_lr 0 means lr: an arm at lr is [train]'s recipe
+    assert stage_arm_settings(StageArmsConfig(qa_phase_lr=(same.lr,), qa_phase_weight_decay=(same.weight_decay,)),
+                              same) == []
+    assert arm_label({"qa_phase_lr": 2e-4, "qa_epochs": 4}) == "qa_phase_lr=0.0002,qa_epochs=4"
+    assert stage_arm_settings(StageArmsConfig(), train) == []
+
+
+@pytest.mark.parametrize("table, words", [
+    ('[stage_arms]\nqa_phase_lr = [1e-3, 1e-3]\n', "lists a value twice"),
+    ('[stage_arms]\nqa_phase_lr = [-1.0]\n', "qa_phase_lr"),
+    ('[stage_arms]\nqa_phase_lr = [1e-3, 2e-3, 3e-3, 4e-3, 5e-3]\nqa_epochs = [1, 2, 3, 4]\n', "more than 16"),
+    ('[stage_arms]\nlr = [1e-3]\n', "stage_arms setting 'lr'; known: qa_epochs"),
+])
+def test_bad_grids_are_refused_in_one_line(tmp_path, table, words):
+    config = tmp_path / "arms.toml"
+    config.write_text('preset = "smoke"\n' + table)
+    with pytest.raises(UserError, match=words) as e:
+        study_config(None, config)
+    assert "\n" not in str(e.value)
+
+
+def test_a_study_analyses_the_arm_that_keeps_bio_best(tmp_path):
+    config = tmp_path / "arms.toml"
+    config.write_text('preset = "smoke"\n[stage_arms]\nqa_phase_lr = [2e-3, 1e-4]\n')
+    out, lines = tmp_path / "study", []
+    summary = run_study(out, config_file=config, log=lines.append)
+    record = json.loads((out / "stage_arms.json").read_text())
+    assert [r["label"] for r in record["runs"]] == ["[train]", "qa_phase_lr=0.0001"]
+    assert record["chosen"] == choose(record["runs"])["run"] and summary["stage_arms"] == record
+    arm = out / "runs" / "stage-arms" / "qa_phase_lr=0.0001"
+    assert json.loads((arm / "config.json").read_text())["start_from"]["bio_phase_sha256"]
+    assert not (arm / "bio_phase").exists() and (out / "runs" / "stage" / "bio_phase").is_dir()
+    analysed = out / record["chosen"]
+    assert (analysed / "shared" / "shared.json").is_file() and (analysed / "analysis" / "ablation.json").is_file()
+    chosen = next(r for r in record["runs"] if r["run"] == record["chosen"])
+    assert summary["accuracy"]["stage"]["qa_id"] == chosen["accuracy"]["qa_id"]
+    c1 = next(c for c in summary["claims"] if c["id"] == "C1")
+    assert "Stage runs (ID-QA / OOD-QA / final BIO): [train]" in c1["evidence"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"train/stage-arms/qa_phase_lr=0.0001", "stage/choose"} <= set(manifest)
+    page = build_reports(out).read_text()
+    assert 'id="stage-arms-table"' in page and "(the arm chosen of 2 Stage runs)" in page
+    again = []
+    run_study(out, config_file=config, log=again.append)  # a rerun skips every step, the arms included
+    assert all(" done " in line for line in again if not line.startswith("report"))
