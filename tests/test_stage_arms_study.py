@@ -9,7 +9,8 @@ from factrecall.errors import UserError
 from factrecall.report.build import build_reports
 from factrecall.study.config import StageArmsConfig, stage_arm_settings, study_config, train_config
 from factrecall.study.runner import run_study
-from factrecall.study.stage_arms import arm_label, best_fitting, choose
+from factrecall.study.claims.c1_recall import best_fitting
+from factrecall.study.stage_arms import arm_label, choose
 
 
 def run(label: str, qa_id: float, qa_ood: float, bio: float) -> dict:

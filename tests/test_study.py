@@ -201,6 +201,22 @@ def test_report_escapes_strings_from_data_and_configs(study, tmp_path):
     assert dialogs == [] and "<script>alert(1)</script>" in shown  # shown as text, never run
 
 
+def test_report_on_a_study_of_an_earlier_version_is_one_line(study, tmp_path):
+    """An analysis file without a key the current summary reads (graft.json before `traced`) stops `report` with one
+    line naming the file's analysis and the rerun, never a traceback."""
+    from factrecall.study.summary import summarize_study
+
+    out = tmp_path / "copy"
+    shutil.copytree(study[0], out)
+    graft = out / "runs" / "mix" / "analysis" / "graft.json"
+    old = json.loads(graft.read_text())
+    del old["traced"]
+    graft.write_text(json.dumps(old))
+    with pytest.raises(UserError, match="graft was written by an earlier factrecall .*rerun 'factrecall study") as e:
+        summarize_study(out)
+    assert "\n" not in str(e.value)
+
+
 def test_force_never_deletes_an_input_of_the_study(tmp_path):
     """A study whose --out holds its config file (or pools, or a base) is refused before anything is deleted."""
     out = tmp_path / "s"

@@ -11,6 +11,7 @@ layout for the path and never spells one; README.md's "Layouts" section describe
                          neurons[-grafted].json, attention.json, consistency.json, forgetting.json, inspect/}
     base/      base.json (written last: a finished base) data/ run/ and θ_ft's HF files (`factrecall base build`)
     study/     study.json manifest.json .lock data/ runs/{stage,mix}/ summary.json report/{index.html, figures/}
+               runs/stage-arms/<arm>/ stage_arms.json ([stage_arms]: Stage's QA-phase grid and the arm analysed)
                bases/<name>/ (a sub-study per further base; built bases in bases/<kind>/model)
 """
 
@@ -259,7 +260,9 @@ class StudyLayout:
             chosen = json.loads(self.stage_choice.read_text(encoding="utf-8"))["chosen"]
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             chosen = None
-        if not isinstance(chosen, str) or not (chosen == "runs/stage" or chosen.startswith("runs/stage-arms/")):
+        parts = Path(chosen).parts if isinstance(chosen, str) else ()
+        arm = len(parts) == 3 and parts[:2] == ("runs", "stage-arms") and parts[2] not in (".", "..")
+        if not (chosen == "runs/stage" or arm):  # never a path out of the study
             raise UserError(f"{self.stage_choice} is damaged (no chosen Stage run); delete it and rerun "
                             f"'factrecall study'")
         return RunLayout(self.root / chosen)

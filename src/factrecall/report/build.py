@@ -25,7 +25,7 @@ from factrecall.report import figures
 from factrecall.report.inspect_html import fragment
 from factrecall.report.save import save_figure
 from factrecall.study.registry import ANALYSES
-from factrecall.study.summary import study_artifacts
+from factrecall.study.summary import outdated_guard, study_artifacts
 from factrecall.terms import STRATEGIES
 
 
@@ -126,8 +126,9 @@ def build_report(study: Path, summary: dict | None = None) -> Path:
                 "Stage's switch from BIO to QA.",
                 lambda art, runs: figures.training_curves(metrics)),
         *(section for analysis in ANALYSES if analysis.name in art for section in SECTIONS[analysis.name])]
-    sections = [{"id": f.id, "title": f.title, "caption": f.caption, "src": save_figure(f.draw(art, runs), files.figures, f.id)}
-                for f in figures_of]
+    sections = [{"id": f.id, "title": f.title, "caption": f.caption,
+                 "src": save_figure(outdated_guard(study, f"the figure {f.id!r}'s input", lambda f: f.draw(art, runs), f),
+                                    files.figures, f.id)} for f in figures_of]
     inspections = [{"strategy": s, "html": fragment(result)} for s, result in art.get("inspect", {}).items()]
     env = jinja2.Environment(loader=jinja2.PackageLoader("factrecall", "report"), autoescape=True)
     page = env.get_template("template.html").render(

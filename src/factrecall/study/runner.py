@@ -236,7 +236,8 @@ def _train_step(step: Steps, manifest: Manifest, name: str, cfg: TrainConfig, da
     retrains."""
     step(name, asdict(cfg), reads,
          run=lambda: train(cfg, data, run.root, resume=True, force=name in manifest.steps, start_from=start_from),
-         writes=lambda: _files(run.eval, run.trace, *sorted(run.model.glob("*"))),
+         writes=lambda: _files(run.eval, run.trace, *sorted(run.model.glob("*")),
+                               *sorted(p for p in run.bio_phase.root.rglob("*") if p.is_file())),
          load=lambda: read_json(run.eval, "final evaluation"), headline=accuracy_line)
 
 

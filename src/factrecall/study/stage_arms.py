@@ -8,23 +8,21 @@ every grid point but [train]'s own recipe is a run forked from the Stage run's k
 
 `choose` picks the run the analyses take: among the Stage runs whose final ID-QA fits (≥ FIT), the
 one that keeps BIO best (final BIO, then ID-QA, then the listed order); when none fits ID-QA, the
-one with the highest ID-QA. C1 compares Mix with the best OOD-QA of any Stage run that fits.
+one with the highest ID-QA. C1 compares Mix with the best OOD-QA of any Stage run that fits
+(`claims.c1_recall.best_fitting`).
 `stage_arms.json` records every run's accuracies and the choice.
 """
 
 from __future__ import annotations
 
+from factrecall.errors import UserError
 from factrecall.study.claims.verdict import FIT, TOLERANCE
 
 
 def arm_label(settings: dict) -> str:
-    """A folder name for an arm's QA-phase settings, e.g. "qa_phase_lr=0.0002,qa_epochs=10"."""
-    return ",".join(f"{key}={value:g}" for key, value in settings.items())
-
-
-def fits(accuracy: dict) -> bool:
-    """Final ID-QA and final BIO both at least FIT."""
-    return accuracy["qa_id"] >= FIT - TOLERANCE and accuracy["bio"] >= FIT - TOLERANCE
+    """A folder name for an arm's QA-phase settings, e.g. "qa_phase_lr=0.0002,qa_epochs=10" (values by `repr`, so
+    two distinct values never share a folder)."""
+    return ",".join(f"{key}={value!r}" for key, value in settings.items())
 
 
 def choose(runs: list[dict]) -> dict:
@@ -37,15 +35,12 @@ def choose(runs: list[dict]) -> dict:
     return max(runs, key=lambda r: (r["accuracy"]["qa_id"], -runs.index(r)))
 
 
-def best_fitting(runs: list[dict]) -> dict | None:
-    """The Stage run with the highest OOD-QA among those that fit ID-QA and keep BIO, or None."""
-    fitting = [r for r in runs if fits(r["accuracy"])]
-    return max(fitting, key=lambda r: (r["accuracy"]["qa_ood"], -runs.index(r)), default=None)
-
-
 def headline(record: dict) -> str:
     """stage_arms.json in one line."""
-    chosen = next(r for r in record["runs"] if r["run"] == record["chosen"])
+    chosen = next((r for r in record["runs"] if r["run"] == record["chosen"]), None)
+    if chosen is None:
+        raise UserError(f"stage_arms.json names {record['chosen']!r}, none of its Stage runs; delete it and rerun "
+                        f"'factrecall study'")
     a = chosen["accuracy"]
     return (f"{len(record['runs'])} Stage runs; analysed {chosen['label']}: ID-QA {a['qa_id']:.3f}, OOD-QA "
             f"{a['qa_ood']:.3f}, final BIO {a['bio']:.3f}")

@@ -56,13 +56,22 @@ def run_accuracy(result: dict) -> dict:
             "n": {m: result[m].get("n", 0) for m in EVAL_SETS}}
 
 
+def outdated_guard(study: Path, what: str, read, result):
+    """`read(result)`, or one line saying that `what` was written by an earlier factrecall (a key it lacks)."""
+    try:
+        return read(result)
+    except KeyError as e:
+        raise UserError(f"{study}: {what} was written by an earlier factrecall (no {e}); rerun 'factrecall study "
+                        f"--out {study}' with its config, which reruns the analyses whose settings changed") from None
+
+
 def summarize_study(study: Path) -> dict:
     art = study_artifacts(study)
     accuracy = {s: run_accuracy(art["eval"][s]) for s in STRATEGIES}
     files = StudyLayout(Path(study))
     config = read_json(files.record, "study record")["config"]
     summary = {"preset": config["preset"], "accuracy": accuracy,
-               **{a.name: {s: a.summary(art[a.name][s]) for s in STRATEGIES}
+               **{a.name: {s: outdated_guard(study, a.name, a.summary, art[a.name][s]) for s in STRATEGIES}
                   for a in ANALYSES if a.summary and a.name in art}}
     summary["plumbing_check"] = config["preset"] == "smoke"  # seconds of training: no finding
     summary["not_fit"] = fit_gate(accuracy)

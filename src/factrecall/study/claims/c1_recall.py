@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from factrecall.study.claims.verdict import (
+    AGAINST,
     FAILS,
+    FIT,
+    FOR,
     HOLDS,
+    TOLERANCE,
     UNDETERMINED,
     Claim,
     Measure,
@@ -13,9 +17,15 @@ from factrecall.study.claims.verdict import (
     binomial_se,
     resolution,
 )
-from factrecall.study.stage_arms import best_fitting
 
 FAR_ABOVE = 0.3  # "far above": Mix's OOD-QA exceeds Stage's by at least this
+
+
+def best_fitting(runs: list[dict]) -> dict | None:
+    """Of a study's Stage runs (stage_arms.json `runs`), the one with the highest OOD-QA among those whose final
+    ID-QA and BIO both reach FIT, or None."""
+    fitting = [r for r in runs if min(r["accuracy"]["qa_id"], r["accuracy"]["bio"]) >= FIT - TOLERANCE]
+    return max(fitting, key=lambda r: (r["accuracy"]["qa_ood"], -runs.index(r)), default=None)
 
 
 def rule(evidence: dict) -> Verdict:
@@ -34,7 +44,8 @@ def rule(evidence: dict) -> Verdict:
         stage = best["accuracy"]  # the best Stage run that fits and keeps BIO, not only the analysed one
     gap = mix["qa_ood"] - stage["qa_ood"]
     width = resolution(*(binomial_se(s["qa_ood"], s.get("n", {}).get("qa_ood", 0)) for s in (mix, stage)))
-    measure = Measure(f"OOD-QA gap − {FAR_ABOVE:g}", gap - FAR_ABOVE, 0.0, width)
+    # a gap of exactly FAR_ABOVE reaches it (accuracies are fractions of counts: 0.70 − 0.40 is 0.2999…)
+    measure = Measure(f"OOD-QA gap − {FAR_ABOVE:g}", gap - FAR_ABOVE + 2 * TOLERANCE, 0.0, width)
     evidence_text = (f"OOD-QA Mix {mix['qa_ood']:.3f} vs Stage {stage['qa_ood']:.3f} (gap {gap:+.3f} ± {width:.3f}, "
                      f"needs ≥ {FAR_ABOVE:g}); ID-QA Mix {mix['qa_id']:.3f}, Stage {stage['qa_id']:.3f}; BIO after "
                      f"the BIO phase Mix {mix['bio_after_bio_training']:.3f}, Stage "
@@ -44,11 +55,10 @@ def rule(evidence: dict) -> Verdict:
                          f"{r['accuracy']['bio']:.3f}" for r in arms)
                         + f"; compared: {best['label'] if best and best['accuracy'] is stage else 'the analysed run'}"
                         if arms else ""))
-    low, high = gap - width, gap + width
-    if low >= FAR_ABOVE - 1e-9:
+    if measure.outcome == FOR:
         return Verdict(HOLDS, f"Mix answers {gap:.0%} more held-out questions than Stage (± {width:.0%})",
                        evidence_text, (measure,))
-    if high < FAR_ABOVE - 1e-9:
+    if measure.outcome == AGAINST:
         return Verdict(FAILS, f"the OOD-QA gap {gap:+.3f} (± {width:.3f}) is below {FAR_ABOVE:g}",
                        evidence_text, (measure,))
     return Verdict(UNDETERMINED, f"the OOD-QA gap {gap:+.3f} ± {width:.3f} straddles {FAR_ABOVE:g}",

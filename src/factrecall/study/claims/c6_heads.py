@@ -83,7 +83,9 @@ def rule(evidence: dict) -> Verdict:
     if OURS not in heads["metrics"] or "permutations" not in heads["metrics"].get(RANDOM, {}):
         return undetermined(f"Mix's heads.json has no {OURS} ranking or no permuted {RANDOM} ones; rerun `heads`",
                             f"Mix's heads.json holds the metrics {', '.join(heads['metrics'])}")
-    grid = [p["n"] for p in heads["metrics"][OURS]["sufficiency"]]
+    grid = [p["n"] for p in heads["metrics"][OURS].get("sufficiency", [])]
+    if not grid:
+        return undetermined(f"Mix's heads.json has no {OURS} curve; rerun `heads`")
     measures = [_measure(heads, metric, key, grid) for key in KINDS for metric in heads["metrics"] if metric != OURS]
     verdict = judge(measures, _evidence(heads))
     why = f"{_headline(heads)}: {verdict.why}"
