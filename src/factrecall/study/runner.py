@@ -48,7 +48,7 @@ from factrecall.study.plan_disk import check_disk, study_disk_bytes
 from factrecall.study.registry import ANALYSES
 from factrecall.study.stage_arms import arm_label, choose
 from factrecall.study.stage_arms import headline as arm_headline
-from factrecall.study.summary import base_name, run_accuracy, summarize_study
+from factrecall.study.summary import base_name, run_accuracy, run_evaluation, summarize_study
 from factrecall.study.sweep import Point
 from factrecall.terms import STRATEGIES
 from factrecall.training.config import QA_PHASE_SETTINGS, TrainConfig
@@ -259,9 +259,9 @@ def _stage_arm_steps(step: Steps, manifest: Manifest, root: StudyLayout, data: P
     def choose_arm() -> dict:
         own = {key: getattr(config.train, key) for key in QA_PHASE_SETTINGS}
         runs = [{"label": "[train]", "run": "runs/stage", "settings": own,
-                 "accuracy": run_accuracy(read_json(donor.eval, "final evaluation"))}]
+                 "accuracy": run_accuracy(run_evaluation(donor))}]
         runs += [{"label": label, "run": str(root.stage_arm(label).root.relative_to(root.root)), "settings": s,
-                  "accuracy": run_accuracy(read_json(root.stage_arm(label).eval, "final evaluation"))}
+                  "accuracy": run_accuracy(run_evaluation(root.stage_arm(label)))}
                  for label, _, s in arms]
         record = {"runs": runs, "chosen": choose(runs)["run"]}
         write_json(root.stage_choice, record)

@@ -23,6 +23,7 @@ from factrecall.study.claims.verdict import fit_gate
 from factrecall.study.config import BASE_KINDS, recorded_analysis
 from factrecall.study.registry import ANALYSES
 from factrecall.terms import EVAL_SETS, STRATEGIES
+from factrecall.training.run_dir import is_final_evaluation
 
 
 def study_artifacts(study: Path) -> dict[str, dict[str, dict]]:
@@ -30,19 +31,17 @@ def study_artifacts(study: Path) -> dict[str, dict[str, dict]]:
     files = StudyLayout(Path(study))
     a = recorded_analysis(read_json(files.record, "study record")["config"])
     runs = {s: files.analysed(s) for s in STRATEGIES}
-    art = {"eval": {s: _evaluation(run) for s, run in runs.items()}}
+    art = {"eval": {s: run_evaluation(run) for s, run in runs.items()}}
     for analysis in ANALYSES:
         if all(analysis.applies(run) for run in runs.values()):
             art[analysis.name] = {s: analysis.load(run, a) for s, run in runs.items()}
     return art
 
 
-def _evaluation(run: RunLayout) -> dict:
+def run_evaluation(run: RunLayout) -> dict:
     """A run's eval.json, checked to hold what the summary reads."""
     result = read_json(run.eval, "final evaluation")
-    ok = isinstance(result, dict) and isinstance(result.get("phases"), dict) and result["phases"] and all(
-        isinstance(result.get(m), dict) and "accuracy" in result[m] for m in EVAL_SETS)
-    if not ok:
+    if not is_final_evaluation(result):
         raise UserError(f"{run.eval} is damaged (not a run's final evaluation); retrain the run (delete it and "
                         f"rerun 'factrecall study')")
     return result
