@@ -143,6 +143,11 @@ def test_a_batch_without_its_task_is_refused(tmp_path):
     assert not (tmp_path / "run" / "trace.safetensors").exists()
 
 
+def test_the_callback_traces_gradients_only(tmp_path):
+    with pytest.raises(UserError, match=r"^trace mode 'update' is not one of signed, abs \(the callback traces"):
+        TraceCallback(tmp_path / "run", mode="update")
+
+
 def test_batch_task():
     assert batch_task("qa") == "qa" and batch_task(["bio", "bio"]) == "bio"
     for bad in (["bio", "qa"], "answer", [], 3):

@@ -107,3 +107,42 @@ def test_trace_recorder_in_a_plain_loop(tmp_path):
     with safe_open(str(path), framework="pt") as f:
         assert set(f.keys()) == {f"{t}/{n}" for t in ("bio", "qa") for n in names}
         assert f.metadata() == {"mode": "signed", "note": "test"}
+
+
+def test_trace_recorder_in_update_mode_records_the_optimizer_steps(tmp_path):
+    """`with trace.step(task): optimizer.step()` adds what the step changed to Δ_task; the sum over tasks is the
+    weights' whole change. Each mode refuses the other's block."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    config = GPTNeoXConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                           num_attention_heads=2, max_position_embeddings=16)
+    torch.manual_seed(0)
+    model = GPTNeoXForCausalLM(config)
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    ids = torch.randint(0, 32, (2, 6))
+    changes = {"bio": {}, "qa": {}}
+    with TraceRecorder(model, mode="update") as trace:
+        for task in ("bio", "qa", "bio"):
+            model(input_ids=ids, labels=ids).loss.backward()
+            before = {n: p.detach().clone() for n, p in model.named_parameters()}
+            with trace.step(task):
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            for n, p in model.named_parameters():
+                changes[task][n] = changes[task].get(n, 0) + (p.detach() - before[n])
+        with pytest.raises(UserError, match=r"^trace mode 'update' records optimizer steps"):
+            trace.task("bio", 0.1)
+        path = trace.save(tmp_path / "trace.safetensors")
+    names = list(trace.params)
+    assert names
+    params = dict(model.named_parameters())
+    for name in names:
+        for task in ("bio", "qa"):
+            torch.testing.assert_close(trace.accumulators[task][name], changes[task][name])
+        whole = trace.accumulators["bio"][name] + trace.accumulators["qa"][name]
+        torch.testing.assert_close(whole, params[name].detach() - start[name], rtol=0, atol=1e-6)
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata() == {"mode": "update"}
+    with TraceRecorder(model) as signed, pytest.raises(UserError, match=r"^trace\.step\(task\) records .* 'signed'"):
+        signed.step("bio")

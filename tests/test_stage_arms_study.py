@@ -58,13 +58,15 @@ def test_bad_grids_are_refused_in_one_line(tmp_path, table, words):
 
 def test_a_study_analyses_the_arm_that_keeps_bio_best(tmp_path):
     config = tmp_path / "arms.toml"
-    config.write_text('preset = "smoke"\n[stage_arms]\nqa_phase_lr = [2e-3, 1e-4]\n')
+    config.write_text('preset = "smoke"\n[stage_arms]\nqa_phase_lr = [2e-3, 1e-4]\nqa_phase_lora_rank = [0, 2]\n')
     out, lines = tmp_path / "study", []
     summary = run_study(out, config_file=config, log=lines.append)
     record = json.loads((out / "stage_arms.json").read_text())
-    assert [r["label"] for r in record["runs"]] == ["[train]", "qa_phase_lr=0.0001"]
+    assert [r["label"] for r in record["runs"]] == [
+        "[train]", "qa_phase_lr=0.002,qa_phase_lora_rank=2", "qa_phase_lr=0.0001,qa_phase_lora_rank=0",
+        "qa_phase_lr=0.0001,qa_phase_lora_rank=2"]  # a LoRA arm (rank 2) at each lr
     assert record["chosen"] == choose(record["runs"])["run"] and summary["stage_arms"] == record
-    arm = out / "runs" / "stage-arms" / "qa_phase_lr=0.0001"
+    arm = out / "runs" / "stage-arms" / "qa_phase_lr=0.0001,qa_phase_lora_rank=0"
     assert json.loads((arm / "config.json").read_text())["start_from"]["bio_phase_sha256"]
     assert not (arm / "bio_phase").exists() and (out / "runs" / "stage" / "bio_phase").is_dir()
     analysed = out / record["chosen"]
@@ -74,9 +76,9 @@ def test_a_study_analyses_the_arm_that_keeps_bio_best(tmp_path):
     c1 = next(c for c in summary["claims"] if c["id"] == "C1")
     assert "Stage runs (ID-QA / OOD-QA / final BIO): [train]" in c1["evidence"]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert {"train/stage-arms/qa_phase_lr=0.0001", "stage/choose"} <= set(manifest)
+    assert {"train/stage-arms/qa_phase_lr=0.0001,qa_phase_lora_rank=2", "stage/choose"} <= set(manifest)
     page = build_reports(out).read_text()
-    assert 'id="stage-arms-table"' in page and "(the arm chosen of 2 Stage runs)" in page
+    assert 'id="stage-arms-table"' in page and "(the arm chosen of 4 Stage runs)" in page
     again = []
     run_study(out, config_file=config, log=again.append)  # a rerun skips every step, the arms included
     assert all(" done " in line for line in again if not line.startswith("report"))

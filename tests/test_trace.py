@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from factrecall.data.dataset import load_dataset
@@ -20,9 +21,10 @@ from factrecall.training.schedule import build_phases, lr_at
 from factrecall.training.trace import TraceRecorder
 
 
-def _replay(cfg, data_dir, base_dir):
+def _replay(cfg, data_dir, base_dir, updates: dict | None = None):
     """Σ lr·g per task from per-micro-batch autograd.grad, and the model after the same updates; under
-    `trace_normalization = "example_sum"` g is Σ_n of each example's gradient, each taken on its own."""
+    `trace_normalization = "example_sum"` g is Σ_n of each example's gradient, each taken on its own.
+    `updates`, if given, is filled with Σ θ_s+1 − θ_s per task of the traced tensors (one-task steps)."""
     model, tok = load_model(base_dir)
     model.train()
     ds = load_dataset(data_dir)
@@ -56,8 +58,14 @@ def _replay(cfg, data_dir, base_dir):
             torch.nn.utils.clip_grad_norm_(params, cfg.clip)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            before = [p.detach().clone() for p in params]
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if updates is not None:
+                (task,) = {mb.task for mb in step}
+                for n, p, b in zip(names, params, before):
+                    if n in tracked:
+                        updates.setdefault(f"{task}/{n}", torch.zeros_like(p)).add_(p.detach() - b)
     return expected, model
 
 
@@ -81,6 +89,43 @@ def test_trace_equals_autograd_per_micro_batch(small_data, tmp_path, strategy, q
     trained, _ = load_model(tmp_path / "run" / "model")
     for (name, a), b in zip(trained.named_parameters(), replayed.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("strategy", ["stage", "mix"])
+def test_update_trace_equals_the_replayed_steps_and_sums_to_the_change(small_data, tmp_path, strategy):
+    """Mode "update": each optimizer step's change of the traced weights, given to its task (Stage with
+    grad_accum 2 too); the two tasks' sums add up to θ_ft − θ_pre, and Stage's Δ_BIO is its BIO phase's change."""
+    cfg = train_config("smoke", strategy=strategy, grad_accum=2 if strategy == "stage" else 1, max_steps=4,
+                       clip=0.5, eval_people=2, checkpoint_every=0, qa_phase_lr=5e-4, trace_mode="update")
+    run = tmp_path / "run"
+    train(cfg, small_data, run)
+    recorded = load_file(str(run / "trace.safetensors"))
+    with safe_open(str(run / "trace.safetensors"), "pt") as f:
+        assert f.metadata()["mode"] == "update"
+    updates: dict = {}
+    _replay(cfg, small_data, run / "base", updates)
+    assert set(recorded) == {f"{t}/{n}" for t in ("bio", "qa") for n in {k.split("/", 1)[1] for k in updates}}
+    for key, got in recorded.items():
+        want = updates.get(key, torch.zeros_like(got))
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7, msg=key)
+    pre, _ = load_model(run / "base")
+    ft, _ = load_model(run / "model")
+    pre, ft = dict(pre.named_parameters()), dict(ft.named_parameters())
+    for name in {k.split("/", 1)[1] for k in recorded}:
+        torch.testing.assert_close(recorded[f"bio/{name}"] + recorded[f"qa/{name}"], (ft[name] - pre[name]).detach(),
+                                   rtol=0, atol=1e-6, msg=name)
+    if strategy == "stage":
+        kept = load_file(str(run / "bio_phase" / "checkpoint" / "model.safetensors"))
+        for name in {k.split("/", 1)[1] for k in recorded}:
+            torch.testing.assert_close(recorded[f"bio/{name}"], kept[name] - pre[name].detach(), rtol=0, atol=1e-6)
+
+
+def test_update_mode_refuses_what_it_cannot_attribute(small_data, tmp_path):
+    with pytest.raises(UserError, match=r"^train\.trace_mode 'update' .* grad_accum 2 mixes tasks"):
+        train_config("smoke", strategy="mix", grad_accum=2, trace_mode="update").validate()
+    with pytest.raises(UserError, match=r"^train\.trace_normalization must be token_mean under trace mode 'update'"):
+        train_config("smoke", trace_mode="update", trace_normalization="example_sum").validate()
+    train_config("smoke", strategy="mix", grad_accum=2, trace_mode="update", trace=False).validate()  # no trace
 
 
 def test_abs_mode_is_nonnegative_and_bounds_signed(small_data, tmp_path):

@@ -138,3 +138,32 @@ def test_malformed_jsonl_line_is_named(small_data, tmp_path, monkeypatch, capsys
         f.write("{not json\n")
     code, _, err = run_cli(monkeypatch, capsys, "eval", "--model", tmp_path, "--data", data)
     assert code == 2 and "bio.jsonl:81: malformed JSON line" in err
+
+
+def test_every_help_text_keeps_its_bracketed_words():
+    """Help texts name config tables like [train]; no markup may eat them (rich markup did, in `study --help`)."""
+    import re
+
+    import click
+    import typer
+    from typer.testing import CliRunner
+
+    def commands(group, path=()):
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                yield from commands(command, (*path, name))
+            else:
+                yield (*path, name), command
+
+    root = typer.main.get_command(cli.app)
+    checked = 0
+    for path, command in commands(root):
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        words = {w for text in texts for w in re.findall(r"\[[a-z_]+\]", text)}
+        if not words:
+            continue
+        shown = " ".join(CliRunner().invoke(cli.app, [*path, "--help"], terminal_width=400).output.split())
+        for word in words:
+            assert word in shown, f"`factrecall {' '.join(path)} --help` lost {word}"
+        checked += 1
+    assert checked >= 1

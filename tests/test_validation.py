@@ -23,7 +23,7 @@ BAD = {
         ("bio_batch_size", 0), ("qa_batch_size", 0), ("grad_accum", 0), ("bio_batch_size", 2.5),
         ("lr", 0.0), ("lr", -1.0), ("lr", NAN), ("lr", INF), ("qa_phase_lr", -1e-3), ("qa_phase_lr", NAN),
         ("qa_phase_weight_decay", -0.5), ("qa_phase_weight_decay", NAN), ("qa_stop_at", 1.5), ("qa_stop_at", -0.1),
-        ("qa_stop_at", NAN),
+        ("qa_stop_at", NAN), ("qa_phase_lora_rank", -1), ("qa_phase_lora_rank", 2.0), ("qa_phase_lora_rank", True),
         ("warmup", 1.0), ("warmup", -0.1), ("warmup", NAN), ("min_lr_ratio", 1.5), ("min_lr_ratio", NAN),
         ("weight_decay", -0.1), ("weight_decay", NAN), ("weight_decay", INF),
         ("beta1", 1.0), ("beta1", -0.1), ("beta1", NAN), ("beta2", 1.0), ("beta2", INF),

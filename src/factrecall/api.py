@@ -1,7 +1,8 @@
 """The small wrappers behind `factrecall`'s public names (the rest are re-exported as they are).
 
 `TraceRecorder` is the recorder of `factrecall train` (training/trace.py) made convenient for any PyTorch
-loop: built from a model, `task(task, lr)` around each backward, `save(path)` to the file every
+loop: built from a model, `task(task, lr)` around each backward (or, in mode "update", `step(task)` around each
+optimizer step), `save(path)` to the file every
 analysis reads. This module sits on the top floor beside the CLI (tests/test_layers.py).
 """
 
@@ -37,7 +38,9 @@ class TraceRecorder(_Recorder):
     model:   a model of a supported family (Llama, GPT-NeoX, GPT-2), or {name: parameter} of the tensors
              to trace. By default the weight matrices of every block's attention and MLP; `include`
              adds "biases", "norms", "embeddings", "unembedding".
-    mode:    "signed" (Σ lr·g, the default) or "abs" (Σ lr·|g|).
+    mode:    "signed" (Σ lr·g, the default), "abs" (Σ lr·|g|), or "update" (Σ of the optimizer's steps
+             θ_after − θ_before: wrap each `optimizer.step()` in `with trace.step(task):` instead; every
+             step must be of one task).
 
     `accumulators[task][name]` holds Δ_task of one tensor: float32, the parameter's shape, on its device,
     in units of lr × gradient (the gradient of the loss as backpropagated, e.g. already divided by the
@@ -62,13 +65,24 @@ class TraceRecorder(_Recorder):
 
         task: "bio" or "qa". lr: the learning rate of the optimizer step that will use these gradients
         (a finite number ≥ 0)."""
-        if task not in TASKS:
-            raise UserError(f"task {task!r} is not one of {', '.join(TASKS)}")
+        _check_task(task)
+        if self.mode == "update":
+            raise UserError("trace mode 'update' records optimizer steps, not backward passes: wrap "
+                            "optimizer.step() in trace.step(task) instead of the backward in trace.task(...)")
         if isinstance(lr, torch.Tensor):
             lr = lr.item()
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
             raise UserError(f"lr must be a finite number ≥ 0 (got {lr!r})")
         return self.attribute(task, float(lr))
+
+    def step(self, task: str) -> AbstractContextManager[None]:
+        """Mode "update": the change the optimizer step inside this block makes to the traced weights is added
+        to Δ_task (task: "bio" or "qa", the one task of every micro-batch of the step)."""
+        _check_task(task)
+        if self.mode != "update":
+            raise UserError(f"trace.step(task) records optimizer steps in mode 'update'; this recorder's mode is "
+                            f"{self.mode!r}: wrap each backward in trace.task(task, lr)")
+        return self.update(task)
 
     def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
         """Write the trace as `factrecall train` does: safetensors, float32, keys `bio/<name>` and `qa/<name>`,
@@ -83,3 +97,8 @@ class TraceRecorder(_Recorder):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _check_task(task) -> None:
+    if task not in TASKS:
+        raise UserError(f"task {task!r} is not one of {', '.join(TASKS)}")

@@ -15,11 +15,11 @@ import typer
 from factrecall import AnalysisConfig, UserError
 from factrecall.layout import BaseLayout, InspectLayout, RunLayout, StudyLayout
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Study how language models learn to recall facts (arXiv 2505.16178).")
-data_app = typer.Typer(no_args_is_help=True, help="Synthetic people: BIO and QA data.")
+data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Synthetic people: BIO and QA data.")
 app.add_typer(data_app, name="data")
-base_app = typer.Typer(no_args_is_help=True, help="Base models (θ_pre) that already know another population.")
+base_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Base models (θ_pre) that already know another population.")
 app.add_typer(base_app, name="base")
 
 _DEBUG = {"on": bool(os.environ.get("FACTRECALL_DEBUG"))}
@@ -145,13 +145,16 @@ def train_command(
     qa_stop_at: Annotated[Optional[float], typer.Option(
         help="End Stage's QA phase at the first periodic evaluation with ID-QA accuracy ≥ this (needs "
              "--eval-every); 0 = off.")] = None,
+    qa_phase_lora_rank: Annotated[Optional[int], typer.Option(
+        help="Stage's QA phase trains LoRA adapters of this rank on the block matrices, nothing else; "
+             "0 = every weight.")] = None,
     start_from: Annotated[Optional[Path], typer.Option(
         help="A Stage run (or its bio_phase/) with the same settings but the QA phase's: start this run's QA "
              "phase from its kept BIO phase.")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Steps between periodic evaluations.")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Steps between checkpoints.")] = None,
     trace: Annotated[bool, typer.Option("--trace/--no-trace", help="Record the cross-task gradient trace.")] = True,
-    trace_mode: Annotated[Optional[str], typer.Option(help="signed or abs.")] = None,
+    trace_mode: Annotated[Optional[str], typer.Option(help="signed (Σ lr·g), abs (Σ lr·|g|) or update (Σ of the optimizer's steps).")] = None,
     trace_normalization: Annotated[Optional[str], typer.Option(
         help="What the trace sums per micro-batch: token_mean (the training loss's gradient; default) or "
              "example_sum (each example's own token-mean loss; one more backward).")] = None,
@@ -182,6 +185,7 @@ def train_command(
                        bio_epochs=bio_epochs or epochs, qa_epochs=qa_epochs or epochs, max_steps=max_steps,
                        bio_batch_size=batch_size, qa_batch_size=qa_batch_size, grad_accum=grad_accum, lr=lr,
                        qa_phase_lr=qa_phase_lr, qa_phase_weight_decay=qa_phase_weight_decay, qa_stop_at=qa_stop_at,
+                       qa_phase_lora_rank=qa_phase_lora_rank,
                        eval_every=eval_every, checkpoint_every=checkpoint_every,
                        trace=trace, trace_mode=trace_mode, trace_normalization=trace_normalization, qa_loss=qa_loss,
                        grad_consistency=grad_consistency, precision=precision,

@@ -27,6 +27,7 @@ from factrecall.report.save import save_figure
 from factrecall.study.registry import ANALYSES
 from factrecall.study.summary import outdated_guard, study_artifacts
 from factrecall.terms import STRATEGIES
+from factrecall.training.config import QA_PHASE_SETTINGS
 
 
 def _layer_module_grid(mask_file: Path) -> tuple[list[str], list[str], np.ndarray]:
@@ -89,7 +90,7 @@ def setting_line(config: dict, summary: dict) -> str:
     train, stage = config["train"], summary["accuracy"]["stage"]
     chosen = next((r for r in (summary.get("stage_arms") or {}).get("runs", [])
                    if r["run"] == summary["stage_arms"]["chosen"]), None)
-    qa = {**{k: train.get(k) for k in ("qa_phase_lr", "qa_phase_weight_decay", "qa_epochs", "qa_stop_at")},
+    qa = {**{k: train.get(k) for k in QA_PHASE_SETTINGS},
           **(chosen["settings"] if chosen else {})}
     lr = qa["qa_phase_lr"] or train["lr"]
     wd = qa.get("qa_phase_weight_decay")
@@ -98,6 +99,7 @@ def setting_line(config: dict, summary: dict) -> str:
     return (f"θ_pre: {', '.join(config.get('bases', ['random']))} ({train['model']}). Stage: BIO phase lr "
             f"{train['lr']:g} × {train['bio_epochs']} epochs, then QA phase lr {lr:g} × {qa['qa_epochs']} epochs, "
             f"weight decay {decay:g}" + (f", early stop at ID-QA {qa['qa_stop_at']:g}" if qa.get("qa_stop_at") else "")
+            + (f", LoRA adapters of rank {qa['qa_phase_lora_rank']} only" if qa.get("qa_phase_lora_rank") else "")
             + (f" (the arm chosen of {len(arms['runs'])} Stage runs)" if arms else "")
             + f"; it keeps BIO at {stage['bio']:.3f} after its QA phase ({stage['bio_after_bio_training']:.3f} "
               f"after its BIO phase). Mix: lr {train['lr']:g}, {train['bio_epochs']} BIO and {train['qa_epochs']} "

@@ -105,6 +105,7 @@ class StageArmsConfig:
     qa_phase_weight_decay: tuple[float, ...] = ()
     qa_epochs: tuple[int, ...] = ()
     qa_stop_at: tuple[float, ...] = ()
+    qa_phase_lora_rank: tuple[int, ...] = ()
 
     def validate(self) -> None:
         for key in QA_PHASE_SETTINGS:

@@ -15,7 +15,8 @@ DDP: every GPU holds all of it, plus DDP's gradient buckets (4·P, when N > 1). 
 tensor is split by rows, a GPU holds ⌈rows/N⌉·cols of each, plus a working set of unsharded
 tensors: the root's (embeddings, final norm, unembedding) and two blocks (the current one and the
 prefetched one), each with weights and gradients (8 B per entry). Not counted: the trace mode
-"abs" under FSDP2 with grad_accum > 1 keeps one more shard of the traced gradients (4·Q/N).
+"abs" under FSDP2 with grad_accum > 1 keeps one more shard of the traced gradients (4·Q/N), and the
+mode "update" a copy of the traced weights' shards during each optimizer step (4·Q/N).
 
 Activations — an estimate, within 25 % of the peak measured on CPU (`tests/test_plan.py`)
     per token and block, elements autograd keeps for the backward pass (counted on tiny models

@@ -9,7 +9,8 @@ from factrecall.devices import DEVICES
 from factrecall.errors import UserError
 from factrecall.terms import STRATEGIES
 
-TRACE_MODES = ("signed", "abs")
+TRACE_MODES = ("signed", "abs", "update")  # docs/method.md §4
+GRADIENT_TRACE_MODES = ("signed", "abs")  # the modes traced from backward passes (hooks), as a Trainer callback can
 TRACE_NORMALIZATIONS = ("token_mean", "example_sum")  # docs/method.md §4
 QA_LOSSES = ("answer", "answer_eos")
 PRECISIONS = ("fp32", "bf16")
@@ -17,7 +18,7 @@ DISTRIBUTED = ("ddp", "fsdp")
 TRACE_INCLUDES = ("biases", "norms", "embeddings", "unembedding")  # as models/adapters.py's tracked_parameter_names
 # the settings only Stage's QA phase reads (Mix ignores them): the Stage arms that start from one kept BIO phase
 # (`train --start-from`) may differ in these and in nothing that touches the BIO phase
-QA_PHASE_SETTINGS = ("qa_phase_lr", "qa_phase_weight_decay", "qa_epochs", "qa_stop_at")
+QA_PHASE_SETTINGS = ("qa_phase_lr", "qa_phase_weight_decay", "qa_epochs", "qa_stop_at", "qa_phase_lora_rank")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class TrainConfig:
     qa_phase_lr: float = 0.0  # Stage's QA-phase peak learning rate; 0 = lr
     qa_phase_weight_decay: float = -1.0  # Stage's QA-phase AdamW weight decay; -1 = weight_decay
     qa_stop_at: float = 0.0  # Stage's QA phase ends at the first periodic ID-QA accuracy ≥ this; 0 = off
+    qa_phase_lora_rank: int = 0  # Stage's QA phase trains LoRA adapters of this rank only (training/lora.py); 0 = all
     warmup: float = 0.05  # fraction of a phase's steps with linear warmup
     min_lr_ratio: float = 0.1  # cosine decay ends at lr × this
     weight_decay: float = 0.1
@@ -46,7 +48,7 @@ class TrainConfig:
     checkpoint_every: int = 200  # optimizer steps between checkpoints; 0 = only at phase ends
     qa_loss: str = "answer"  # tokens a question trains: "answer", or "answer_eos" (also the EOS after it)
     trace: bool = True
-    trace_mode: str = "signed"  # "signed": Σ lr·g; "abs": Σ lr·|g|
+    trace_mode: str = "signed"  # "signed": Σ lr·g; "abs": Σ lr·|g|; "update": Σ of the optimizer's steps θ_s+1 − θ_s
     # what each gradient in the trace is of: "token_mean": the micro-batch's loss as trained (its mean over the
     # trained tokens, / grad_accum); "example_sum": Σ_n of each example's own token-mean loss (one more backward)
     trace_normalization: str = "token_mean"
@@ -87,6 +89,18 @@ class TrainConfig:
         qa_decay = self.qa_phase_weight_decay
         must(_is_real(qa_decay) and (qa_decay >= 0 or qa_decay == -1), "qa_phase_weight_decay",
              "be -1 (= weight_decay) or a number ≥ 0")
+        must(_is_int(self.qa_phase_lora_rank) and self.qa_phase_lora_rank >= 0, "qa_phase_lora_rank",
+             "be an integer ≥ 0", "0 = the QA phase trains every weight")
+        if self.strategy == "stage" and self.qa_phase_lora_rank:
+            for key, ok, why in (
+                    ("trace_mode", not self.trace or self.trace_mode != "abs",
+                     "a LoRA phase is traced by its merged update: choose signed or update"),
+                    ("trace_normalization", not self.trace or self.trace_normalization == "token_mean",
+                     "a LoRA phase is traced by its merged update, which no normalisation weighs"),
+                    ("distributed", self.distributed == "ddp", "LoRA phases run under ddp or on one process")):
+                if not ok:
+                    raise UserError(f"train.{key} {getattr(self, key)!r} cannot go with qa_phase_lora_rank "
+                                    f"{self.qa_phase_lora_rank}: {why}")
         must(_is_real(self.qa_stop_at) and 0 <= self.qa_stop_at <= 1, "qa_stop_at", "lie in [0, 1]", "0 = off")
         must(not self.qa_stop_at or self.eval_every > 0, "qa_stop_at", "be 0 without periodic evaluations",
              "set train.eval_every > 0, the steps between the evaluations it stops at")
@@ -96,6 +110,13 @@ class TrainConfig:
             must(_is_real(getattr(self, key)) and 0 <= getattr(self, key) < 1, key, "lie in [0, 1)")
         for key in ("trace", "gradient_checkpointing"):
             must(isinstance(getattr(self, key), bool), key, "be true or false")
+        if self.trace and self.trace_mode == "update" and self.strategy == "mix" and self.grad_accum > 1:
+            raise UserError(f"train.trace_mode 'update' gives each optimizer step's update to the one task of the "
+                            f"step, but Mix with grad_accum {self.grad_accum} mixes tasks in a step; "
+                            f"set grad_accum to 1 or choose trace mode signed")
+        must(not (self.trace and self.trace_mode == "update" and self.trace_normalization != "token_mean"),
+             "trace_normalization", "be token_mean under trace mode 'update'",
+             "the normalisation weighs gradients, and 'update' records the optimizer's steps")
         must(isinstance(self.trace_include, (tuple, list)) and all(i in TRACE_INCLUDES for i in self.trace_include),
              "trace_include", f"be a list of {', '.join(TRACE_INCLUDES)}")
 

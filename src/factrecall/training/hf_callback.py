@@ -49,7 +49,7 @@ from factrecall.layout import RunLayout
 from factrecall.locks import directory_lock
 from factrecall.models.adapters import tracked_parameter_names
 from factrecall.terms import TASKS
-from factrecall.training.config import TRACE_MODES
+from factrecall.training.config import GRADIENT_TRACE_MODES
 from factrecall.training.trace import TraceRecorder, save_trace
 
 
@@ -79,8 +79,9 @@ class TraceCallback(TrainerCallback):
 
     def __init__(self, out: str | Path, mode: str = "signed", include: tuple[str, ...] = (), key: str = "task",
                  save_model: bool = True, overwrite: bool = False, metadata: dict[str, str] | None = None):
-        if mode not in TRACE_MODES:
-            raise UserError(f"trace mode {mode!r} is not one of {', '.join(TRACE_MODES)}")
+        if mode not in GRADIENT_TRACE_MODES:
+            raise UserError(f"trace mode {mode!r} is not one of {', '.join(GRADIENT_TRACE_MODES)} (the callback traces "
+                            f"gradients; mode 'update' is factrecall train's and TraceRecorder.step's)")
         self.layout = RunLayout(Path(out))
         self.mode, self.include, self.key = mode, tuple(include), key
         self.save_model, self.overwrite, self.metadata = save_model, overwrite, dict(metadata or {})

@@ -5,7 +5,8 @@
                                    for each single-task micro-batch: forward, backward (trace hooks,
                                        and gradient-consistency hooks when `grad_consistency` > 0;
                                        trace normalisation "example_sum": the trace's own backward first)
-                                   clip, step, log; evaluate / checkpoint now and then
+                                   clip, step (trace mode "update": the step's change), log;
+                                   evaluate / checkpoint now and then
                                    (Stage's QA phase may end at an evaluation: `qa_stop_at`)
                                Stage's BIO phase ends: bio_phase/ kept (what `start_from` forks from)
                              ─▶ model/, trace.safetensors, eval.json
@@ -22,7 +23,8 @@ Stage keeps its state at the end of the BIO phase (`bio_phase/`: the checkpoint 
 log so far) after the run. `start_from` forks from it: a Stage run that differs only in its QA phase
 (`config.QA_PHASE_SETTINGS`; `run_dir.donor_run` refuses any other difference) starts there as a resumed run,
 and writes what the same run trained from scratch writes. Stage's QA phase may stop early (`qa_stop_at`) at a
-periodic evaluation; its schedule stays that of the whole phase.
+periodic evaluation; its schedule stays that of the whole phase. It may train LoRA adapters only
+(`qa_phase_lora_rank`, `training/lora.py`): traced by its merged update, merged into model/ at the end.
 
 Scale (the same code on one CPU process and on n GPUs, started by `torchrun` or `accelerate launch`):
 
@@ -78,7 +80,7 @@ from factrecall.models.compat import enable_gradient_checkpointing
 from factrecall.models.loading import load_model
 from factrecall.models.spec import spec_family
 from factrecall.provenance import package_versions
-from factrecall.training import live
+from factrecall.training import live, lora
 from factrecall.training.checkpoint import (
     checkpoint_position,
     full_optimizer_state,
@@ -114,9 +116,11 @@ def _run_record(cfg: TrainConfig, dataset: Dataset) -> dict:
 
 
 def _optimizer(model, cfg: TrainConfig, weight_decay: float | None = None) -> torch.optim.Optimizer:
-    """A fresh AdamW; `weight_decay` (a phase's; None: cfg's) on tensors with ≥ 2 dimensions only."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    """A fresh AdamW over the trainable tensors (a LoRA phase: the adapters); `weight_decay` (a phase's; None:
+    cfg's) on tensors with ≥ 2 dimensions only."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.dim() >= 2]
+    no_decay = [p for p in trainable if p.dim() < 2]
     weight_decay = cfg.weight_decay if weight_decay is None else weight_decay
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
@@ -330,6 +334,11 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
     for phase_index, phase in enumerate(phases):
         if phase_index < start_phase:
             continue
+        resuming = source is not None and phase_index == start_phase
+        if resuming and start_step == 0:  # a phase's start: the weights only (each phase starts a fresh AdamW)
+            trace_state = load_checkpoint(source.checkpoint.root, model, None)
+        if phase.lora_rank:  # from here on the model computes with W + (α/r)·B·A (training/lora.py)
+            model = lora.add_adapters(model, phase.lora_rank, cfg.seed)
         optimizer = _optimizer(model, cfg, phase.weight_decay)
         if sharded:  # FSDP2 is applied by `_shard`; Accelerate still launches, places and autocasts
             prepared_model = model
@@ -338,12 +347,15 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
         if consistency:
             consistency.new_phase()
         first_step = 0
-        if source and phase_index == start_phase:
-            # a checkpoint at step 0 of a phase carries no optimizer state: each phase starts a fresh AdamW
-            trace_state = load_checkpoint(source.checkpoint.root, model, optimizer if start_step > 0 else None)
+        if resuming:
+            if start_step > 0:  # inside the phase: adapters (if any) and AdamW as they were
+                trace_state = load_checkpoint(source.checkpoint.root, model, optimizer)
             if trace:
                 trace.load_state_dict(trace_state)
             first_step = start_step
+        # the trace of a step: hooks on each backward, or (mode "update", a LoRA phase) the step's change
+        step_update = trace is not None and (cfg.trace_mode == "update" or bool(phase.lora_rank))
+        weights = lora.merged_weights(model) if phase.lora_rank else None
         n_steps = len(phase.steps)
         bar = tqdm(range(first_step, n_steps), desc=f"{cfg.strategy}:{phase.name}", initial=first_step,
                    total=n_steps, disable=not accelerator.is_local_main_process, leave=False)
@@ -358,7 +370,8 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
                 last = i == len(micro_batches) - 1
                 # FSDP2 reduce-scatters after every backward: the trace needs each micro-batch's gradient
                 sync = contextlib.nullcontext() if last or sharded else accelerator.no_sync(prepared_model)
-                attribute = trace.attribute(mb.task, lr) if trace and not per_example else contextlib.nullcontext()
+                attribute = (trace.attribute(mb.task, lr) if trace and not (per_example or step_update)
+                             else contextlib.nullcontext())
                 observe = consistency.attribute(mb.task, global_step + 1) if consistency else contextlib.nullcontext()
                 with sync:  # DDP all-reduces only on a step's last micro-batch
                     loss, example_loss = _micro_batch_loss(prepared_model, examples[mb.task], mb.rows, pad,
@@ -371,7 +384,8 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
             grad_norm = accelerator.clip_grad_norm_(prepared_model.parameters(), cfg.clip) if cfg.clip else None
             if isinstance(grad_norm, DTensor):
                 grad_norm = grad_norm.full_tensor()
-            optimizer.step()
+            with trace.update(micro_batches[0].task, weights) if step_update else contextlib.nullcontext():
+                optimizer.step()  # such a step holds one task (`TrainConfig.validate`)
             optimizer.zero_grad(set_to_none=True)
             if accelerator.device.type == "cuda":  # the step's seconds include its queued GPU work
                 torch.cuda.synchronize()
@@ -389,7 +403,7 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
             if cfg.eval_every and global_step % cfg.eval_every == 0:
                 reached = False
                 if accelerator.is_main_process or sharded:
-                    periodic = _accuracies(evaluate(model, periodic_sets, pad))  # every rank when sharded
+                    periodic = _accuracies(evaluate(lora.unwrapped(model), periodic_sets, pad))  # every rank when sharded
                     reached = bool(phase.stop_at) and periodic["qa_id"]["accuracy"] >= phase.stop_at
                     if accelerator.is_main_process:
                         log({"event": "eval", "phase": phase.name, "global_step": global_step,
@@ -404,7 +418,7 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
                 checkpoint(phase_index, step + 1, optimizer)
         bar.close()
         if accelerator.is_main_process or sharded:
-            phase_evals[phase.name] = evaluate(model, full_sets, pad)
+            phase_evals[phase.name] = evaluate(lora.unwrapped(model), full_sets, pad)
         if accelerator.is_main_process:
             log({"event": "eval", "phase": phase.name, "global_step": global_step,
                                    "phase_end": True, **_accuracies(phase_evals[phase.name])})
@@ -417,12 +431,16 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
         trace.close()
     if consistency:
         consistency.close()
+    if lora.is_wrapped(model):  # model/ holds the merged weights: a plain model of its family
+        model = lora.merge(model)
     if accelerator.is_main_process:
         if trace_state is not None:
             save_trace(files.trace, trace_state, metadata={
                 "model": cfg.model, "strategy": cfg.strategy, "mode": cfg.trace_mode,
                 "dataset_hash": dataset.content_hash,
                 "steps": json.dumps(steps_run),
+                **({"qa_phase": f"LoRA rank {cfg.qa_phase_lora_rank}: its merged update"}
+                   if cfg.strategy == "stage" and cfg.qa_phase_lora_rank else {}),
                 **({"normalization": cfg.trace_normalization} if per_example else {})})
         with atomic_directory(files.model) as tmp:
             _save_pretrained(model, params, tmp)

@@ -23,8 +23,8 @@ class GradientObserver:
         self._handles = [self._register(name, p) for name, p in named_parameters.items()]
 
     def _register(self, name: str, p: torch.nn.Parameter):
-        """Attach the hook that hands `p`'s gradients to `observe` (returns its handle); a tensor `observe`
-        returns replaces the gradient autograd passes on."""
+        """Attach the hook that hands `p`'s gradients to `observe` and return its handle (a subclass may attach
+        none: None); a tensor `observe` returns replaces the gradient autograd passes on."""
         def hook(grad: torch.Tensor) -> torch.Tensor | None:
             return self.observe(name, grad) if self._task is not None else None
         return p.register_hook(hook)
@@ -43,7 +43,8 @@ class GradientObserver:
 
     def close(self) -> None:
         for h in self._handles:
-            h.remove()
+            if h is not None:
+                h.remove()
         self._handles = []
 
 

@@ -1,7 +1,7 @@
 """Strategies as schedules of phases; phases as lists of optimizer steps of single-task micro-batches.
 
 * Stage: phase "bio" (all bios, `bio_epochs` passes), then phase "qa" (ID questions, `qa_epochs`), with
-         its own peak lr, weight decay and early stop (`config.QA_PHASE_SETTINGS`).
+         its own peak lr, weight decay, early stop and LoRA rank (`config.QA_PHASE_SETTINGS`).
 * Mix:   one phase "mix" with the same micro-batches of both tasks, randomly interleaved.
 
 So both strategies see exactly the same example-passes; only their order differs. Every
@@ -33,6 +33,7 @@ class Phase:
     weight_decay: float  # AdamW's, on tensors with ≥ 2 dimensions
     steps: tuple[tuple[MicroBatch, ...], ...]  # optimizer steps, each `grad_accum` micro-batches
     stop_at: float = 0.0  # ends at the first periodic evaluation with ID-QA accuracy ≥ this; 0 = never
+    lora_rank: int = 0  # trains LoRA adapters of this rank only (training/lora.py); 0 = every weight
 
 
 def _task_batches(task: str, n: int, epochs: int, batch_size: int, rng: random.Random) -> list[MicroBatch]:
@@ -56,7 +57,8 @@ def build_phases(cfg: TrainConfig, n_bio: int, n_qa: int) -> list[Phase]:
     if cfg.strategy == "stage":
         qa_decay = cfg.weight_decay if cfg.qa_phase_weight_decay == -1 else cfg.qa_phase_weight_decay
         return [Phase("bio", cfg.lr, cfg.weight_decay, _steps(bio, cfg)),
-                Phase("qa", cfg.qa_phase_lr or cfg.lr, qa_decay, _steps(qa, cfg), cfg.qa_stop_at)]
+                Phase("qa", cfg.qa_phase_lr or cfg.lr, qa_decay, _steps(qa, cfg), cfg.qa_stop_at,
+                      cfg.qa_phase_lora_rank)]
     # Mix: a random interleaving that keeps each task's own order (its epochs stay in sequence)
     labels = ["bio"] * len(bio) + ["qa"] * len(qa)
     rng.shuffle(labels)

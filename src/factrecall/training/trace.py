@@ -4,12 +4,18 @@ For every tracked parameter entry i and task T ∈ {bio, qa}::
 
     Δ_T,i = Σ over micro-batches b of task T:  lr(b) · g_b,i        (mode "signed")
     Δ_T,i = Σ over micro-batches b of task T:  lr(b) · |g_b,i|      (mode "abs")
+    Δ_T,i = Σ over optimizer steps s of task T:  θ_s+1,i − θ_s,i       (mode "update")
 
 g_b is micro-batch b's gradient as it enters the optimizer (its loss already divided by the
 number of micro-batches of the step, before clipping) and lr(b) the learning rate of the step
 that uses it. A tensor hook on each tracked parameter sees each backward's contribution before
 autograd adds it into `.grad`, so the trace costs no extra backward pass: one in-place add
 per tensor per micro-batch into a float32 accumulator.
+
+Mode "update" records the optimizer's realised update instead (AdamW's moments, clipping and weight decay
+included): no gradient hooks; `update(task)` wraps the optimizer step, holding a float32 copy of the traced
+weights during it. Every step must be of one task (the loop refuses Mix with grad_accum > 1), and then
+Δ_BIO + Δ_QA = θ_ft − θ_pre on the traced tensors, up to float32 rounding of the sum.
 
 Normalisation "example_sum" (`record`) replaces g_b by ∇ Σ_{n∈b} ℓ_n, ℓ_n example n's own mean token
 loss. The training loss weighs a trained token by 1 / (micro-batch's trained tokens × grad_accum), this
@@ -34,7 +40,7 @@ the full size per rank; `reduced()` all-gathers them one tensor at a time at sav
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -63,6 +69,8 @@ class TraceRecorder(GradientObserver):
         super().__init__(named_parameters)
 
     def _register(self, name: str, p: torch.nn.Parameter):
+        if self.mode == "update":  # `update` reads the weights around the step: no gradient hooks
+            return None
         if not self.sharded:
             return super()._register(name, p)
 
@@ -102,6 +110,19 @@ class TraceRecorder(GradientObserver):
                 yield
         finally:
             self._before.clear()
+
+    @contextlib.contextmanager
+    def update(self, task: str, weights: Callable[[str], torch.Tensor] | None = None) -> Iterator[None]:
+        """Mode "update" (and a LoRA phase): what the optimizer step inside this block changes in the traced
+        weights (θ after − θ before, float32; each rank its own shard under FSDP2) counts towards `task`.
+        `weights`: name → the weight as the model computes with it (a LoRA phase: `lora.merged_weights`)."""
+        def now(name: str) -> torch.Tensor:
+            with torch.no_grad():
+                return _local(weights(name) if weights else self.params[name].detach()).to(torch.float32, copy=True)
+        before = {name: now(name) for name in self.params}
+        yield
+        for name in self.params:
+            self.accumulators[task][name].add_(now(name) - before.pop(name))
 
     def record(self, task: str, lr: float, loss: torch.Tensor) -> None:
         """Add lr·∇loss (lr·|∇loss| in "abs") of the tracked tensors to `task` by a backward of its own that keeps
