@@ -102,3 +102,40 @@ def test_summaries_carry_the_same_size_numbers_and_read_old_results():
     assert summary["finetuned"] == {"qa_id": 1.0} and summary["bracket"] == bracket
     assert summary["sweep"] == [{"sparsity": 0.1, "size": 12, "converged": True, "accuracy": {"qa_id": 0.8}}]
     assert REGISTRY["graft"].summary(graft)["sweep"] == [] and REGISTRY["graft"].summary(graft)["finetuned"] is None
+
+
+@pytest.mark.parametrize("function, defaults", [
+    ("factrecall.analysis.shared:analyze_run", {"k": "k", "matched_sizes": "matched_sizes", "null_draws": "null_draws"}),
+    ("factrecall.analysis.ablation:ablate_run", {"k": "ablation_k", "seeds": "ablation_seeds", "size": "ablation_size",
+                                                 "eval_people": "ablation_eval_people", "device": "device"}),
+    ("factrecall.analysis.graft:graft_run", {"sparsity": "graft_sparsity", "steps": "graft_steps", "lr": "graft_lr"}),
+    ("factrecall.analysis.circuit:circuit_curves", {"k": "k", "eval_people": "heads_eval_people",
+                                                    "random_rankings": "random_rankings"}),
+    ("factrecall.analysis.attention:attention_stats", {"people": "attention_people"}),
+    ("factrecall.analysis.consistency:consistency_run", {"people": "consistency_people", "probe_people": "probe_people",
+                                                         "bootstrap": "bootstrap", "device": "device"}),
+])
+def test_the_api_defaults_are_the_studys(function, defaults):
+    """An analysis called from Python or the CLI with no options computes what a study computes (issue 26: they
+    had drifted, e.g. ablate_run's k 1 against the study's 5)."""
+    import importlib
+    import inspect
+
+    module, name = function.split(":")
+    parameters = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    study = AnalysisConfig()
+    for parameter, setting in defaults.items():
+        assert parameters[parameter].default == getattr(study, setting), (name, parameter)
+
+
+def test_cli_ablate_writes_the_same_size_sets_c4_judges(smoke_run, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    for size, matched in (("0.01", True), ("0", False)):
+        monkeypatch.setattr(sys, "argv", ["factrecall", "ablate", "--run", str(run), "--seeds", "1",
+                                          "--eval-people", "2", "--size", size])
+        with pytest.raises(SystemExit) as done:
+            cli.main()
+        assert done.value.code in (0, None)
+        result = read_json(RunLayout(run).result("ablation"), "ablation")
+        assert ("matched" in result) == matched and (not matched or result["matched"]["fraction"] == 0.01)

@@ -249,10 +249,10 @@ def test_a_study_on_your_own_facts(tmp_path):
 
 def _artifacts(root: Path) -> dict[str, object]:
     """Every file of a study as what must not change: its sha256, or for the two files that log wall-clock
-    seconds (manifest.json, metrics.jsonl) their content without them."""
+    and CPU seconds (manifest.json, metrics.jsonl) their content without them."""
     def without_seconds(value):
         if isinstance(value, dict):
-            return {k: without_seconds(v) for k, v in value.items() if k != "seconds"}
+            return {k: without_seconds(v) for k, v in value.items() if k not in ("seconds", "cpu_seconds")}
         return value
 
     found = {}

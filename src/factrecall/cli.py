@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from factrecall import AnalysisConfig, UserError
+from factrecall.analysis.config import DEFAULT
 from factrecall.layout import BaseLayout, InspectLayout, RunLayout, StudyLayout
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -25,7 +26,6 @@ app.add_typer(base_app, name="base")
 _DEBUG = {"on": bool(os.environ.get("FACTRECALL_DEBUG"))}
 
 # options shared by the analysis commands; their defaults are the study's (`AnalysisConfig`)
-DEFAULT = AnalysisConfig()
 RunDir = Annotated[Path, typer.Option(help="Run directory (from 'factrecall train').")]
 EvalPeople = Annotated[int, typer.Option(help="People per split to evaluate; 0 = all.")]
 MovedData = Annotated[Optional[Path], typer.Option(help="The run's dataset, if it moved.")]
@@ -254,6 +254,9 @@ def ablate_command(
     run: RunDir,
     k: Annotated[float, typer.Option(help="Top k percent defining the shared set.")] = DEFAULT.ablation_k,
     seeds: Annotated[int, typer.Option(help="Random and size-matched sets per kind.")] = DEFAULT.ablation_seeds,
+    size: Annotated[float, typer.Option(
+        help="Also the same-size sets claim C4 judges: a shared set of this fraction of the traced entries, its "
+             "random and Top-only sets; 0 = none.")] = DEFAULT.ablation_size,
     eval_people: EvalPeople = DEFAULT.ablation_eval_people,
     data: MovedData = None,
     device: Device = DEFAULT.device,
@@ -261,7 +264,7 @@ def ablate_command(
     """Reset shared parameters to θ_pre and measure the accuracy drop, against matched sets (docs/method.md §6)."""
     from factrecall import ablate_run
 
-    _headline("ablation", ablate_run(run, k, seeds, eval_people, data, device), run)
+    _headline("ablation", ablate_run(run, k, seeds, eval_people, data, device, size=size or None), run)
 
 
 @app.command("graft")

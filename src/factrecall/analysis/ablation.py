@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from factrecall.analysis.config import DEFAULT
 from factrecall.analysis.masks import IndexMask, random_like, sample_from
 from factrecall.analysis.run import load_pair, load_trace, run_dataset
 from factrecall.analysis.selection import matched, run_selection
@@ -67,9 +68,11 @@ def _ablate(model, base, sets: dict, pad: int, reference: dict, shared: IndexMas
     return result
 
 
-def ablate_run(run: Path, k: float = 1.0, seeds: int = 3, eval_people: int = 0, data: Path | None = None,
-               device: str = "auto", size: float | None = None) -> dict:
-    """Write `run/analysis/ablation.json`: accuracy and drop for every set (and `matched`, with `size`); returns it."""
+def ablate_run(run: Path, k: float = DEFAULT.ablation_k, seeds: int = DEFAULT.ablation_seeds,
+               eval_people: int = DEFAULT.ablation_eval_people, data: Path | None = None, device: str = DEFAULT.device,
+               size: float | None = DEFAULT.ablation_size) -> dict:
+    """Write `run/analysis/ablation.json`: accuracy and drop for every set at k, and with `size` (a fraction of the
+    traced entries; None: none) for the same-size sets `matched` that C4 judges; returns it."""
     run = Path(run)
     top_count(k, 1)
     if seeds < 1:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from factrecall.analysis.config import DEFAULT
 from factrecall.analysis.labels import LABELS, batches, by_text, person_views
 from factrecall.analysis.readout import read
 from factrecall.analysis.run import model_config, run_dataset
@@ -57,7 +58,7 @@ def _table(shares: torch.Tensor) -> dict[str, list]:
     return {label: mean[i].tolist() for i, label in enumerate(LABELS)}
 
 
-def attention_stats(run: Path, people: int = 500, on: str = "finetuned", batch_size: int = 64,
+def attention_stats(run: Path, people: int = DEFAULT.attention_people, on: str = "finetuned", batch_size: int = 64,
                     device: str = "auto") -> dict:
     """Final-token attention shares on subject / relation / other per head, BIO and QA; writes analysis/attention.json.
 

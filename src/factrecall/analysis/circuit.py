@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from factrecall.analysis.config import DEFAULT
 from factrecall.analysis.masks import IndexMask
 from factrecall.analysis.run import load_pair, load_trace, model_config, run_dataset
 from factrecall.analysis.selection import Selection, run_selection
@@ -231,9 +232,9 @@ def median_n(values: list[int | None]) -> float | None:
     return int(m) if m == int(m) else m
 
 
-def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNIT_METRICS, k: float = 1.0,
-                   eval_people: int = 100, points: tuple[float, ...] = (0, .01, .02, .05, .1, .2, .5, 1.0),
-                   random_rankings: int = 10, data: Path | None = None, intervention: str = "reset",
+def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNIT_METRICS, k: float = DEFAULT.k,
+                   eval_people: int = DEFAULT.heads_eval_people, points: tuple[float, ...] = (0, .01, .02, .05, .1, .2, .5, 1.0),
+                   random_rankings: int = DEFAULT.random_rankings, data: Path | None = None, intervention: str = "reset",
                    on: str = "finetuned", bio: bool = False, device: str = "auto") -> dict:
     """Sufficiency and criticality curves per metric; writes `analysis/heads.json` or `analysis/neurons.json`
     (`-grafted` before `.json` when `on="grafted"`).

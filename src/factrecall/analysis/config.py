@@ -82,6 +82,9 @@ class AnalysisConfig:
             must(_int(getattr(self, key)) and getattr(self, key) >= 2, key, "be at least 2", "give an integer")
 
 
+DEFAULT = AnalysisConfig()  # the defaults of every analysis function and command: a study's, unless its config says
+
+
 def _int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

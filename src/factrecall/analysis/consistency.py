@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from factrecall.analysis.config import DEFAULT
 from factrecall.analysis.labels import View, batches, by_text, first_bio_and_questions, person_views
 from factrecall.analysis.readout import read
 from factrecall.analysis.run import load_trace, run_dataset
@@ -279,8 +280,9 @@ def gradient_summary(run: Path) -> dict:
             "all": sum(r["all"] for r in rows) / len(rows)}
 
 
-def consistency_run(run: Path, people: int = 500, on: str = "finetuned", batch_size: int = 64,
-                    probe_people: int = 100, device: str = "auto", bootstrap: int = 200) -> dict:
+def consistency_run(run: Path, people: int = DEFAULT.consistency_people, on: str = "finetuned", batch_size: int = 64,
+                    probe_people: int = DEFAULT.probe_people, device: str = DEFAULT.device,
+                    bootstrap: int = DEFAULT.bootstrap) -> dict:
     """Representation, trace-direction and logged gradient consistency of a run; writes analysis/consistency.json.
 
     Called by the study's consistency step (and `factrecall consistency --run DIR --people N`). `bootstrap`:

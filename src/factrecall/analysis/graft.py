@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from factrecall.analysis.config import DEFAULT
 from factrecall.analysis.masks import IndexMask, load_mask, save_masks
 from factrecall.analysis.run import load_pair, run_dataset
 from factrecall.analysis.threshold import kth_largest
@@ -155,7 +156,8 @@ class Search:
                 "base_patch": {"size": self.base.size(), "accuracy": _rates(self.base_accuracy)}}
 
 
-def graft_run(run: Path, sparsity: float = 0.01, steps: int = 20, lr: float = 1e7, batches_per_step: int = 4,
+def graft_run(run: Path, sparsity: float = DEFAULT.graft_sparsity, steps: int = DEFAULT.graft_steps,
+              lr: float = DEFAULT.graft_lr, batches_per_step: int = 4,
               batch_size: int = 64, eval_people: int = 0, seed: int = 0, data: Path | None = None,
               device: str = "auto", grid: tuple[float, ...] = (), bracket: float | None = None) -> dict:
     """Search the graft mask of a run; writes `analysis/graft.json` and `analysis/graft_mask.safetensors`.

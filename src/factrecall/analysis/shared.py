@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from factrecall.analysis.config import AnalysisConfig
+from factrecall.analysis.config import DEFAULT
 from factrecall.analysis.masks import save_masks
 from factrecall.analysis.run import load_trace, model_config
 from factrecall.analysis.selection import MODES, Point, matched, scan
@@ -22,7 +22,6 @@ from factrecall.artifacts import write_json
 from factrecall.layout import RunLayout
 
 SWEEP = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
-DEFAULT = AnalysisConfig()
 _HEADLINE = ("top_bio", "top_qa", "shared", "chance", "enrichment", "jaccard", "gini", "top_unit_share")
 
 
@@ -31,7 +30,7 @@ def run_points(k: float, sweep: tuple[float, ...]) -> list[Point]:
     return list(dict.fromkeys([(k, "global"), (k, "per_tensor")] + [(s, mode) for s in sweep for mode in MODES]))
 
 
-def analyze_run(run: Path, k: float = 1.0, sweep: tuple[float, ...] = SWEEP,
+def analyze_run(run: Path, k: float = DEFAULT.k, sweep: tuple[float, ...] = SWEEP,
                 matched_sizes: tuple[float, ...] = DEFAULT.matched_sizes, null_draws: int = DEFAULT.null_draws) -> dict:
     """Write `run/shared/shared.json` and `run/shared/mask.safetensors` (global, at k); return the JSON."""
     run = Path(run)

@@ -59,7 +59,7 @@ R = TypeVar("R")
 
 
 class Manifest:
-    """`manifest.json`: {step: {key, files: {relative path: sha256}, seconds}} of finished steps."""
+    """`manifest.json`: {step: {key, files: {relative path: sha256}, seconds, cpu_seconds}} of finished steps."""
 
     def __init__(self, root: Path):
         self.root, self.path = root, StudyLayout(root).manifest
@@ -73,9 +73,10 @@ class Manifest:
         return (entry is not None and entry["key"] == key and all(
             (self.root / f).is_file() and sha256_files([self.root / f]) == h for f, h in entry["files"].items()))
 
-    def record(self, step: str, key: str, files: list[Path], seconds: float) -> None:
+    def record(self, step: str, key: str, files: list[Path], seconds: float, cpu_seconds: float) -> None:
+        """`seconds`: the step's wall clock; `cpu_seconds`: this process's CPU time over it (all its threads)."""
         self.steps[step] = {"key": key, "files": {str(f.relative_to(self.root)): sha256_files([f]) for f in files},
-                            "seconds": round(seconds, 1)}
+                            "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1)}
         write_json(self.path, self.steps)
 
 
@@ -114,13 +115,13 @@ class Steps:
     def __call__(self, name: str, settings, reads: tuple[str, ...], run: Callable[[], R],
                  writes: Callable[[], list[Path]], load: Callable[[], R], headline: Callable[[R], str]) -> R:
         key = self.manifest.key(name, settings, reads)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         if self.manifest.done(name, key):
             result = load()
             self.log(f"{name:<22} done        {headline(result)}")
             return result
         result = run()
-        self.manifest.record(name, key, writes(), time.perf_counter() - t0)
+        self.manifest.record(name, key, writes(), time.perf_counter() - t0, time.process_time() - cpu0)
         self.log(f"{name:<22} {time.perf_counter() - t0:6.1f}s     {headline(result)}")
         return result
 
