@@ -82,3 +82,47 @@ def test_a_study_analyses_the_arm_that_keeps_bio_best(tmp_path):
     again = []
     run_study(out, config_file=config, log=again.append)  # a rerun skips every step, the arms included
     assert all(" done " in line for line in again if not line.startswith("report"))
+
+
+def test_a_study_that_skips_every_analysis_judges_c1_alone(tmp_path):
+    """`[analysis] skip`: training, the Stage arms and C1; the claims that need a skipped analysis say so."""
+    from factrecall.study.registry import REGISTRY
+
+    config = tmp_path / "accuracies.toml"
+    names = ", ".join(f'"{n}"' for n in REGISTRY)
+    config.write_text(f'preset = "smoke"\n[analysis]\nskip = [{names}]\n[stage_arms]\nqa_phase_lr = [1e-4]\n')
+    out = tmp_path / "study"
+    summary = run_study(out, config_file=config, log=lambda line: None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest) == {"data", "train/stage", "train/mix", "train/stage-arms/qa_phase_lr=0.0001", "stage/choose"}
+    claims = {c["id"]: c for c in summary["claims"]}
+    assert "did not run" not in claims["C1"]["measured"]["why"]
+    for claim in ("C2", "C4a", "C5", "C7"):
+        assert claims[claim]["measured"]["why"].startswith("not measured: "), claim
+    assert not (out / "runs" / "mix" / "shared").exists()
+    assert 'id="stage-arms-table"' in build_reports(out).read_text()
+
+
+@pytest.mark.parametrize("skip, words", [
+    ('["ablate"]', "analysis.skip names 'ablate', which is no analysis; choose among shared, ablation"),
+    ('["shared"]', "analysis.skip leaves out shared, which graft reads; skip graft too"),
+    ('["graft", "graft"]', "analysis.skip must be a list of analysis names, each once"),
+])
+def test_a_bad_skip_is_one_line(tmp_path, skip, words):
+    config = tmp_path / "skip.toml"
+    config.write_text(f'preset = "smoke"\n[analysis]\nskip = {skip}\n')
+    with pytest.raises(UserError, match=words):
+        study_config(None, config)
+
+
+def test_new_settings_at_their_defaults_leave_records_as_they_were():
+    """Settings added later (a LoRA rank, skipped analyses) are left out of study.json, run records and cache keys
+    at their defaults, so studies written before them still match and are not retrained."""
+    from factrecall.study.config import config_record
+    from factrecall.training.config import train_record
+
+    record = config_record(study_config("default"))
+    assert "skip" not in record["analysis"] and "qa_phase_lora_rank" not in record["train"]
+    assert "qa_phase_lora_rank" not in record["stage_arms"]
+    assert "qa_phase_lora_rank" not in train_record(train_config("default"))
+    assert train_record(train_config("default", qa_phase_lora_rank=4))["qa_phase_lora_rank"] == 4

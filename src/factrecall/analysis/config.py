@@ -35,6 +35,9 @@ class AnalysisConfig:
     probe_people: int = 100  # people in the gradient probe (one backward pass per person and form)
     bootstrap: int = 200  # C7: resamples of people for each consistency measure's standard error
     device: str = "auto"  # where the analyses run their forwards and backwards: auto (the GPU if any), cpu, cuda
+    # analyses a study leaves out, by name (study/registry.py); the claims that read them are "not measured". All of
+    # them: training, the Stage arms and C1 only (e.g. a sweep over data settings that asks only for accuracies)
+    skip: tuple[str, ...] = ()
 
     def validate(self) -> None:
         """Refuse any setting out of its range, NaN and infinity included, in one line starting `analysis.<key>`."""
@@ -78,6 +81,8 @@ class AnalysisConfig:
                  "give an integer ≥ 0 (0 = all people)")
         must(_int(self.attention_people) and self.attention_people >= 1, "attention_people", "be at least 1",
              "give an integer")
+        must(isinstance(self.skip, (tuple, list)) and all(isinstance(x, str) for x in self.skip)
+             and len(set(self.skip)) == len(self.skip), "skip", "be a list of analysis names, each once")
         for key in ("consistency_people", "probe_people"):
             must(_int(getattr(self, key)) and getattr(self, key) >= 2, key, "be at least 2", "give an integer")
 

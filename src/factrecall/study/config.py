@@ -38,7 +38,8 @@ from factrecall.artifacts import as_json, is_directory
 from factrecall.data.generate import DataConfig, check_capacity
 from factrecall.data.pools import load_pools
 from factrecall.errors import UserError
-from factrecall.training.config import QA_PHASE_SETTINGS, TrainConfig
+from factrecall.study.registry import check_skip
+from factrecall.training.config import QA_PHASE_SETTINGS, TrainConfig, train_record
 
 _PAPER_DATA = {"people": 10000, "bios_per_person": 5, "permute": True, "templates_per_attribute": 0}
 _PAPER_TRAIN = {"bio_epochs": 10, "qa_epochs": 10, "bio_batch_size": 16, "qa_batch_size": 32, "lr": 2e-5,
@@ -258,6 +259,7 @@ def config_from_table(table: dict, file: Path | None, preset: str | None = None,
     try:
         for section in SECTIONS:
             sections[section].validate()
+        check_skip(sections["analysis"])
         for arm in stage_arm_settings(sections["stage_arms"], sections["train"]):  # each arm a valid recipe
             replace(sections["train"], strategy="stage", **arm).validate()
         if not data_path:  # the population must fit the name pools (checked again, with exclusions, when drawn)
@@ -281,13 +283,17 @@ def config_from_table(table: dict, file: Path | None, preset: str | None = None,
 
 
 def config_record(config: StudyConfig) -> dict:
-    """What study.json records of `config` (an unset `data_path` and no Stage arms left out, so earlier studies
-    still match)."""
-    record = as_json(asdict(config))
+    """What study.json records of `config` (an unset `data_path`, no Stage arms, no skipped analysis and the
+    train settings of `LATER_SETTINGS` at their defaults left out, so earlier studies still match)."""
+    record = as_json(asdict(config)) | {"train": train_record(config.train)}
     if record["data_path"] is None:
         del record["data_path"]
+    if not config.analysis.skip:
+        del record["analysis"]["skip"]
     if config.stage_arms == StageArmsConfig():
         del record["stage_arms"]
+    elif not config.stage_arms.qa_phase_lora_rank:
+        del record["stage_arms"]["qa_phase_lora_rank"]
     return record
 
 

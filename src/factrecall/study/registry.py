@@ -24,6 +24,7 @@ from factrecall.analysis.inspect import inspect_run
 from factrecall.analysis.shared import analyze_run
 from factrecall.analysis.units import METRICS, NULLS, UNIT_KINDS
 from factrecall.artifacts import read_json
+from factrecall.errors import UserError
 from factrecall.evaluation.forgetting import forgetting_run
 from factrecall.layout import RunLayout
 from factrecall.study.claims.c7_consistency import consistency_headline
@@ -216,3 +217,20 @@ ANALYSES: tuple[Analysis, ...] = (
 )
 
 REGISTRY: dict[str, Analysis] = {a.name: a for a in ANALYSES}
+
+
+def check_skip(config: AnalysisConfig) -> None:
+    """Refuse an `analysis.skip` naming an unknown analysis, or leaving out one that a run analysis reads."""
+    for name in config.skip:
+        if name not in REGISTRY:
+            raise UserError(f"analysis.skip names {name!r}, which is no analysis; choose among {', '.join(REGISTRY)}")
+    for analysis in ANALYSES:
+        missing = [r for r in analysis.reads if r in config.skip]
+        if analysis.name not in config.skip and missing:
+            raise UserError(f"analysis.skip leaves out {missing[0]}, which {analysis.name} reads; skip "
+                            f"{analysis.name} too or keep {missing[0]}")
+
+
+def runs_on(analysis: Analysis, run: RunLayout, config: AnalysisConfig) -> bool:
+    """Whether a study runs `analysis` on `run`: it applies there and the config does not skip it."""
+    return analysis.name not in config.skip and analysis.applies(run)

@@ -45,13 +45,13 @@ from factrecall.provenance import package_versions
 from factrecall.study.bases import KINDS, base_headline, build_base
 from factrecall.study.config import StudyConfig, config_record, stage_arm_settings, study_config
 from factrecall.study.plan_disk import check_disk, study_disk_bytes
-from factrecall.study.registry import ANALYSES
+from factrecall.study.registry import ANALYSES, runs_on
 from factrecall.study.stage_arms import arm_label, choose
 from factrecall.study.stage_arms import headline as arm_headline
 from factrecall.study.summary import base_name, run_accuracy, run_evaluation, summarize_study
 from factrecall.study.sweep import Point
 from factrecall.terms import STRATEGIES
-from factrecall.training.config import QA_PHASE_SETTINGS, TrainConfig
+from factrecall.training.config import QA_PHASE_SETTINGS, TrainConfig, train_record
 from factrecall.training.loop import train
 from factrecall.training.run_dir import model_directory
 
@@ -202,7 +202,7 @@ def _base_step(step: Steps, manifest: Manifest, out: Path, base: str, config: St
                           exclude=(StudyLayout(out).data.root,), model=config.train.model,
                           force=f"base/{base}" in manifest.steps, epochs=config.base.epochs)
 
-    step(f"base/{base}", [asdict(config.base), asdict(config.train)], ("data",), run=build,
+    step(f"base/{base}", [asdict(config.base), train_record(config.train)], ("data",), run=build,
          writes=lambda: _files(where.record, *sorted(where.root.glob("*.safetensors"))),
          load=lambda: read_json(where.record, "base record"), headline=base_headline)
     return str(where.root.resolve())
@@ -222,7 +222,7 @@ def _strategy_steps(step: Steps, manifest: Manifest, root: StudyLayout, data: Pa
         run = root.analysed(strategy)
         trained = stage_reads if strategy == "stage" else (f"{prefix}train/{strategy}",)
         for analysis in ANALYSES:
-            if not analysis.applies(run):
+            if not runs_on(analysis, run, a):
                 continue
             reads = (*trained, *(f"{prefix}{r}/{strategy}" for r in analysis.reads))
             step(f"{prefix}{analysis.name}/{strategy}", analysis.settings(a), reads,
@@ -235,7 +235,7 @@ def _train_step(step: Steps, manifest: Manifest, name: str, cfg: TrainConfig, da
                 reads: tuple[str, ...], start_from: Path | None = None) -> None:
     """One training run; an unfinished run continues from its checkpoint, a finished one whose files changed
     retrains."""
-    step(name, asdict(cfg), reads,
+    step(name, train_record(cfg), reads,
          run=lambda: train(cfg, data, run.root, resume=True, force=name in manifest.steps, start_from=start_from),
          writes=lambda: _files(run.eval, run.trace, *sorted(run.model.glob("*")),
                                *sorted(p for p in run.bio_phase.root.rglob("*") if p.is_file())),

@@ -21,7 +21,7 @@ from factrecall.layout import RunLayout, StudyLayout
 from factrecall.study.claims import check_claims
 from factrecall.study.claims.verdict import fit_gate
 from factrecall.study.config import BASE_KINDS, recorded_analysis
-from factrecall.study.registry import ANALYSES
+from factrecall.study.registry import ANALYSES, runs_on
 from factrecall.terms import EVAL_SETS, STRATEGIES
 from factrecall.training.run_dir import is_final_evaluation
 
@@ -33,7 +33,7 @@ def study_artifacts(study: Path) -> dict[str, dict[str, dict]]:
     runs = {s: files.analysed(s) for s in STRATEGIES}
     art = {"eval": {s: run_evaluation(run) for s, run in runs.items()}}
     for analysis in ANALYSES:
-        if all(analysis.applies(run) for run in runs.values()):
+        if all(runs_on(analysis, run, a) for run in runs.values()):
             art[analysis.name] = {s: analysis.load(run, a) for s, run in runs.items()}
     return art
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
+from factrecall.artifacts import as_json
 from factrecall.devices import DEVICES
 from factrecall.errors import UserError
 from factrecall.terms import STRATEGIES
@@ -119,6 +120,18 @@ class TrainConfig:
              "the normalisation weighs gradients, and 'update' records the optimizer's steps")
         must(isinstance(self.trace_include, (tuple, list)) and all(i in TRACE_INCLUDES for i in self.trace_include),
              "trace_include", f"be a list of {', '.join(TRACE_INCLUDES)}")
+
+
+# settings added after runs were recorded without them: a record leaves each out at its default, so those runs (and
+# the study steps that trained them) still match a config that does not use it
+LATER_SETTINGS = {"qa_phase_lora_rank": 0}
+
+
+def train_record(cfg: TrainConfig) -> dict:
+    """`cfg` as a run's config.json and a study step's cache key record it (JSON types; LATER_SETTINGS at their
+    defaults left out)."""
+    record = as_json(asdict(cfg))
+    return {k: v for k, v in record.items() if k not in LATER_SETTINGS or v != LATER_SETTINGS[k]}
 
 
 def _is_int(value) -> bool:

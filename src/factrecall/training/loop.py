@@ -88,7 +88,7 @@ from factrecall.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from factrecall.training.config import TrainConfig
+from factrecall.training.config import TrainConfig, train_record
 from factrecall.training.consistency import GradientConsistency
 from factrecall.training.run_dir import (
     check_same_base,
@@ -106,7 +106,7 @@ from factrecall.training.trace import TraceRecorder, save_trace
 
 def _run_record(cfg: TrainConfig, dataset: Dataset) -> dict:
     return {
-        "train": as_json(asdict(cfg)),
+        "train": train_record(cfg),
         "data": {"path": str(dataset.path.resolve()), "content_hash": dataset.content_hash,
                  "config": dataset.meta.get("config")},
         "seeds": {"model_init": cfg.seed, "data_order": cfg.seed},
