@@ -1,6 +1,7 @@
 """End to end through the command line: generate → train → eval, resume, and bad input."""
 
 import json
+import re
 import sys
 
 import pytest
@@ -142,8 +143,6 @@ def test_malformed_jsonl_line_is_named(small_data, tmp_path, monkeypatch, capsys
 
 def test_every_help_text_keeps_its_bracketed_words():
     """Help texts name config tables like [train]; no markup may eat them (rich markup did, in `study --help`)."""
-    import re
-
     import click
     import typer
     from typer.testing import CliRunner
@@ -167,3 +166,24 @@ def test_every_help_text_keeps_its_bracketed_words():
             assert word in shown, f"`factrecall {' '.join(path)} --help` lost {word}"
         checked += 1
     assert checked >= 1
+
+
+def test_version_and_a_close_match_for_a_mistyped_key(tmp_path, capsys, monkeypatch):
+    import factrecall
+
+    monkeypatch.setattr(sys, "argv", ["factrecall", "--version"])
+    with pytest.raises(SystemExit) as done:
+        cli.main()
+    assert done.value.code in (0, None) and capsys.readouterr().out.strip() == f"factrecall {factrecall.__version__}"
+    for text, words in (("[train]\nlrr = 1e-3\n", "unknown .*train setting 'lrr' (did you mean 'lr'?); known: "),
+                        ("[trian]\nlr = 1e-3\n", "unknown section or key 'trian' (did you mean 'train'?); allowed"),
+                        ("[train]\nzzz = 1\n", "unknown .*train setting 'zzz'; known: ")):
+        config = tmp_path / "mistyped.toml"
+        config.write_text(text)
+        monkeypatch.setattr(sys, "argv", ["factrecall", "study", "--config", str(config), "--out", str(tmp_path / "s")])
+        with pytest.raises(SystemExit) as done:
+            cli.main()
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and len(err.strip().splitlines()) == 1
+        assert re.search(words.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?"), err), err
+    assert not (tmp_path / "s").exists()

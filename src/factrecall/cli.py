@@ -59,8 +59,18 @@ def _writes_run(command):
     return locked
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        import factrecall
+
+        typer.echo(f"factrecall {factrecall.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option(help="Show tracebacks instead of one-line errors.")] = False):
+def _root(debug: Annotated[bool, typer.Option(help="Show tracebacks instead of one-line errors.")] = False,
+          version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="Print factrecall's version and exit.")] = False):
     _DEBUG["on"] = _DEBUG["on"] or debug
 
 

@@ -25,6 +25,7 @@ such a study (`study/sweep.py`).
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import math
 import tomllib
@@ -129,6 +130,12 @@ def _preset(name: str) -> dict[str, dict]:
     return PRESETS[name]
 
 
+def _did_you_mean(word: str, known) -> str:
+    """ " (did you mean 'lr'?)" when one known name is close to a mistyped `word`, else ""."""
+    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _type_name(kind) -> str:
     return getattr(kind, "__name__", str(kind).replace("typing.", ""))
 
@@ -160,7 +167,8 @@ def _apply(base, overrides: dict, where: str = "setting"):
     given = {k: v for k, v in overrides.items() if v is not None}
     unknown = sorted(set(given) - known)
     if unknown:
-        raise UserError(f"unknown {where} {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        raise UserError(f"unknown {where} {unknown[0]!r}{_did_you_mean(unknown[0], known)}; "
+                        f"known: {', '.join(sorted(known))}")
     return replace(base, **{k: _coerce(f"{where} {k!r}", hints[k], v) for k, v in given.items()})
 
 
@@ -214,7 +222,9 @@ def read_config_file(file: Path | None) -> dict:
         raise UserError(f"--config {file} is not valid TOML ({e}); fix the file") from None
     unknown = sorted(set(table) - {"preset", "bases", *SWEEP_KEYS, *SECTIONS})
     if unknown:
-        raise UserError(f"{file}: unknown section or key {unknown[0]!r}; allowed: preset, bases, "
+        allowed = {"preset", "bases", *SWEEP_KEYS, *SECTIONS}
+        raise UserError(f"{file}: unknown section or key {unknown[0]!r}{_did_you_mean(unknown[0], allowed)}; "
+                        f"allowed: preset, bases, "
                         f"{', '.join(SWEEP_KEYS)}, {', '.join(f'[{s}]' for s in SECTIONS)}")
     for section in SECTIONS:
         if section in table and not isinstance(table[section], dict):
