@@ -29,7 +29,7 @@ def test_every_preset_resolves_and_validates(name):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("[train]\nlrr = 1\n", "unknown .*train setting 'lrr'; known: .*lr"),
+    ("[train]\nlrr = 1\n", r"unknown .*train setting 'lrr' \(did you mean 'lr'\?\); known: .*lr"),
     ("[train]\nlr = 'fast'\n", "train setting 'lr' must be float"),
     ("[data]\npeople = 1.5\n", "data setting 'people' must be int"),
     ("[data]\npermute = 1\n", "data setting 'permute' must be bool"),
