@@ -41,3 +41,20 @@ def smoke_run(train_smoke):
     run = train_smoke("smoke_run", max_steps=3)
     analyze_run(run)
     return run
+
+
+@pytest.fixture
+def stop_after_qa_step(monkeypatch):
+    """stop(n): `training.loop.train` raises KeyboardInterrupt right after it logs QA step n (counted from 1), as
+    if the process were killed there; stop(None): it trains on undisturbed again."""
+    from factrecall.training import loop
+
+    real = loop.append_jsonl
+
+    def stop(n: int | None) -> None:
+        def die(path, row):
+            real(path, row)
+            if row.get("event") == "step" and row["phase"] == "qa" and row["step"] + 1 == n:
+                raise KeyboardInterrupt
+        monkeypatch.setattr(loop, "append_jsonl", real if n is None else die)
+    return stop

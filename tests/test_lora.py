@@ -91,21 +91,14 @@ def test_the_trace_of_a_lora_phase_is_its_merged_update(scratch):
 
 @pytest.mark.parametrize("kill_after", [None, 6])  # a fork as it is; one killed after its first checkpoint (4)
 def test_a_lora_arm_forked_from_a_full_run_writes_what_it_writes_from_scratch(donor, scratch, small_data,
-                                                                            tmp_path, monkeypatch, kill_after):
+                                                                            tmp_path, stop_after_qa_step, kill_after):
     out = tmp_path / "run"
     if kill_after:
-        real = loop.append_jsonl
-
-        def die(path, row):
-            real(path, row)
-            if row.get("event") == "step" and row["phase"] == "qa" and row["step"] + 1 == kill_after:
-                raise KeyboardInterrupt
-
-        monkeypatch.setattr(loop, "append_jsonl", die)
+        stop_after_qa_step(kill_after)
         with pytest.raises(KeyboardInterrupt):
             loop.train(_stage(qa_phase_lora_rank=RANK), small_data, out, start_from=donor)
         assert (out / "checkpoint").is_dir() and not (out / "eval.json").exists()
-        monkeypatch.setattr(loop, "append_jsonl", real)
+        stop_after_qa_step(None)
     loop.train(_stage(qa_phase_lora_rank=RANK), small_data, out, resume=bool(kill_after), start_from=donor)
     _same_run(scratch, out)
     assert (donor / "model/model.safetensors").read_bytes() != (out / "model/model.safetensors").read_bytes()

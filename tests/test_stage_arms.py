@@ -123,20 +123,13 @@ def test_the_bio_phase_is_the_same_whatever_the_qa_phase_settings(donor, scratch
 
 
 @pytest.mark.parametrize("kill_after", [1, 6])  # QA steps logged: before the fork's first checkpoint, after it
-def test_an_interrupted_fork_resumes(donor, scratch, small_data, tmp_path, monkeypatch, kill_after):
+def test_an_interrupted_fork_resumes(donor, scratch, small_data, tmp_path, stop_after_qa_step, kill_after):
     out = tmp_path / "run"
-    real = loop.append_jsonl
-
-    def die(path, row):
-        real(path, row)
-        if row.get("event") == "step" and row["phase"] == "qa" and row["step"] + 1 == kill_after:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "append_jsonl", die)
+    stop_after_qa_step(kill_after)
     with pytest.raises(KeyboardInterrupt):
         loop.train(_stage(**ARM_B), small_data, out, start_from=donor)
     assert (out / "checkpoint").is_dir() == (kill_after > 4) and not (out / "eval.json").exists()
-    monkeypatch.setattr(loop, "append_jsonl", real)
+    stop_after_qa_step(None)
     loop.train(_stage(**ARM_B), small_data, out, resume=True, start_from=donor)
     _same_run(scratch, out)
 
