@@ -1,4 +1,4 @@
-"""Wall clock and CPU time of a whole study, and of each of its steps (issue 27): where the README's study
+"""Wall clock and CPU time of a whole study, and of each of its steps (issue 27): where docs/results.md's study
 times come from.
 
 Runs `factrecall study --out DIR [--preset P] [--config FILE]` in a child process (this process's

@@ -1,6 +1,6 @@
 """Named settings for data, training and analysis, and study config files that override them.
 
-`default` was chosen by measurement on 2 CPU cores (see the README's frontier table): the
+`default` was chosen by measurement on 2 CPU cores (docs/results.md, the frontier): the
 smallest setting where Mix answers OOD questions and Stage with [train]'s recipe does not, both
 strategies in minutes; its Stage is the best of three QA-phase learning rates (`[stage_arms]`). `small` trains the same people with the same recipe on a 4-layer, 8-head model (32 heads,
 enough to ask the head claims), its analyses on fewer people to keep them in minutes. `smoke` only exercises the code paths (tests, CI); its accuracies mean nothing.
@@ -50,13 +50,13 @@ _CPU_DATA = {"people": 500, "bios_per_person": 4, "permute": True, "templates_pe
 _CPU_TRAIN = {"bio_epochs": 20, "qa_epochs": 20, "lr": 2e-3, "eval_every": 250}
 _CPU_ANALYSIS = {"graft_sparsity": 0.4, "graft_steps": 10, "graft_eval_people": 100}
 # Stage's QA phase at the BIO phase's lr forgets two thirds of the biographies; lower QA-phase lrs keep them
-# (measured: README "The default study, end to end"), so Stage is chosen over this grid, as Physics 3.1's is
+# (measured: docs/results.md, "The default study, end to end"), so Stage is chosen over this grid, as Physics 3.1's is
 _CPU_STAGE_ARMS = {"qa_phase_lr": (5e-4, 2e-4)}
 
 PRESETS: dict[str, dict[str, dict]] = {
     "default": {"data": _CPU_DATA, "train": {"model": "tiny-llama", **_CPU_TRAIN}, "analysis": _CPU_ANALYSIS,
                 "stage_arms": _CPU_STAGE_ARMS},
-    # 4 layers × 8 heads: the 32 heads the head claims (C6) need; default's recipe, measured to fit it (README)
+    # 4 layers × 8 heads: the 32 heads the head claims (C6) need; default's recipe, measured to fit it (docs/results.md)
     "small": {"data": _CPU_DATA, "train": {"model": "small-llama", **_CPU_TRAIN},
               "analysis": {**_CPU_ANALYSIS, "ablation_eval_people": 100, "heads_eval_people": 50},  # 4× the heads
               "stage_arms": _CPU_STAGE_ARMS},
