@@ -40,7 +40,7 @@ BAD = {
         ("matched_sizes", 0.001), ("ablation_size", 0.0), ("ablation_size", 1.5), ("ablation_size", NAN),
         ("graft_sparsities", (0.0,)), ("graft_sparsities", (1.0,)), ("graft_sparsities", (NAN,)),
         ("graft_sparsities", 0.1), ("null_draws", 1), ("null_draws", 2.5), ("random_rankings", 0),
-        ("bootstrap", 1), ("graft_bracket", 0.0), ("graft_bracket", 1.0), ("graft_bracket", NAN),
+        ("bootstrap", 1), ("skip", ("graft", "graft")), ("skip", "graft"), ("skip", (3,)), ("graft_bracket", 0.0), ("graft_bracket", 1.0), ("graft_bracket", NAN),
         ("ablation_seeds", 0), ("ablation_seeds", 1.5), ("ablation_eval_people", -1),
         ("graft_sparsity", 0.0), ("graft_sparsity", 1.0), ("graft_sparsity", NAN),
         ("graft_steps", -1), ("graft_lr", 0.0), ("graft_lr", -1.0), ("graft_lr", NAN), ("graft_lr", INF),

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
+from factrecall.checks import checker, is_int, is_real
 from factrecall.devices import DEVICES
 from factrecall.errors import UserError
 from factrecall.terms import MODEL_VARIANTS
@@ -41,9 +41,7 @@ class AnalysisConfig:
 
     def validate(self) -> None:
         """Refuse any setting out of its range, NaN and infinity included, in one line starting `analysis.<key>`."""
-        def must(ok: bool, key: str, rule: str, hint: str = "") -> None:
-            if not ok:
-                raise UserError(f"analysis.{key} must {rule} (got {getattr(self, key)!r}){hint and '; ' + hint}")
+        must = checker(self, "analysis")
 
         if self.device not in DEVICES:
             raise UserError(f"analysis.device: unknown analysis device {self.device!r}; "
@@ -60,48 +58,39 @@ class AnalysisConfig:
              "be a non-empty list of fractions in (0, 1]", "fractions of the tracked entries")
         must(_fraction(self.ablation_size), "ablation_size", "lie in (0, 1]", "a fraction of the tracked entries")
         must(isinstance(self.graft_sparsities, (tuple, list))
-             and all(_real(x) and 0 < x < 1 for x in self.graft_sparsities), "graft_sparsities",
+             and all(is_real(x) and 0 < x < 1 for x in self.graft_sparsities), "graft_sparsities",
              "be a list of fractions strictly between 0 and 1", "where C5's bisection looks first, as graft_sparsity")
         must(isinstance(self.neuron_points, (tuple, list)) and len(self.neuron_points) > 0
-             and all(_real(x) and 0 <= x <= 1 for x in self.neuron_points),
+             and all(is_real(x) and 0 <= x <= 1 for x in self.neuron_points),
              "neuron_points", "be a non-empty list of fractions in [0, 1]")
-        must(_int(self.ablation_seeds) and self.ablation_seeds >= 1, "ablation_seeds", "be at least 1",
+        must(is_int(self.ablation_seeds) and self.ablation_seeds >= 1, "ablation_seeds", "be at least 1",
              "give an integer")
         for key, least in (("null_draws", 2), ("random_rankings", 1), ("bootstrap", 2)):
-            must(_int(getattr(self, key)) and getattr(self, key) >= least, key, f"be at least {least}",
+            must(is_int(getattr(self, key)) and getattr(self, key) >= least, key, f"be at least {least}",
                  "give an integer")
-        must(_real(self.graft_bracket) and 0 < self.graft_bracket < 1, "graft_bracket",
+        must(is_real(self.graft_bracket) and 0 < self.graft_bracket < 1, "graft_bracket",
              "lie strictly between 0 and 1", "the width of the sparsity bracket C5 compares")
-        must(_real(self.graft_sparsity) and 0 < self.graft_sparsity < 1, "graft_sparsity",
+        must(is_real(self.graft_sparsity) and 0 < self.graft_sparsity < 1, "graft_sparsity",
              "lie strictly between 0 and 1", "the fraction of |θ_ft − θ_pre| in the base patch")
-        must(_int(self.graft_steps) and self.graft_steps >= 0, "graft_steps", "not be negative", "give an integer ≥ 0")
-        must(_real(self.graft_lr) and self.graft_lr > 0, "graft_lr", "be positive", "give a finite number > 0")
+        must(is_int(self.graft_steps) and self.graft_steps >= 0, "graft_steps", "not be negative", "give an integer ≥ 0")
+        must(is_real(self.graft_lr) and self.graft_lr > 0, "graft_lr", "be positive", "give a finite number > 0")
         for key in ("ablation_eval_people", "graft_eval_people", "heads_eval_people"):
-            must(_int(getattr(self, key)) and getattr(self, key) >= 0, key, "not be negative",
+            must(is_int(getattr(self, key)) and getattr(self, key) >= 0, key, "not be negative",
                  "give an integer ≥ 0 (0 = all people)")
-        must(_int(self.attention_people) and self.attention_people >= 1, "attention_people", "be at least 1",
+        must(is_int(self.attention_people) and self.attention_people >= 1, "attention_people", "be at least 1",
              "give an integer")
         must(isinstance(self.skip, (tuple, list)) and all(isinstance(x, str) for x in self.skip)
              and len(set(self.skip)) == len(self.skip), "skip", "be a list of analysis names, each once")
         for key in ("consistency_people", "probe_people"):
-            must(_int(getattr(self, key)) and getattr(self, key) >= 2, key, "be at least 2", "give an integer")
+            must(is_int(getattr(self, key)) and getattr(self, key) >= 2, key, "be at least 2", "give an integer")
 
 
 DEFAULT = AnalysisConfig()  # the defaults of every analysis function and command: a study's, unless its config says
 
 
-def _int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _real(value) -> bool:
-    """A finite int or float (never NaN, infinity or a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _fraction(value) -> bool:
-    return _real(value) and 0 < value <= 1
+    return is_real(value) and 0 < value <= 1
 
 
 def _percent(value) -> bool:
-    return _real(value) and 0 < value <= 100
+    return is_real(value) and 0 < value <= 100

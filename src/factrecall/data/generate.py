@@ -21,7 +21,6 @@ the sampling loop is bounded: odd custom pools end in a UserError, never in a ha
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import random
 from dataclasses import asdict, dataclass
@@ -36,6 +35,7 @@ from factrecall.artifacts import (
     write_json,
     write_jsonl,
 )
+from factrecall.checks import checker, is_int, is_real
 from factrecall.data.dataset import load_dataset
 from factrecall.data.pools import ANSWER_CUE, ATTRIBUTES, MONTHS, PRONOUNS, Pools, load_pools
 from factrecall.errors import UserError
@@ -70,23 +70,20 @@ class DataConfig:
     def validate(self) -> None:
         """Refuse any setting out of its range, NaN and infinity included, in one line starting `data.<key>`
         (and the `data generate` option where there is one)."""
-        def must(ok: bool, key: str, rule: str, hint: str = "") -> None:
-            if not ok:
-                option = f": --{key.replace('_', '-')}" if key in _OPTIONS else ""
-                raise UserError(f"data.{key}{option} must {rule} (got {getattr(self, key)!r}){hint and '; ' + hint}")
+        must = checker(self, "data", _OPTIONS)
 
-        must(_int(self.people) and self.people >= 2, "people", "be at least 2", "ID and OOD need one person each")
-        must(_int(self.seed) and 0 <= self.seed < 2**32, "seed", "be an integer in [0, 2**32)")
-        must(_real(self.qa_train_fraction) and 0 < self.qa_train_fraction <= 1, "qa_train_fraction",
+        must(is_int(self.people) and self.people >= 2, "people", "be at least 2", "ID and OOD need one person each")
+        must(is_int(self.seed) and 0 <= self.seed < 2**32, "seed", "be an integer in [0, 2**32)")
+        must(is_real(self.qa_train_fraction) and 0 < self.qa_train_fraction <= 1, "qa_train_fraction",
              "lie in (0, 1]", "1 trains every person's QA (a skill base's population)")
-        must(_int(self.bios_per_person) and self.bios_per_person >= 1, "bios_per_person", "be at least 1",
+        must(is_int(self.bios_per_person) and self.bios_per_person >= 1, "bios_per_person", "be at least 1",
              "give an integer")
-        must(_int(self.templates_per_attribute) and self.templates_per_attribute >= 0, "templates_per_attribute",
+        must(is_int(self.templates_per_attribute) and self.templates_per_attribute >= 0, "templates_per_attribute",
              "be 0 (all) or more", "give an integer")
         for key in ("permute", "fullname", "question_paraphrases"):
             must(isinstance(getattr(self, key), bool), key, "be true or false")
         for key in ("first_year", "last_year"):
-            must(_int(getattr(self, key)) and 1 <= getattr(self, key) <= 9999, key, "be a year in [1, 9999]")
+            must(is_int(getattr(self, key)) and 1 <= getattr(self, key) <= 9999, key, "be a year in [1, 9999]")
         if self.first_year > self.last_year:
             raise UserError(f"data.first_year {self.first_year} is after data.last_year {self.last_year}; "
                             f"give first_year ≤ last_year")
@@ -100,15 +97,6 @@ class DataConfig:
 _OPTIONS = ("people", "seed", "qa_train_fraction", "bios_per_person", "templates_per_attribute", "pools",
             "exclude")  # DataConfig keys that are options of `data generate` too
 SAMPLING_TRIES = 1000  # draws in a row of names already taken before sampling gives up (each ≤ ½ likely)
-
-
-def _int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _real(value) -> bool:
-    """A finite int or float (never NaN, infinity or a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def excluded_names(config: DataConfig) -> tuple[set[str], dict[str, str]]:

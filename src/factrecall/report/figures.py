@@ -15,7 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from factrecall.terms import STRATEGIES  # noqa: E402
 
-COLORS = {"stage": "#d95f02", "mix": "#1b9e77"}
+COLORS = {"stage": "#d95f02", "mix": "#1b9e77"}  # each strategy's colour in every figure, the sweep's too
 SETS = {"qa_id": "ID-QA", "qa_ood": "OOD-QA", "bio": "BIO"}
 
 

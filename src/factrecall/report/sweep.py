@@ -20,12 +20,12 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from factrecall.artifacts import read_json, write_bytes  # noqa: E402
 from factrecall.layout import StudyLayout  # noqa: E402
+from factrecall.report.figures import COLORS  # noqa: E402
 from factrecall.report.save import save_figure  # noqa: E402
 from factrecall.study.claims import STATEMENTS  # noqa: E402
 from factrecall.study.sweep_summary import mean_sd  # noqa: E402
 from factrecall.terms import STRATEGIES  # noqa: E402
 
-COLORS = {"mix": "#1f77b4", "stage": "#d62728"}
 
 
 def ladder_figure(groups: list[dict], claim_id: str, measure: str) -> Figure:

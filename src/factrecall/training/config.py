@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 from factrecall.artifacts import as_json
+from factrecall.checks import checker, is_int, is_real
 from factrecall.devices import DEVICES
 from factrecall.errors import UserError
 from factrecall.terms import STRATEGIES
@@ -62,9 +62,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Refuse any setting out of its range, NaN and infinity included, in one line starting `train.<key>`."""
-        def must(ok: bool, key: str, rule: str, hint: str = "") -> None:
-            if not ok:
-                raise UserError(f"train.{key} must {rule} (got {getattr(self, key)!r}){hint and '; ' + hint}")
+        must = checker(self, "train")
 
         for name, allowed in (("strategy", STRATEGIES), ("qa_loss", QA_LOSSES), ("trace_mode", TRACE_MODES),
                               ("trace_normalization", TRACE_NORMALIZATIONS), ("precision", PRECISIONS),
@@ -74,23 +72,23 @@ class TrainConfig:
                                 f"choose one of {', '.join(allowed)}")
         must(isinstance(self.model, str) and self.model.strip() != "", "model",
              "name a preset or a local model directory")
-        must(_is_int(self.seed) and 0 <= self.seed < 2**32, "seed", "be an integer in [0, 2**32)")
+        must(is_int(self.seed) and 0 <= self.seed < 2**32, "seed", "be an integer in [0, 2**32)")
         for key in ("bio_batch_size", "qa_batch_size", "grad_accum"):
-            must(_is_int(getattr(self, key)) and getattr(self, key) >= 1, key, "be at least 1", "give an integer")
+            must(is_int(getattr(self, key)) and getattr(self, key) >= 1, key, "be at least 1", "give an integer")
         for key in ("bio_epochs", "qa_epochs", "max_steps", "eval_every", "eval_people", "checkpoint_every",
                     "grad_consistency"):
-            must(_is_int(getattr(self, key)) and getattr(self, key) >= 0, key, "not be negative", "give an integer ≥ 0")
+            must(is_int(getattr(self, key)) and getattr(self, key) >= 0, key, "not be negative", "give an integer ≥ 0")
         # one task may have 0 epochs (a language base trains BIO only), a strategy compares both
         if self.bio_epochs + self.qa_epochs < 1 or (self.strategy == "stage" and min(self.bio_epochs, self.qa_epochs) < 1):
             raise UserError(f"train.bio_epochs and train.qa_epochs must be ≥ 0 with at least one positive, both ≥ 1 "
                             f"under stage (got {self.bio_epochs}, {self.qa_epochs})")
-        must(_is_real(self.lr) and self.lr > 0, "lr", "be positive", "give a finite number > 0")
+        must(is_real(self.lr) and self.lr > 0, "lr", "be positive", "give a finite number > 0")
         for key in ("qa_phase_lr", "weight_decay", "clip"):
-            must(_is_real(getattr(self, key)) and getattr(self, key) >= 0, key, "not be negative", "give a finite number ≥ 0")
+            must(is_real(getattr(self, key)) and getattr(self, key) >= 0, key, "not be negative", "give a finite number ≥ 0")
         qa_decay = self.qa_phase_weight_decay
-        must(_is_real(qa_decay) and (qa_decay >= 0 or qa_decay == -1), "qa_phase_weight_decay",
+        must(is_real(qa_decay) and (qa_decay >= 0 or qa_decay == -1), "qa_phase_weight_decay",
              "be -1 (= weight_decay) or a number ≥ 0")
-        must(_is_int(self.qa_phase_lora_rank) and self.qa_phase_lora_rank >= 0, "qa_phase_lora_rank",
+        must(is_int(self.qa_phase_lora_rank) and self.qa_phase_lora_rank >= 0, "qa_phase_lora_rank",
              "be an integer ≥ 0", "0 = the QA phase trains every weight")
         if self.strategy == "stage" and self.qa_phase_lora_rank:
             for key, ok, why in (
@@ -102,13 +100,13 @@ class TrainConfig:
                 if not ok:
                     raise UserError(f"train.{key} {getattr(self, key)!r} cannot go with qa_phase_lora_rank "
                                     f"{self.qa_phase_lora_rank}: {why}")
-        must(_is_real(self.qa_stop_at) and 0 <= self.qa_stop_at <= 1, "qa_stop_at", "lie in [0, 1]", "0 = off")
+        must(is_real(self.qa_stop_at) and 0 <= self.qa_stop_at <= 1, "qa_stop_at", "lie in [0, 1]", "0 = off")
         must(not self.qa_stop_at or self.eval_every > 0, "qa_stop_at", "be 0 without periodic evaluations",
              "set train.eval_every > 0, the steps between the evaluations it stops at")
-        must(_is_real(self.warmup) and 0 <= self.warmup < 1, "warmup", "lie in [0, 1)", "a fraction of each phase's steps")
-        must(_is_real(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "lie in [0, 1]")
+        must(is_real(self.warmup) and 0 <= self.warmup < 1, "warmup", "lie in [0, 1)", "a fraction of each phase's steps")
+        must(is_real(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "lie in [0, 1]")
         for key in ("beta1", "beta2"):
-            must(_is_real(getattr(self, key)) and 0 <= getattr(self, key) < 1, key, "lie in [0, 1)")
+            must(is_real(getattr(self, key)) and 0 <= getattr(self, key) < 1, key, "lie in [0, 1)")
         for key in ("trace", "gradient_checkpointing"):
             must(isinstance(getattr(self, key), bool), key, "be true or false")
         if self.trace and self.trace_mode == "update" and self.strategy == "mix" and self.grad_accum > 1:
@@ -133,11 +131,3 @@ def train_record(cfg: TrainConfig) -> dict:
     record = as_json(asdict(cfg))
     return {k: v for k, v in record.items() if k not in LATER_SETTINGS or v != LATER_SETTINGS[k]}
 
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    """A finite int or float (never NaN, infinity or a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -50,7 +50,7 @@ def rule(evidence: dict) -> Verdict:
                      f"needs ≥ {FAR_ABOVE:g}); ID-QA Mix {mix['qa_id']:.3f}, Stage {stage['qa_id']:.3f}; BIO after "
                      f"the BIO phase Mix {mix['bio_after_bio_training']:.3f}, Stage "
                      f"{stage['bio_after_bio_training']:.3f}; final BIO Mix {mix['bio']:.3f}, Stage {stage['bio']:.3f}"
-                     + (f"; Stage runs (ID-QA / OOD-QA / final BIO): " + ", ".join(
+                     + ("; Stage runs (ID-QA / OOD-QA / final BIO): " + ", ".join(
                          f"{r['label']} {r['accuracy']['qa_id']:.3f} / {r['accuracy']['qa_ood']:.3f} / "
                          f"{r['accuracy']['bio']:.3f}" for r in arms)
                         + f"; compared: {best['label'] if best and best['accuracy'] is stage else 'the analysed run'}"
