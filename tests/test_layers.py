@@ -14,7 +14,7 @@ import factrecall
 
 ROOT = Path(factrecall.__file__).parent
 FLOORS = [
-    {"errors", "checks", "artifacts", "layout", "terms", "locks", "devices", "provenance", "memory"},
+    {"errors", "checks", "progress", "artifacts", "layout", "terms", "locks", "devices", "provenance", "memory"},
     {"data"},
     {"models"},
     {"encode", "evaluation"},

@@ -22,7 +22,6 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from tqdm.auto import tqdm
 
 from factrecall.analysis.config import DEFAULT
 from factrecall.analysis.masks import IndexMask, random_like, sample_from
@@ -35,6 +34,7 @@ from factrecall.encode import pad_id
 from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
 from factrecall.layout import RunLayout
+from factrecall.progress import progress
 from factrecall.terms import EVAL_SETS
 
 
@@ -52,7 +52,7 @@ def _ablate(model, base, sets: dict, pad: int, reference: dict, shared: IndexMas
     jobs += [("top_bio_only", s, lambda s=s: sample_from(bio_only, shared.size(), s)) for s in range(seeds)]
     jobs += [("top_qa_only", s, lambda s=s: sample_from(qa_only, shared.size(), s)) for s in range(seeds)]
     raw: dict[str, list[dict]] = {}
-    for name, seed, make in tqdm(jobs, desc="ablate", leave=False):
+    for name, seed, make in progress(jobs, desc="ablate", leave=False):
         masks = make()
         with reset_to_base(model, base, masks):
             acc = evaluate(model, sets, pad)

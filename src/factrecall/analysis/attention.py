@@ -18,7 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from factrecall.analysis.config import DEFAULT
 from factrecall.analysis.labels import LABELS, batches, by_text, person_views
@@ -31,6 +30,7 @@ from factrecall.encode import pad_id
 from factrecall.errors import UserError
 from factrecall.layout import RunLayout
 from factrecall.models.adapters import geometry
+from factrecall.progress import progress
 from factrecall.terms import MODEL_VARIANTS, TASKS
 
 
@@ -42,7 +42,7 @@ def final_shares(model, texts: list[tuple[int, ...]], queries: list[list[tuple[i
     """
     index = {label: i for i, label in enumerate(LABELS)}
     out = []
-    for start, ids, mask in tqdm(list(batches(texts, pad, batch_size)), desc=desc, leave=False):
+    for start, ids, mask in progress(list(batches(texts, pad, batch_size)), desc=desc, leave=False):
         attn = read(model, ids, mask).attentions  # [L, B, H, T, T]
         pairs = [(b, position, labels) for b in range(ids.shape[0]) for position, labels in queries[start + b]]
         onehot = torch.zeros(len(pairs), ids.shape[1], len(LABELS))  # [Q, keys, labels]; keys past a query stay 0

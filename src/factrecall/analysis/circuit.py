@@ -43,7 +43,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from factrecall.analysis.config import DEFAULT
 from factrecall.analysis.masks import IndexMask
@@ -58,6 +57,7 @@ from factrecall.evaluation.exact_match import eval_sets, evaluate
 from factrecall.layout import RunLayout
 from factrecall.models.adapters import adapter_for, tensor_units
 from factrecall.models.hooks import temporary_hooks
+from factrecall.progress import progress
 from factrecall.terms import MODEL_VARIANTS
 
 UNIT_METRICS = ("shared_size", "qa_size", "bio_size", "graft_size", "delta_norm", "random")
@@ -307,7 +307,7 @@ def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNI
 
     result = {"kind": kind, "on": on, "intervention": intervention, "k": k, "eval_people": eval_people,
               "unablated": reference, "metrics": {}}
-    bar = tqdm(metrics, desc=f"{kind}s", leave=False)
+    bar = progress(metrics, desc=f"{kind}s", leave=False)
     for metric in bar:
         orders = [ranking(unit_scores(config, kind, metric, selection, norms, graft, (seed, i)))
                   for i in range(random_rankings if metric == "random" else 1)]

@@ -37,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from factrecall.analysis.config import DEFAULT
 from factrecall.analysis.labels import View, batches, by_text, first_bio_and_questions, person_views
@@ -49,6 +48,7 @@ from factrecall.encode import IGNORE, collate, encode_bio, encode_qa, pad_id
 from factrecall.errors import UserError
 from factrecall.layout import RunLayout
 from factrecall.models.adapters import tracked_parameter_names
+from factrecall.progress import progress
 from factrecall.terms import MODEL_VARIANTS
 from factrecall.training.observer import cosine, cosine_sums
 
@@ -61,7 +61,7 @@ def _states(model, texts: list[tuple[int, ...]], positions: list[list[int]], pad
             desc: str) -> torch.Tensor:
     """[n, L+1, D]: the residual stream at each (text, position) pair, in order."""
     out = []
-    for start, ids, mask in tqdm(list(batches(texts, pad, batch_size)), desc=desc, leave=False):
+    for start, ids, mask in progress(list(batches(texts, pad, batch_size)), desc=desc, leave=False):
         residual = read(model, ids, mask, attentions=False).residual  # [L+1, B, T, D]
         pairs = [(b, p) for b in range(ids.shape[0]) for p in positions[start + b]]
         out.append(residual[:, [b for b, _ in pairs], [p for _, p in pairs]].transpose(0, 1))
@@ -232,7 +232,7 @@ def gradient_probe(model, tokenizer, dataset, people: int, bootstrap: int = 200)
     matched: list[dict[str, float]] = []  # per person: {layer: cos}
     mismatched: list[dict[str, float]] = []  # per person but the last: their BIO gradient, the next one's QA
     previous_bio = None
-    for person in tqdm(chosen, desc="gradient probe", leave=False):
+    for person in progress(chosen, desc="gradient probe", leave=False):
         bio = encode_bio(tokenizer, first_bio[person["person_id"]])
         batch = collate([bio], pad)
         labels = torch.full_like(batch["labels"], IGNORE)

@@ -43,7 +43,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from factrecall.analysis.config import DEFAULT
 from factrecall.analysis.masks import IndexMask, load_mask, save_masks
@@ -60,6 +59,7 @@ from factrecall.layout import RunLayout
 from factrecall.memory import trim
 from factrecall.models.adapters import tracked_parameter_names
 from factrecall.models.tensor_files import model_weights
+from factrecall.progress import progress
 from factrecall.terms import EVAL_SETS
 
 BIAS = 10.0
@@ -223,7 +223,7 @@ def graft_run(run: Path, sparsity: float = DEFAULT.graft_sparsity, steps: int = 
                                       for n, score in scores.items()})
 
         best_mask, best_id, best_step, steps_run = base, chooses(base), 0, 0
-        for step in tqdm(range(1, BLOCKS * steps + 1), desc=f"graft s={s:.4g}", leave=False):
+        for step in progress(range(1, BLOCKS * steps + 1), desc=f"graft s={s:.4g}", leave=False):
             load_weights(model, relaxed, traced)
             model.zero_grad(set_to_none=True)
             for _ in range(batches_per_step):

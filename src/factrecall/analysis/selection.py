@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from tqdm.auto import tqdm
 
 from factrecall.analysis.masks import IndexMask, load_mask
 from factrecall.analysis.run import Trace, load_trace, model_config, parameter_shapes
@@ -35,6 +34,7 @@ from factrecall.analysis.units import UnitTable, breakdown, feature_sums, gini, 
 from factrecall.errors import UserError
 from factrecall.layout import RunLayout
 from factrecall.memory import trim
+from factrecall.progress import progress
 from factrecall.terms import TASKS
 
 MODES = ("global", "per_tensor")
@@ -111,7 +111,7 @@ def scan(trace: Trace, config, points: list[Point], keep: Point | None = None) -
                     if ks["global"] else {} for task in TASKS}
     tallies = {point: _Tally(config, *point) for point in points}
     kept: dict[str, dict[str, torch.Tensor]] = {task: {} for task in TASKS}
-    for name in tqdm(trace.names, desc="shared", leave=False):
+    for name in progress(trace.names, desc="shared", leave=False):
         scores = {task: trace.delta(task, name).abs_() for task in TASKS}
         tensor_value = {task: dict(zip(ks["per_tensor"], kth_largest_many(
             lambda s=scores[task]: [s], [top_count(k, scores[task].numel()) for k in ks["per_tensor"]])))

@@ -56,7 +56,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from torch.distributed.tensor import DTensor
-from tqdm.auto import tqdm
 
 from factrecall.artifacts import (
     append_jsonl,
@@ -79,6 +78,7 @@ from factrecall.models.base import source_dtype, write_base
 from factrecall.models.compat import enable_gradient_checkpointing
 from factrecall.models.loading import load_model
 from factrecall.models.spec import spec_family
+from factrecall.progress import progress
 from factrecall.provenance import package_versions
 from factrecall.training import live, lora
 from factrecall.training.checkpoint import (
@@ -357,7 +357,7 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
         step_update = trace is not None and (cfg.trace_mode == "update" or bool(phase.lora_rank))
         weights = lora.merged_weights(model) if phase.lora_rank else None
         n_steps = len(phase.steps)
-        bar = tqdm(range(first_step, n_steps), desc=f"{cfg.strategy}:{phase.name}", initial=first_step,
+        bar = progress(range(first_step, n_steps), desc=f"{cfg.strategy}:{phase.name}", initial=first_step,
                    total=n_steps, disable=not accelerator.is_local_main_process, leave=False)
         for step in bar:
             t0 = time.perf_counter()
@@ -399,7 +399,7 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
                 row["grad_cosine"] = cosines
             if accelerator.is_main_process:
                 log(row)
-            bar.set_postfix({t: f"{v:.3f}" for t, v in row["loss"].items()})
+            bar.set_postfix({t: f"{v:.3f}" for t, v in row["loss"].items()}, refresh=False)  # shown at the next draw
             if cfg.eval_every and global_step % cfg.eval_every == 0:
                 reached = False
                 if accelerator.is_main_process or sharded:
