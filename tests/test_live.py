@@ -54,6 +54,17 @@ def test_every_metrics_row_is_logged_live(small_data, tmp_path, monkeypatch):
     assert (out / "live" / "events").is_file()  # the tracker's files, started after the run directory was checked
 
 
+def test_without_a_tracker_nothing_is_logged_live(small_data, tmp_path, monkeypatch):
+    """(The traced-parameter dict once shadowed the `tracked` flag, so every row went to Accelerate's log.)"""
+    from accelerate import Accelerator
+
+    calls = []
+    monkeypatch.setattr(Accelerator, "log", lambda self, *a, **k: calls.append(a))
+    train(train_config("smoke", strategy="mix", max_steps=2, eval_people=2, checkpoint_every=0), small_data,
+          tmp_path / "run")
+    assert calls == [] and (tmp_path / "run" / "eval.json").is_file()
+
+
 def test_scalars_flatten_finite_numbers_only():
     row = {"event": "step", "global_step": 3, "lr": 0.1, "loss": {"bio": 1.5, "qa": float("nan")},
            "grad_norm": None, "phase_end": True, "qa_id": {"accuracy": 0.5, "per_attribute": {"major": 1}}}

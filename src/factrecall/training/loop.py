@@ -279,11 +279,11 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
     periodic_sets = eval_sets(tokenizer, dataset, cfg.eval_people)
     full_sets = eval_sets(tokenizer, dataset)
 
-    tracked = dict(model.named_parameters())
-    tracked = {name: tracked[name] for name in tracked_parameter_names(model, cfg.trace_include)}
-    trace = TraceRecorder(tracked, cfg.trace_mode, sharded) if cfg.trace else None
+    params = dict(model.named_parameters())
+    traced = {name: params[name] for name in tracked_parameter_names(model, cfg.trace_include)}
+    trace = TraceRecorder(traced, cfg.trace_mode, sharded) if cfg.trace else None
     per_example = trace is not None and cfg.trace_normalization == "example_sum"
-    consistency = GradientConsistency(tracked, cfg.grad_consistency) if cfg.grad_consistency else None
+    consistency = GradientConsistency(traced, cfg.grad_consistency) if cfg.grad_consistency else None
     metrics = files.metrics
 
     start_phase, start_step, phase_evals, global_step = 0, 0, {}, 0
