@@ -256,3 +256,24 @@ def test_c4_ladders_read_the_summary_entry():
     assert sorted(values.values()) == pytest.approx([0.5, 5.0])
     assert all(get(summary, "stage") is None for get in ladders.values())
     assert not math.isnan(sum(values.values()))
+
+
+def _evaluation(bio_first: float, bio: float, qa_id: float) -> dict:
+    return {"phases": {"bio": {"bio": {"accuracy": bio_first}}, "qa": {}}, "bio": {"accuracy": bio},
+            "qa_id": {"accuracy": qa_id}}
+
+
+@pytest.mark.parametrize("first, final, qa_id, words", [
+    (0.999, 0.964, 1.0, []),
+    (0.412, 0.400, 1.0, ["BIO accuracy 0.412 after the BIO training is below 0.9: the model has not memorised the "
+                         "biographies in 40 BIO micro-batches; raise --bio-epochs (now 20) or --lr (now 0.002)"]),
+    (0.999, 0.352, 1.0, ["BIO accuracy fell from 0.999 to 0.352 in the QA training (below 0.9): the run forgot its "
+                         "biographies; lower --qa-phase-lr (now 0.002), as a study's [stage_arms] does"]),
+    (0.999, 0.999, 0.5, ["ID-QA accuracy 0.500 is below 0.9: raise --qa-epochs (now 20)"]),
+    (0.900, 0.900, 0.9, []),  # at the threshold: fits
+])
+def test_fit_warnings_say_what_to_change(first, final, qa_id, words):
+    from factrecall.study.claims.verdict import fit_warnings
+
+    train = {"bio_epochs": 20, "bio_batch_size": 32, "lr": 2e-3, "qa_phase_lr": 0.0, "qa_epochs": 20}
+    assert fit_warnings(_evaluation(first, final, qa_id), train, bios=60) == words

@@ -34,6 +34,9 @@ def test_generate_train_eval(tmp_path, monkeypatch, capsys):
     code, out, err = run_cli(monkeypatch, capsys, "train", "--data", data, "--out", run, "--strategy", "stage",
                              "--preset", "smoke", "--max-steps", 3, "--model", "tiny-neox")
     assert code == 0, err
+    # 3 steps memorise nothing: the run says what keeps it from the claims, and what to raise
+    assert re.search(r"warning: BIO accuracy 0\.\d{3} after the BIO training is below 0\.9: .* raise --bio-epochs "
+                     r"\(now 2\)", err), err
     for name in ("base/config.json", "base/model.safetensors", "model/config.json", "model/model.safetensors",
                  "config.json", "metrics.jsonl", "eval.json", "trace.safetensors"):
         assert (run / name).is_file(), name

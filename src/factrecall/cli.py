@@ -6,7 +6,7 @@ import functools
 import json
 import os
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -188,6 +188,7 @@ def train_command(
     """Train with the Stage or Mix strategy (docs/method.md §3), recording the trace (docs/method.md §4)."""
     from factrecall import load_dataset, train
     from factrecall.evaluation.exact_match import accuracy_line
+    from factrecall.study.claims.verdict import fit_warnings
     from factrecall.study.config import train_config
     from factrecall.study.plan_disk import check_disk, run_disk_bytes
 
@@ -209,6 +210,8 @@ def train_command(
         dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:  # one report under torchrun / accelerate launch
         typer.echo(accuracy_line(result))
+        for warning in fit_warnings(result, asdict(cfg), len(load_dataset(data).bios)):
+            typer.echo(f"warning: {warning}", err=True)
         typer.echo(f"run written to {out}")
 
 

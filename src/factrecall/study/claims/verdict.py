@@ -143,6 +143,27 @@ def fit_gate(accuracy: dict) -> str | None:
             + (f"; {'; '.join(forgot)}" if forgot else ""))
 
 
+def fit_warnings(evaluation: dict, train: dict, bios: int) -> list[str]:
+    """What keeps a finished run from the claims' fit (FIT on BIO and ID-QA), each with the setting to change.
+
+    `evaluation`: its eval.json; `train`: its train settings; `bios`: the dataset's biographies."""
+    first, final = next(iter(evaluation["phases"].values())), evaluation
+    batches = train["bio_epochs"] * math.ceil(bios / train["bio_batch_size"])
+    warnings = []
+    if first["bio"]["accuracy"] < FIT - TOLERANCE:
+        warnings.append(f"BIO accuracy {first['bio']['accuracy']:.3f} after the BIO training is below {FIT:g}: the "
+                        f"model has not memorised the biographies in {batches} BIO micro-batches; raise --bio-epochs "
+                        f"(now {train['bio_epochs']}) or --lr (now {train['lr']:g})")
+    elif final["bio"]["accuracy"] < FIT - TOLERANCE:
+        warnings.append(f"BIO accuracy fell from {first['bio']['accuracy']:.3f} to {final['bio']['accuracy']:.3f} in "
+                        f"the QA training (below {FIT:g}): the run forgot its biographies; lower --qa-phase-lr "
+                        f"(now {train['qa_phase_lr'] or train['lr']:g}), as a study's [stage_arms] does")
+    if final["qa_id"]["accuracy"] < FIT - TOLERANCE:
+        warnings.append(f"ID-QA accuracy {final['qa_id']['accuracy']:.3f} is below {FIT:g}: raise --qa-epochs "
+                        f"(now {train['qa_epochs']})")
+    return warnings
+
+
 Getter = Callable[[dict, str], "float | None"]
 
 
