@@ -1,15 +1,15 @@
-"""The training loop: read it top to bottom.
+"""The training loop: read it top to bottom (`_train`, then its parts in the order they run).
 
-    data ─▶ θ_pre (base/) ─▶ for each phase: fresh AdamW, warmup+cosine
-                               for each optimizer step:
-                                   for each single-task micro-batch: forward, backward (trace hooks,
-                                       and gradient-consistency hooks when `grad_consistency` > 0;
+    data ─▶ θ_pre (base/) ─▶ for each phase: fresh AdamW, warmup+cosine                   `_open_run`, `_start`
+                               for each optimizer step:                                   `_train_phase`
+                                   for each single-task micro-batch: forward, backward    `_step`
+                                       (trace hooks, and gradient-consistency hooks when `grad_consistency` > 0;
                                        trace normalisation "example_sum": the trace's own backward first)
                                    clip, step (trace mode "update": the step's change), log;
-                                   evaluate / checkpoint now and then
-                                   (Stage's QA phase may end at an evaluation: `qa_stop_at`)
+                                   evaluate / checkpoint now and then                     `_evaluate_between_steps`,
+                                   (Stage's QA phase may end at an evaluation: `qa_stop_at`)  `_checkpoint`
                                Stage's BIO phase ends: bio_phase/ kept (what `start_from` forks from)
-                             ─▶ model/, trace.safetensors, eval.json
+                             ─▶ model/, trace.safetensors, eval.json                      `_write_results`
 
 A run directory is resumable: its checkpoint holds the model, optimizer, trace, RNG and the step
 index, and the schedule is a pure function of the config, so a resumed run continues exactly
@@ -49,7 +49,7 @@ import contextlib
 import json
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -100,7 +100,7 @@ from factrecall.training.run_dir import (
     run_lock,
     truncate_log,
 )
-from factrecall.training.schedule import build_phases, lr_at
+from factrecall.training.schedule import Phase, build_phases, lr_at
 from factrecall.training.trace import TraceRecorder, save_trace
 
 
@@ -226,45 +226,90 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool = False, for
         raise UserError(f"--out {out} is a file; give a directory")
     with run_lock(out, accelerator):
         try:
-            return _train(cfg, accelerator, dataset, record, out, resume, force, donor, bool(log_with))
+            return _train(cfg, accelerator, dataset, record, out, resume, force, donor, live_tracker=bool(log_with))
         finally:
             if log_with:
                 accelerator.end_training()
 
 
 def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: Path, resume: bool,
-           force: bool, donor: RunLayout | None, tracked: bool = False) -> dict:
-    """`train` under the run directory's lock; `donor`: the run a fork starts from; `tracked`: start the live
-    tracker once `out` is checked."""
-    sharded = cfg.distributed == "fsdp" and accelerator.num_processes > 1
+           force: bool, donor: RunLayout | None, live_tracker: bool = False) -> dict:
+    """`train` under the run directory's lock, in its parts: the run directory, the run opened (θ_pre, model,
+    data, trace), where it starts, each phase, the files it leaves. `donor`: the run a fork starts from;
+    `live_tracker`: start the live tracker once `out` is checked."""
     files = RunLayout(out)
     prepare_run_dir(out, record, resume, force, accelerator.is_main_process)  # same config?
-    if tracked:  # after the check: TensorBoard's writer creates RUN/live/ at once
+    if live_tracker:  # after the check: TensorBoard's writer creates RUN/live/ at once
         accelerator.init_trackers(out.name, config=live.hyperparameters(as_json(asdict(cfg))))
-
-    def log(row: dict) -> None:
-        """A metrics row: to metrics.jsonl, and to the live tracker if any (main process only)."""
-        append_jsonl(files.metrics, row)
-        if tracked:  # nothing more on the training step without a tracker
-            accelerator.log(live.scalars(row), step=row["global_step"])
-
     accelerator.wait_for_everyone()
     if resume and files.finished:
         return read_json(files.eval, "final evaluation")
-    # a new run: θ_pre first, then the record that makes it a run (one writer; the others wait for it)
+    run = _open_run(cfg, accelerator, dataset, record, files, donor, live_tracker)
+    start = _start(run, donor)
+    for index in range(start.phase, len(run.phases)):
+        _train_phase(run, index, start if index == start.phase and start.source else None)
+    _write_results(run)
+    accelerator.wait_for_everyone()
+    return read_json(files.eval, "final evaluation")
+
+
+@dataclass
+class _Run:
+    """What a training run holds while it trains, on every rank. `model` is rebound when a LoRA phase wraps it;
+    `global_step`, `phase_evals` and `steps_run` (a phase stopped early ran fewer) move as it trains."""
+    cfg: TrainConfig
+    accelerator: Accelerator
+    dataset: Dataset
+    files: RunLayout
+    model: torch.nn.Module
+    tokenizer: object
+    examples: dict[str, list[Encoded]]  # per task, in the dataset's order
+    phases: list[Phase]
+    periodic_sets: dict  # evaluation sets of `eval_people` people (between steps)
+    full_sets: dict  # of every person (at each phase's end)
+    trace: TraceRecorder | None
+    consistency: GradientConsistency | None
+    live: bool  # rows go to the live tracker too
+    global_step: int = 0
+    phase_evals: dict = field(default_factory=dict)
+    steps_run: dict = field(default_factory=dict)
+
+    @property
+    def sharded(self) -> bool:
+        return self.cfg.distributed == "fsdp" and self.accelerator.num_processes > 1
+
+    @property
+    def per_example(self) -> bool:
+        """Trace normalisation "example_sum": the trace takes a backward of its own per micro-batch."""
+        return self.trace is not None and self.cfg.trace_normalization == "example_sum"
+
+    @property
+    def pad(self) -> int:
+        return pad_id(self.tokenizer)
+
+    def log(self, row: dict) -> None:
+        """A metrics row: to metrics.jsonl, and to the live tracker if any (main process only)."""
+        append_jsonl(self.files.metrics, row)
+        if self.live:
+            self.accelerator.log(live.scalars(row), step=row["global_step"])
+
+
+def _open_run(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, files: RunLayout,
+              donor: RunLayout | None, live_tracker: bool) -> _Run:
+    """θ_pre and the record that makes `files` a run (written once, by the main process, for a new run), then the
+    model on its device, the encoded examples, the schedule, the evaluation sets and the recorders. A new run whose
+    texts do not fit the model (or a fork whose θ_pre is not its donor's) is refused and removed."""
     new = not files.config.is_file()
     if new and accelerator.is_main_process:
         write_base(cfg.model, dataset, cfg.seed, files.base)
         write_json(files.config, record)
     accelerator.wait_for_everyone()
-
     model, tokenizer = load_model(files.base)
     model.to(accelerator.device)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    if sharded:
+    if cfg.distributed == "fsdp" and accelerator.num_processes > 1:
         _shard(model)
-    pad = pad_id(tokenizer)
     examples = {"bio": [encode_bio(tokenizer, b) for b in dataset.bios],
                 "qa": [encode_qa(tokenizer, q, cfg.qa_loss == "answer_eos") for q in dataset.qa_split("id")]}
     try:
@@ -273,182 +318,216 @@ def _train(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, out: P
             check_same_base(files.base, donor)
     except UserError:
         if new and accelerator.is_main_process:
-            discard_new_run(out)
+            discard_new_run(files.root)
         raise
-    phases = build_phases(cfg, len(examples["bio"]), len(examples["qa"]))
-    periodic_sets = eval_sets(tokenizer, dataset, cfg.eval_people)
-    full_sets = eval_sets(tokenizer, dataset)
-
     params = dict(model.named_parameters())
     traced = {name: params[name] for name in tracked_parameter_names(model, cfg.trace_include)}
-    trace = TraceRecorder(traced, cfg.trace_mode, sharded) if cfg.trace else None
-    per_example = trace is not None and cfg.trace_normalization == "example_sum"
-    consistency = GradientConsistency(traced, cfg.grad_consistency) if cfg.grad_consistency else None
-    metrics = files.metrics
+    sharded = cfg.distributed == "fsdp" and accelerator.num_processes > 1
+    phases = build_phases(cfg, len(examples["bio"]), len(examples["qa"]))
+    return _Run(cfg, accelerator, dataset, files, model, tokenizer, examples, phases,
+                periodic_sets=eval_sets(tokenizer, dataset, cfg.eval_people), full_sets=eval_sets(tokenizer, dataset),
+                trace=TraceRecorder(traced, cfg.trace_mode, sharded) if cfg.trace else None,
+                consistency=GradientConsistency(traced, cfg.grad_consistency) if cfg.grad_consistency else None,
+                live=live_tracker, steps_run={p.name: len(p.steps) for p in phases})
 
-    start_phase, start_step, phase_evals, global_step = 0, 0, {}, 0
-    checkpoint_dir = files.checkpoint.root
-    source = resume_point(files, donor)  # the run (or kept BIO phase) this one continues from; None: the start
-    if source:
-        state = checkpoint_position(source.checkpoint.root)
-        start_phase, start_step = state["phase"], state["step"]
-        phase_evals, global_step = state["phase_evals"], state["global_step"]
-        if start_phase >= len(phases) or start_step > len(phases[start_phase].steps):
-            raise UserError(f"checkpoint {source.checkpoint.root} stands at phase {start_phase} step {start_step}, "
-                            f"outside this run's schedule; rerun with --force to start over")
-        if source.metrics != metrics and accelerator.is_main_process:  # a kept BIO phase: its log up to there
-            shutil.copyfile(source.metrics, metrics)
-        accelerator.wait_for_everyone()
-    else:  # the global RNG (dropout's, if any) starts from the seed, also in an attempt started over
-        torch.manual_seed(cfg.seed)
-    # drop the rows a killed attempt logged after its checkpoint (all of them without one); every rank checks
-    truncate_log(metrics, state["metrics_bytes"] if source else 0, accelerator.is_main_process)
 
-    def checkpoint(phase_index: int, step: int, optimizer) -> None:
-        """Called by every rank; `optimizer` is None at a phase's start (each phase starts a fresh AdamW).
-        Saves the trace reduced over ranks: on resume each rank adds its new local sums to it, and the mean
-        at the end is still the single-process trace. Stage's phase boundary (step 0) is kept as bio_phase/ (one
-        atomic directory) with the log so far, its rows without their wall-clock `seconds` so that it is the same
-        bytes in every run with these BIO settings; the older checkpoint/ goes."""
-        trace_state = trace.reduced(accelerator) if trace else {}
-        params = full_parameters(model, accelerator.is_main_process)
-        optimizer_tensors, groups = (full_optimizer_state(optimizer, accelerator.is_main_process) if optimizer
-                                     else ({}, []))
+@dataclass(frozen=True)
+class _Start:
+    """Where a run starts: phase and step, and the run (or kept BIO phase) whose checkpoint holds that state."""
+    phase: int = 0
+    step: int = 0
+    source: RunLayout | None = None
+
+
+def _start(run: _Run, donor: RunLayout | None) -> _Start:
+    """The position of the run's checkpoint (or, for a fork, of its donor's kept BIO phase, whose log it copies),
+    else the start with the global RNG seeded; metrics.jsonl is cut back to that position on every rank."""
+    files, accelerator = run.files, run.accelerator
+    source = resume_point(files, donor)
+    if not source:  # the global RNG (dropout's, if any) starts from the seed, also in an attempt started over
+        torch.manual_seed(run.cfg.seed)
+        truncate_log(files.metrics, 0, accelerator.is_main_process)  # a killed attempt's rows, without a checkpoint
+        return _Start()
+    state = checkpoint_position(source.checkpoint.root)
+    start = _Start(state["phase"], state["step"], source)
+    if start.phase >= len(run.phases) or start.step > len(run.phases[start.phase].steps):
+        raise UserError(f"checkpoint {source.checkpoint.root} stands at phase {start.phase} step {start.step}, "
+                        f"outside this run's schedule; rerun with --force to start over")
+    run.phase_evals, run.global_step = state["phase_evals"], state["global_step"]
+    if source.metrics != files.metrics and accelerator.is_main_process:  # a kept BIO phase: its log up to there
+        shutil.copyfile(source.metrics, files.metrics)
+    accelerator.wait_for_everyone()
+    truncate_log(files.metrics, state["metrics_bytes"], accelerator.is_main_process)  # rows logged after it
+    return start
+
+
+def _train_phase(run: _Run, index: int, start: _Start | None) -> None:
+    """Phase `index` from its start, or from `start` (a checkpoint inside it, or at its start), with a fresh AdamW
+    (a LoRA phase: over its adapters); evaluations between steps and at its end; a checkpoint now and then and,
+    before the next phase, at the boundary."""
+    cfg, accelerator, phase = run.cfg, run.accelerator, run.phases[index]
+    trace_state = None
+    if start and start.step == 0:  # a phase's start: the weights only (each phase starts a fresh AdamW)
+        trace_state = load_checkpoint(start.source.checkpoint.root, run.model, None)
+    if phase.lora_rank:  # from here on the model computes with W + (α/r)·B·A (training/lora.py)
+        run.model = lora.add_adapters(run.model, phase.lora_rank, cfg.seed)
+    optimizer = _optimizer(run.model, cfg, phase.weight_decay)
+    if run.sharded:  # FSDP2 is applied by `_shard`; Accelerate still launches, places and autocasts
+        prepared = run.model
+    else:
+        prepared, optimizer = accelerator.prepare(run.model, optimizer)
+    if run.consistency:
+        run.consistency.new_phase()
+    if start and start.step > 0:  # inside the phase: adapters (if any) and AdamW as they were
+        trace_state = load_checkpoint(start.source.checkpoint.root, run.model, optimizer)
+    if start and run.trace:
+        run.trace.load_state_dict(trace_state)
+    n_steps = len(phase.steps)
+    bar = progress(range(start.step if start else 0, n_steps), desc=f"{cfg.strategy}:{phase.name}",
+                   initial=start.step if start else 0, total=n_steps,
+                   disable=not accelerator.is_local_main_process, leave=False)
+    for step in bar:
+        row = _step(run, phase, step, optimizer, prepared)
+        bar.set_postfix({t: f"{v:.3f}" for t, v in row["loss"].items()}, refresh=False)  # shown at the next draw
+        if cfg.eval_every and run.global_step % cfg.eval_every == 0 and _evaluate_between_steps(run, phase, step):
+            break  # Stage's QA phase reached `qa_stop_at`
+        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < n_steps:
+            _checkpoint(run, index, step + 1, optimizer)
+    bar.close()
+    if accelerator.is_main_process or run.sharded:
+        run.phase_evals[phase.name] = evaluate(lora.unwrapped(run.model), run.full_sets, run.pad)
+    if accelerator.is_main_process:
+        run.log({"event": "eval", "phase": phase.name, "global_step": run.global_step, "phase_end": True,
+                 **_accuracies(run.phase_evals[phase.name])})
+    if index + 1 < len(run.phases):
+        _checkpoint(run, index + 1, 0, None)
+
+
+def _step(run: _Run, phase: Phase, step: int, optimizer, prepared) -> dict:
+    """One optimizer step: each single-task micro-batch forward and backward (attributed to its task by the
+    trace's hooks, or first by its own backward under "example_sum"), clipping, the step (traced by its change
+    under mode "update" and in a LoRA phase); returns the step's metrics row, logged."""
+    cfg, accelerator, trace = run.cfg, run.accelerator, run.trace
+    # the trace of a step: hooks on each backward, or (mode "update", a LoRA phase) the step's change
+    by_update = trace is not None and (cfg.trace_mode == "update" or bool(phase.lora_rank))
+    t0 = time.perf_counter()
+    n_steps = len(phase.steps)
+    lr = lr_at(step, n_steps, phase.peak_lr, cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    losses: dict[str, list[float]] = {}
+    micro_batches = phase.steps[step]
+    for i, mb in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        # FSDP2 reduce-scatters after every backward: the trace needs each micro-batch's gradient
+        sync = contextlib.nullcontext() if last or run.sharded else accelerator.no_sync(prepared)
+        attribute = (trace.attribute(mb.task, lr) if trace and not (run.per_example or by_update)
+                     else contextlib.nullcontext())
+        observe = (run.consistency.attribute(mb.task, run.global_step + 1) if run.consistency
+                   else contextlib.nullcontext())
+        with sync:  # DDP all-reduces only on a step's last micro-batch
+            loss, example_loss = _micro_batch_loss(prepared, run.examples[mb.task], mb.rows, run.pad,
+                                                   accelerator, cfg.precision == "bf16", run.per_example)
+            if run.per_example:  # its own backward first: the training one frees the graph
+                trace.record(mb.task, lr, example_loss)
+            with attribute, observe:
+                accelerator.backward(loss / len(micro_batches))
+        losses.setdefault(mb.task, []).append(loss.item())
+    grad_norm = accelerator.clip_grad_norm_(prepared.parameters(), cfg.clip) if cfg.clip else None
+    if isinstance(grad_norm, DTensor):
+        grad_norm = grad_norm.full_tensor()
+    weights = lora.merged_weights(run.model) if phase.lora_rank else None
+    with trace.update(micro_batches[0].task, weights) if by_update else contextlib.nullcontext():
+        optimizer.step()  # such a step holds one task (`TrainConfig.validate`)
+    optimizer.zero_grad(set_to_none=True)
+    if accelerator.device.type == "cuda":  # the step's seconds include its queued GPU work
+        torch.cuda.synchronize()
+    run.global_step += 1
+    row = {"event": "step", "phase": phase.name, "step": step, "global_step": run.global_step, "lr": lr,
+           "loss": {t: sum(v) / len(v) for t, v in losses.items()},
+           "grad_norm": float(grad_norm) if grad_norm is not None else None,
+           "seconds": time.perf_counter() - t0}
+    cosines = run.consistency.report(run.global_step) if run.consistency else None
+    if cosines:
+        row["grad_cosine"] = cosines
+    if accelerator.is_main_process:
+        run.log(row)
+    return row
+
+
+def _evaluate_between_steps(run: _Run, phase: Phase, step: int) -> bool:
+    """The periodic evaluation on `eval_people` people per split (every rank when sharded), logged; whether the
+    phase stops here (`Phase.stop_at` reached: logged as an early stop)."""
+    accelerator, reached = run.accelerator, False
+    if accelerator.is_main_process or run.sharded:
+        periodic = _accuracies(evaluate(lora.unwrapped(run.model), run.periodic_sets, run.pad))
+        reached = bool(phase.stop_at) and periodic["qa_id"]["accuracy"] >= phase.stop_at
         if accelerator.is_main_process:
-            position = {"phase": phase_index, "step": step, "phase_evals": phase_evals, "global_step": global_step}
-            if step == 0:
-                with atomic_directory(files.bio_phase.root) as tmp:
-                    kept = RunLayout(tmp)
-                    write_jsonl(kept.metrics, [{k: v for k, v in row.items() if k != "seconds"}
-                                               for row in read_jsonl(metrics)])
-                    save_checkpoint(kept.checkpoint.root, params, optimizer_tensors, groups, trace_state,
-                                    {**position, "metrics_bytes": kept.metrics.stat().st_size})
-                shutil.rmtree(checkpoint_dir, ignore_errors=True)
-            else:
-                save_checkpoint(checkpoint_dir, params, optimizer_tensors, groups, trace_state,
-                                {**position, "metrics_bytes": metrics.stat().st_size if metrics.exists() else 0})
-        accelerator.wait_for_everyone()
+            run.log({"event": "eval", "phase": phase.name, "global_step": run.global_step,
+                     "subset_people": run.cfg.eval_people, **periodic})
+    if not (phase.stop_at and _on_every_rank(reached, accelerator)):
+        return False
+    run.steps_run[phase.name] = step + 1
+    if accelerator.is_main_process:
+        run.log({"event": "early_stop", "phase": phase.name, "global_step": run.global_step, "steps_run": step + 1,
+                 "steps_planned": len(phase.steps), "qa_stop_at": phase.stop_at})
+    return True
 
-    steps_run = {p.name: len(p.steps) for p in phases}  # a phase stopped early (`Phase.stop_at`) ran fewer
-    model.train()
-    for phase_index, phase in enumerate(phases):
-        if phase_index < start_phase:
-            continue
-        resuming = source is not None and phase_index == start_phase
-        if resuming and start_step == 0:  # a phase's start: the weights only (each phase starts a fresh AdamW)
-            trace_state = load_checkpoint(source.checkpoint.root, model, None)
-        if phase.lora_rank:  # from here on the model computes with W + (α/r)·B·A (training/lora.py)
-            model = lora.add_adapters(model, phase.lora_rank, cfg.seed)
-        optimizer = _optimizer(model, cfg, phase.weight_decay)
-        if sharded:  # FSDP2 is applied by `_shard`; Accelerate still launches, places and autocasts
-            prepared_model = model
+
+def _checkpoint(run: _Run, phase_index: int, step: int, optimizer) -> None:
+    """Called by every rank; `optimizer` is None at a phase's start (each phase starts a fresh AdamW).
+    Saves the trace reduced over ranks: on resume each rank adds its new local sums to it, and the mean
+    at the end is still the single-process trace. Stage's phase boundary (step 0) is kept as bio_phase/ (one
+    atomic directory) with the log so far, its rows without their wall-clock `seconds` so that it is the same
+    bytes in every run with these BIO settings; the older checkpoint/ goes."""
+    accelerator, files = run.accelerator, run.files
+    trace_state = run.trace.reduced(accelerator) if run.trace else {}
+    params = full_parameters(run.model, accelerator.is_main_process)
+    optimizer_tensors, groups = (full_optimizer_state(optimizer, accelerator.is_main_process) if optimizer
+                                 else ({}, []))
+    if accelerator.is_main_process:
+        position = {"phase": phase_index, "step": step, "phase_evals": run.phase_evals,
+                    "global_step": run.global_step}
+        if step == 0:
+            with atomic_directory(files.bio_phase.root) as tmp:
+                kept = RunLayout(tmp)
+                write_jsonl(kept.metrics, [{k: v for k, v in row.items() if k != "seconds"}
+                                           for row in read_jsonl(files.metrics)])
+                save_checkpoint(kept.checkpoint.root, params, optimizer_tensors, groups, trace_state,
+                                {**position, "metrics_bytes": kept.metrics.stat().st_size})
+            shutil.rmtree(files.checkpoint.root, ignore_errors=True)
         else:
-            prepared_model, optimizer = accelerator.prepare(model, optimizer)
-        if consistency:
-            consistency.new_phase()
-        first_step = 0
-        if resuming:
-            if start_step > 0:  # inside the phase: adapters (if any) and AdamW as they were
-                trace_state = load_checkpoint(source.checkpoint.root, model, optimizer)
-            if trace:
-                trace.load_state_dict(trace_state)
-            first_step = start_step
-        # the trace of a step: hooks on each backward, or (mode "update", a LoRA phase) the step's change
-        step_update = trace is not None and (cfg.trace_mode == "update" or bool(phase.lora_rank))
-        weights = lora.merged_weights(model) if phase.lora_rank else None
-        n_steps = len(phase.steps)
-        bar = progress(range(first_step, n_steps), desc=f"{cfg.strategy}:{phase.name}", initial=first_step,
-                   total=n_steps, disable=not accelerator.is_local_main_process, leave=False)
-        for step in bar:
-            t0 = time.perf_counter()
-            lr = lr_at(step, n_steps, phase.peak_lr, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            losses: dict[str, list[float]] = {}
-            micro_batches = phase.steps[step]
-            for i, mb in enumerate(micro_batches):
-                last = i == len(micro_batches) - 1
-                # FSDP2 reduce-scatters after every backward: the trace needs each micro-batch's gradient
-                sync = contextlib.nullcontext() if last or sharded else accelerator.no_sync(prepared_model)
-                attribute = (trace.attribute(mb.task, lr) if trace and not (per_example or step_update)
-                             else contextlib.nullcontext())
-                observe = consistency.attribute(mb.task, global_step + 1) if consistency else contextlib.nullcontext()
-                with sync:  # DDP all-reduces only on a step's last micro-batch
-                    loss, example_loss = _micro_batch_loss(prepared_model, examples[mb.task], mb.rows, pad,
-                                                           accelerator, cfg.precision == "bf16", per_example)
-                    if per_example:  # its own backward first: the training one frees the graph
-                        trace.record(mb.task, lr, example_loss)
-                    with attribute, observe:
-                        accelerator.backward(loss / len(micro_batches))
-                losses.setdefault(mb.task, []).append(loss.item())
-            grad_norm = accelerator.clip_grad_norm_(prepared_model.parameters(), cfg.clip) if cfg.clip else None
-            if isinstance(grad_norm, DTensor):
-                grad_norm = grad_norm.full_tensor()
-            with trace.update(micro_batches[0].task, weights) if step_update else contextlib.nullcontext():
-                optimizer.step()  # such a step holds one task (`TrainConfig.validate`)
-            optimizer.zero_grad(set_to_none=True)
-            if accelerator.device.type == "cuda":  # the step's seconds include its queued GPU work
-                torch.cuda.synchronize()
-            global_step += 1
-            row = {"event": "step", "phase": phase.name, "step": step, "global_step": global_step, "lr": lr,
-                   "loss": {t: sum(v) / len(v) for t, v in losses.items()},
-                   "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                   "seconds": time.perf_counter() - t0}
-            cosines = consistency.report(global_step) if consistency else None
-            if cosines:
-                row["grad_cosine"] = cosines
-            if accelerator.is_main_process:
-                log(row)
-            bar.set_postfix({t: f"{v:.3f}" for t, v in row["loss"].items()}, refresh=False)  # shown at the next draw
-            if cfg.eval_every and global_step % cfg.eval_every == 0:
-                reached = False
-                if accelerator.is_main_process or sharded:
-                    periodic = _accuracies(evaluate(lora.unwrapped(model), periodic_sets, pad))  # every rank when sharded
-                    reached = bool(phase.stop_at) and periodic["qa_id"]["accuracy"] >= phase.stop_at
-                    if accelerator.is_main_process:
-                        log({"event": "eval", "phase": phase.name, "global_step": global_step,
-                                               "subset_people": cfg.eval_people, **periodic})
-                if phase.stop_at and _on_every_rank(reached, accelerator):
-                    steps_run[phase.name] = step + 1
-                    if accelerator.is_main_process:
-                        log({"event": "early_stop", "phase": phase.name, "global_step": global_step,
-                             "steps_run": step + 1, "steps_planned": n_steps, "qa_stop_at": phase.stop_at})
-                    break
-            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < n_steps:
-                checkpoint(phase_index, step + 1, optimizer)
-        bar.close()
-        if accelerator.is_main_process or sharded:
-            phase_evals[phase.name] = evaluate(lora.unwrapped(model), full_sets, pad)
-        if accelerator.is_main_process:
-            log({"event": "eval", "phase": phase.name, "global_step": global_step,
-                                   "phase_end": True, **_accuracies(phase_evals[phase.name])})
-        if phase_index + 1 < len(phases):
-            checkpoint(phase_index + 1, 0, None)
+            save_checkpoint(files.checkpoint.root, params, optimizer_tensors, groups, trace_state,
+                            {**position, "metrics_bytes": files.metrics.stat().st_size if files.metrics.exists()
+                             else 0})
+    accelerator.wait_for_everyone()
 
+
+def _write_results(run: _Run) -> None:
+    """The trace (reduced over ranks), the model (a LoRA run's merged), eval.json; the checkpoint goes."""
+    cfg, accelerator, files, trace = run.cfg, run.accelerator, run.files, run.trace
     trace_state = trace.reduced(accelerator) if trace else None  # a collective: every rank takes part
-    params = full_parameters(model, accelerator.is_main_process) if sharded else {}  # a collective too
+    params = full_parameters(run.model, accelerator.is_main_process) if run.sharded else {}  # a collective too
     if trace:
         trace.close()
-    if consistency:
-        consistency.close()
-    if lora.is_wrapped(model):  # model/ holds the merged weights: a plain model of its family
-        model = lora.merge(model)
-    if accelerator.is_main_process:
-        if trace_state is not None:
-            save_trace(files.trace, trace_state, metadata={
-                "model": cfg.model, "strategy": cfg.strategy, "mode": cfg.trace_mode,
-                "dataset_hash": dataset.content_hash,
-                "steps": json.dumps(steps_run),
-                **({"qa_phase": f"LoRA rank {cfg.qa_phase_lora_rank}: its merged update"}
-                   if cfg.strategy == "stage" and cfg.qa_phase_lora_rank else {}),
-                **({"normalization": cfg.trace_normalization} if per_example else {})})
-        with atomic_directory(files.model) as tmp:
-            _save_pretrained(model, params, tmp)
-            tokenizer.save_pretrained(tmp)
-        write_json(files.eval, {**phase_evals[phases[-1].name], "phases": phase_evals})
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return read_json(files.eval, "final evaluation")
+    if run.consistency:
+        run.consistency.close()
+    model = lora.merge(run.model) if lora.is_wrapped(run.model) else run.model  # model/: a plain model
+    if not accelerator.is_main_process:
+        return
+    if trace_state is not None:
+        save_trace(files.trace, trace_state, metadata={
+            "model": cfg.model, "strategy": cfg.strategy, "mode": cfg.trace_mode,
+            "dataset_hash": run.dataset.content_hash,
+            "steps": json.dumps(run.steps_run),
+            **({"qa_phase": f"LoRA rank {cfg.qa_phase_lora_rank}: its merged update"}
+               if cfg.strategy == "stage" and cfg.qa_phase_lora_rank else {}),
+            **({"normalization": cfg.trace_normalization} if run.per_example else {})})
+    with atomic_directory(files.model) as tmp:
+        _save_pretrained(model, params, tmp)
+        run.tokenizer.save_pretrained(tmp)
+    write_json(files.eval, {**run.phase_evals[run.phases[-1].name], "phases": run.phase_evals})
+    shutil.rmtree(files.checkpoint.root, ignore_errors=True)
 
 
 def _check_lengths(examples: dict[str, list[Encoded]], config, dataset: Dataset) -> None:
