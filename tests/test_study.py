@@ -57,6 +57,38 @@ def test_smoke_study_writes_every_artifact_and_a_valid_summary(study):
     assert len(lines) == len(steps)  # one line per step
 
 
+def test_show_prints_a_study_and_its_runs_as_tables(study, monkeypatch, capsys):
+    """`factrecall show`: the claims with their reasons, the accuracies, each analysis's headline (text and JSON)."""
+    from factrecall import cli
+
+    out, _ = study
+    summary = json.loads((out / "summary.json").read_text())
+
+    def show(*args):
+        monkeypatch.setattr(sys, "argv", ["factrecall", "show", *map(str, args)])
+        with pytest.raises(SystemExit) as done:
+            cli.main()
+        captured = capsys.readouterr()
+        assert done.value.code in (0, None), captured.err
+        return captured.out
+
+    text = show(out)
+    assert "plumbing check" in text
+    for claim in summary["claims"]:
+        assert f"{claim['id']} " in text and claim["why"][:60] in text
+    shown = json.loads(show(out, "--json"))
+    assert shown["kind"] == "study" and [r[0] for r in shown["tables"][-1]["rows"]] == CLAIMS
+    assert shown["tables"][0]["rows"][0][1:] == [summary["accuracy"]["mix"][k] for k in
+                                                 ("qa_id", "qa_ood", "bio_after_bio_training", "bio")]
+    run = json.loads(show(out / "runs" / "mix", "--json"))
+    assert run["kind"] == "run" and any(line.startswith("graft: ") for line in run["lines"])
+    assert run["tables"][1]["title"].startswith("Heads holding most of Shared")
+    monkeypatch.setattr(sys, "argv", ["factrecall", "show", str(out / "runs")])
+    with pytest.raises(SystemExit) as done:
+        cli.main()
+    assert done.value.code == 2 and "neither a run directory" in capsys.readouterr().err
+
+
 def test_rerun_skips_every_step_and_redoes_a_damaged_one(study, tmp_path):
     out, _ = study
     copy = tmp_path / "copy"

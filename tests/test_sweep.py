@@ -207,6 +207,13 @@ def test_one_point_runs_alone_and_the_report_names_the_missing(tmp_path, monkeyp
     summary = summarize_sweep(study)
     assert summary["sweep"]["missing"] == ["0: seed=0", "1: seed=1"]
     assert summary["groups"][0]["finished"] == [2]
+    from factrecall.artifacts import write_json
+    from factrecall.report.show import render, show
+
+    write_json(study / "summary.json", summary)  # as `factrecall report` writes it
+    shown = show(study)
+    assert shown["kind"] == "sweep" and shown["lines"][0] == "1 of 3 points finished; missing: 0: seed=0, 1: seed=1"
+    assert shown["tables"][0]["rows"][0][:2] == ["(the config)", 1] and "Claims over seeds" in render(shown)
     fake, calls = _fake_study(fail={1})
     monkeypatch.setattr(sweep_runner, "run_study", fake)
     with pytest.raises(UserError) as e:  # one point alone: its own reason, once

@@ -537,6 +537,19 @@ def report_command(study: Annotated[Path, typer.Option(help="Study directory (fr
             typer.echo(f"not finished: point {missing}")
 
 
+@app.command("show")
+def show_command(
+    path: Annotated[Path, typer.Argument(help="A run directory (from 'factrecall train') or a study directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the same content as one JSON object.")] = False,
+):
+    """What a run or a study found, as terminal tables: accuracies, Stage runs, each claim's verdict with its reason,
+    each analysis's headline and the top shared heads (read from its files; nothing is computed again)."""
+    from factrecall.report.show import render, show
+
+    shown = show(path)
+    typer.echo(json.dumps(shown, indent=2, ensure_ascii=False) if as_json else render(shown))
+
+
 def _check_eval_out(out: Path, data: Path, model: Path, force: bool) -> None:
     """`eval --out` never replaces an input or a file that is not an evaluation (unless `force`)."""
     from factrecall.artifacts import read_json
