@@ -1,12 +1,12 @@
 # `make study` runs the default study; `make test` runs the tests. Both set up .venv first.
 VENV := .venv
 PY := $(VENV)/bin/python
-# A second environment at the floors pyproject.toml declares for transformers and accelerate
+# A second environment at the floors pyproject.toml declares for transformers, accelerate and peft
 # (what current GPU images have); `make test` runs the version-sensitive tests there too.
 FLOOR_VENV := .venv-floor
-FLOOR_PINS = $(shell python3 -c 'import tomllib; deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; print(" ".join(d.replace(">=", "==") for d in deps if d.split(">=")[0] in ("transformers", "accelerate")))')
+FLOOR_PINS = $(shell python3 -c 'import tomllib; deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; print(" ".join(d.replace(">=", "==") for d in deps if d.split(">=")[0] in ("transformers", "accelerate", "peft")))')
 FLOOR_TESTS := tests/test_versions.py tests/test_scale.py tests/test_ddp.py tests/test_checkpoint_dtype.py \
-	tests/test_study.py tests/test_hf_callback.py
+	tests/test_study.py tests/test_hf_callback.py tests/test_lora.py
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

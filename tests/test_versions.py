@@ -1,7 +1,7 @@
 """The library versions factrecall supports: declared floors, APIs that were renamed across them.
 
 `make test` runs this file (with the training, FSDP and study tests) a second time in an
-environment at the declared floors of transformers and accelerate; FACTRECALL_FLOOR_PINS then
+environment at the declared floors of transformers, accelerate and peft; FACTRECALL_FLOOR_PINS then
 names the pins, and the installed versions must be exactly them.
 """
 
@@ -19,7 +19,7 @@ from factrecall.models.tiny import build_tiny_model
 from factrecall.models.tokenizer import word_tokenizer
 
 
-@pytest.mark.parametrize("package", ["torch", "transformers", "accelerate", "tokenizers", "safetensors"])
+@pytest.mark.parametrize("package", ["torch", "transformers", "accelerate", "tokenizers", "safetensors", "peft"])
 def test_installed_versions_meet_the_declared_floors(package):
     assert Version(metadata.version(package).split("+")[0]) >= Version(declared_floor(package))
 

@@ -39,7 +39,7 @@ def declared_floor(package: str) -> str:
     raise KeyError(package)
 
 
-CHECKED = ("torch", "transformers", "accelerate", "tokenizers", "safetensors")
+CHECKED = ("torch", "transformers", "accelerate", "tokenizers", "safetensors", "peft")
 
 
 def check_versions() -> None:

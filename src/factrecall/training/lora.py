@@ -32,7 +32,8 @@ def add_adapters(model, rank: int, seed: int):
     config = LoraConfig(r=rank, lora_alpha=ALPHA_PER_RANK * rank, lora_dropout=0.0, target_modules=targets,
                         fan_in_fan_out=adapter_for(model.config).transposed)  # GPT-2's Conv1D is stored [in, out]
     device = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # the global RNG (CPU, and the model's GPU) as it was
         torch.manual_seed(seed)
         return get_peft_model(model, config)
 
