@@ -49,6 +49,7 @@ import contextlib
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -263,6 +264,7 @@ class _Run:
     files: RunLayout
     model: torch.nn.Module
     tokenizer: object
+    pad: int  # the tokenizer's padding id
     examples: dict[str, list[Encoded]]  # per task, in the dataset's order
     phases: list[Phase]
     periodic_sets: dict  # evaluation sets of `eval_people` people (between steps)
@@ -282,10 +284,6 @@ class _Run:
     def per_example(self) -> bool:
         """Trace normalisation "example_sum": the trace takes a backward of its own per micro-batch."""
         return self.trace is not None and self.cfg.trace_normalization == "example_sum"
-
-    @property
-    def pad(self) -> int:
-        return pad_id(self.tokenizer)
 
     def log(self, row: dict) -> None:
         """A metrics row: to metrics.jsonl, and to the live tracker if any (main process only)."""
@@ -308,7 +306,8 @@ def _open_run(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, fil
     model.to(accelerator.device)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    if cfg.distributed == "fsdp" and accelerator.num_processes > 1:
+    sharded = cfg.distributed == "fsdp" and accelerator.num_processes > 1
+    if sharded:
         _shard(model)
     examples = {"bio": [encode_bio(tokenizer, b) for b in dataset.bios],
                 "qa": [encode_qa(tokenizer, q, cfg.qa_loss == "answer_eos") for q in dataset.qa_split("id")]}
@@ -322,9 +321,8 @@ def _open_run(cfg: TrainConfig, accelerator, dataset: Dataset, record: dict, fil
         raise
     params = dict(model.named_parameters())
     traced = {name: params[name] for name in tracked_parameter_names(model, cfg.trace_include)}
-    sharded = cfg.distributed == "fsdp" and accelerator.num_processes > 1
     phases = build_phases(cfg, len(examples["bio"]), len(examples["qa"]))
-    return _Run(cfg, accelerator, dataset, files, model, tokenizer, examples, phases,
+    return _Run(cfg, accelerator, dataset, files, model, tokenizer, pad_id(tokenizer), examples, phases,
                 periodic_sets=eval_sets(tokenizer, dataset, cfg.eval_people), full_sets=eval_sets(tokenizer, dataset),
                 trace=TraceRecorder(traced, cfg.trace_mode, sharded) if cfg.trace else None,
                 consistency=GradientConsistency(traced, cfg.grad_consistency) if cfg.grad_consistency else None,
@@ -382,12 +380,16 @@ def _train_phase(run: _Run, index: int, start: _Start | None) -> None:
         trace_state = load_checkpoint(start.source.checkpoint.root, run.model, optimizer)
     if start and run.trace:
         run.trace.load_state_dict(trace_state)
+    # the trace of a step: hooks on each backward, or (mode "update", a LoRA phase) the step's change, read as
+    # the model computes with it (`weights`; a LoRA phase: W + (α/r)·B·A)
+    by_update = run.trace is not None and (cfg.trace_mode == "update" or bool(phase.lora_rank))
+    weights = lora.merged_weights(run.model) if phase.lora_rank else None
     n_steps = len(phase.steps)
     bar = progress(range(start.step if start else 0, n_steps), desc=f"{cfg.strategy}:{phase.name}",
                    initial=start.step if start else 0, total=n_steps,
                    disable=not accelerator.is_local_main_process, leave=False)
     for step in bar:
-        row = _step(run, phase, step, optimizer, prepared)
+        row = _step(run, phase, step, optimizer, prepared, by_update, weights)
         bar.set_postfix({t: f"{v:.3f}" for t, v in row["loss"].items()}, refresh=False)  # shown at the next draw
         if cfg.eval_every and run.global_step % cfg.eval_every == 0 and _evaluate_between_steps(run, phase, step):
             break  # Stage's QA phase reached `qa_stop_at`
@@ -403,13 +405,12 @@ def _train_phase(run: _Run, index: int, start: _Start | None) -> None:
         _checkpoint(run, index + 1, 0, None)
 
 
-def _step(run: _Run, phase: Phase, step: int, optimizer, prepared) -> dict:
+def _step(run: _Run, phase: Phase, step: int, optimizer, prepared, by_update: bool,
+          weights: Callable[[str], torch.Tensor] | None) -> dict:
     """One optimizer step: each single-task micro-batch forward and backward (attributed to its task by the
     trace's hooks, or first by its own backward under "example_sum"), clipping, the step (traced by its change
-    under mode "update" and in a LoRA phase); returns the step's metrics row, logged."""
+    when `by_update`, its weights read by `weights`, both the phase's); returns the step's metrics row, logged."""
     cfg, accelerator, trace = run.cfg, run.accelerator, run.trace
-    # the trace of a step: hooks on each backward, or (mode "update", a LoRA phase) the step's change
-    by_update = trace is not None and (cfg.trace_mode == "update" or bool(phase.lora_rank))
     t0 = time.perf_counter()
     n_steps = len(phase.steps)
     lr = lr_at(step, n_steps, phase.peak_lr, cfg)
@@ -436,7 +437,6 @@ def _step(run: _Run, phase: Phase, step: int, optimizer, prepared) -> dict:
     grad_norm = accelerator.clip_grad_norm_(prepared.parameters(), cfg.clip) if cfg.clip else None
     if isinstance(grad_norm, DTensor):
         grad_norm = grad_norm.full_tensor()
-    weights = lora.merged_weights(run.model) if phase.lora_rank else None
     with trace.update(micro_batches[0].task, weights) if by_update else contextlib.nullcontext():
         optimizer.step()  # such a step holds one task (`TrainConfig.validate`)
     optimizer.zero_grad(set_to_none=True)

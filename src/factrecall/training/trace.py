@@ -116,13 +116,13 @@ class TraceRecorder(GradientObserver):
         """Mode "update" (and a LoRA phase): what the optimizer step inside this block changes in the traced
         weights (θ after − θ before, float32; each rank its own shard under FSDP2) counts towards `task`.
         `weights`: name → the weight as the model computes with it (a LoRA phase: `lora.merged_weights`)."""
-        def now(name: str) -> torch.Tensor:
+        def now(name: str, copy: bool) -> torch.Tensor:
             with torch.no_grad():
-                return _local(weights(name) if weights else self.params[name].detach()).to(torch.float32, copy=True)
-        before = {name: now(name) for name in self.params}
+                return _local(weights(name) if weights else self.params[name].detach()).to(torch.float32, copy=copy)
+        before = {name: now(name, copy=True) for name in self.params}
         yield
         for name in self.params:
-            self.accumulators[task][name].add_(now(name) - before.pop(name))
+            self.accumulators[task][name].add_(now(name, copy=False) - before.pop(name))
 
     def record(self, task: str, lr: float, loss: torch.Tensor) -> None:
         """Add lr·∇loss (lr·|∇loss| in "abs") of the tracked tensors to `task` by a backward of its own that keeps
