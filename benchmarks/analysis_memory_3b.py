@@ -36,7 +36,7 @@ from factrecall.analysis.masks import random_like, sample_from, save_masks
 from factrecall.analysis.selection import scan
 from factrecall.analysis.shared import SWEEP, run_points
 from factrecall.models.spec import spec_config
-from factrecall.study.plan_training import model_shapes
+from factrecall.plan.training import model_shapes
 
 K_PERCENT = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
 GRAFT_SPARSITY = 0.01

@@ -9,8 +9,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from factrecall.config.presets import data_config
 from factrecall.data.generate import generate_dataset
-from factrecall.study.config import data_config
 
 people = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 with tempfile.TemporaryDirectory() as tmp:

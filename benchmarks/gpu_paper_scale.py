@@ -307,7 +307,7 @@ def build_checkpoint(key, tiny, dataset, out, device):
     from factrecall.models.tensor_files import checkpoint_dtype
     from factrecall.models.tiny import TINY_MODELS
     from factrecall.models.tokenizer import word_tokenizer
-    from factrecall.study.config import train_config
+    from factrecall.config.presets import train_config
 
     if tiny:  # the tiny preset's shapes, its rows the data's words (and Pythia's unnamed rows)
         config_class, kwargs = TINY_MODELS[MODELS[key]["tiny"]]
@@ -339,9 +339,9 @@ def planned(key, tiny, init, bio_len, qa_len):
     trains, at the data's longest bio / question and at plan's defaults (128 / 32); with the run's final
     evaluation and each analysis where plan has them (`per_gpu.ddp.evaluation`, "analyses")."""
     from factrecall.models.spec import spec_config
-    from factrecall.study.config import train_config
-    from factrecall.study.plan import preset_plan
-    from factrecall.study.plan_training import PlanSettings, model_shapes, plan
+    from factrecall.config.presets import train_config
+    from factrecall.plan.study import preset_plan
+    from factrecall.plan.training import PlanSettings, model_shapes, plan
 
     preset = MODELS[key]["preset"]
     cfg = train_config(preset)
@@ -365,20 +365,20 @@ def planned(key, tiny, init, bio_len, qa_len):
 def analysis_arguments(preset):
     """Each analysis's arguments: the preset's analysis settings (what `plan` plans), except for the number
     of mask steps, seeds, sweep points and probed people (time, not memory); inspect at head 0 of layer 0."""
-    from factrecall.study.config import analysis_config
+    from factrecall.config.presets import analysis_config
 
     a = analysis_config(preset)
-    curves = {"metrics": list(HEAD_METRICS), "k": a.k, "eval_people": a.heads_eval_people}
+    curves = {"metrics": list(HEAD_METRICS), "k": a.shared.k}
     return {
         "eval": {},
-        "graft": {"sparsity": a.graft_sparsity, "steps": 2, "eval_people": a.graft_eval_people},
-        "consistency": {"people": a.consistency_people, "probe_people": min(a.probe_people, 10)},
+        "graft": {"sparsity": a.graft.sparsity, "steps": 2, "eval_people": a.graft.eval_people},
+        "consistency": {"people": a.consistency.people, "probe_people": min(a.consistency.probe_people, 10)},
         "inspect": {"layer": 0, "head": 0},
-        "shared": {"k": a.k, "sweep": [a.k]},
-        "attention": {"people": a.attention_people},
-        "ablate": {"k": a.ablation_k, "seeds": 1, "eval_people": a.ablation_eval_people},
-        "neurons": {"kind": "neuron", **curves, "points": list(a.neuron_points)},
-        "heads": {"kind": "head", **curves},
+        "shared": {"k": a.shared.k, "sweep": [a.shared.k]},
+        "attention": {"people": a.attention.people},
+        "ablate": {"k": a.ablation.k, "seeds": 1, "eval_people": a.ablation.eval_people},
+        "neurons": {"kind": "neuron", **curves, "eval_people": a.neurons.eval_people, "points": list(a.neurons.points)},
+        "heads": {"kind": "head", **curves, "eval_people": a.heads.eval_people},
     }
 
 

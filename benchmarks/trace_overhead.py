@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
+from factrecall.config.presets import data_config, train_config
 from factrecall.data.dataset import load_dataset
 from factrecall.data.generate import generate_dataset
 from factrecall.encode import collate, encode_bio, encode_qa
 from factrecall.models.adapters import tracked_parameter_names
 from factrecall.models.tiny import build_tiny_model
 from factrecall.models.tokenizer import word_tokenizer
-from factrecall.study.config import data_config, train_config
 from factrecall.training.trace import TraceRecorder
 
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 60

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from factrecall.config.presets import data_config
 from factrecall.data.generate import generate_dataset
-from factrecall.study.config import data_config
 
 torch.set_num_threads(1)  # tests run in parallel workers on 2 cores
 
@@ -22,7 +22,7 @@ def train_smoke(small_data, tmp_path_factory):
     """Train a tiny run of the smoke data into a new folder named after `name`: the smoke preset, Mix,
     4 steps, 2 people per split in evaluations between steps, no checkpoints, unless `overrides` say
     otherwise (any TrainConfig field). Returns the run directory."""
-    from factrecall.study.config import train_config
+    from factrecall.config.presets import train_config
     from factrecall.training.loop import train
 
     def make(name: str, **overrides) -> Path:

@@ -131,7 +131,7 @@ CASES = [
     ("unknown-head-metric", lambda t, d, r: ["heads", "--run", _with_run(t, r), "--metrics", "shared_size,size"],
      "unknown metric 'size'; choose from shared_size"),
     ("heads-on-unknown-start", lambda t, d, r: ["heads", "--run", _with_run(t, r), "--on", "pretrained"],
-     "unknown --on 'pretrained'"),
+     r"--on must be one of finetuned, grafted \(got 'pretrained'\)"),
     ("heads-on-grafted-without-mask", lambda t, d, r: ["heads", "--run", _with_run(t, r), "--on", "grafted"],
      "has no graft mask"),
     ("moved-dataset-of-another-population", lambda t, d, r: (
@@ -173,7 +173,7 @@ CASES = [
     ("report-without-study", lambda t, d, r: ["report", "--study", t], "holds no study"),
     ("study-config-unknown-device", lambda t, d, r: (t.joinpath("c.toml").write_text("[analysis]\ndevice = 'gpu'\n"),
                                                      ["study", "--out", t / "s", "--config", t / "c.toml"])[1],
-     "unknown analysis device 'gpu'"),
+     r"analysis\.device must be one of auto, cpu, cuda \(got 'gpu'\)"),
     ("study-unknown-device", lambda t, d, r: ["study", "--out", t / "s", "--preset", "smoke", "--device", "tpu"],
      "unknown device 'tpu'"),
     ("eval-unknown-device", lambda t, d, r: ["eval", "--model", r / "model", "--data", d, "--device", "gpu"],
@@ -293,20 +293,20 @@ CASES += [
 
     # late refusals: a study config is checked whole before the study starts any step
     ("study-config-k-zero", lambda t, d, r: _study_config(t, "[analysis]\nk = 0\n"),
-     r"c\.toml: analysis\.k must lie in"),
-    ("study-config-k-nan", lambda t, d, r: _study_config(t, "[analysis]\nk = nan\n"), r"c\.toml: analysis\.k .*nan"),
+     r"c\.toml: analysis\.shared\.k must lie in"),
+    ("study-config-k-nan", lambda t, d, r: _study_config(t, "[analysis]\nk = nan\n"), r"c\.toml: analysis\.shared\.k .*nan"),
     ("study-config-lr-inf", lambda t, d, r: _study_config(t, "[train]\nlr = inf\n"), r"c\.toml: train\.lr .*inf"),
     ("study-config-no-ood-people", lambda t, d, r: _study_config(t, "[data]\nqa_train_fraction = 1.0\n"),
      r"c\.toml: data\.qa_train_fraction .*OOD"),
     ("study-config-empty-sweep", lambda t, d, r: _study_config(t, "[analysis]\nsweep = []\n"),
-     r"c\.toml: analysis\.sweep must be a non-empty list"),
+     r"c\.toml: analysis\.shared\.sweep must be a non-empty list"),
     ("study-config-negative-seed", lambda t, d, r: _study_config(t, "[train]\nseed = -1\n"),
      r"c\.toml: train\.seed .*-1"),
     ("study-config-data-seed-too-big", lambda t, d, r: _study_config(t, "[data]\nseed = 4294967296\n"),
      r"c\.toml: data\.seed"),
     ("study-config-beta-one", lambda t, d, r: _study_config(t, "[train]\nbeta2 = 1.0\n"), r"c\.toml: train\.beta2"),
     ("study-config-neuron-points", lambda t, d, r: _study_config(t, "[analysis]\nneuron_points = [0.5, 2.0]\n"),
-     r"c\.toml: analysis\.neuron_points"),
+     r"c\.toml: analysis\.neurons\.points"),
     ("study-config-years-reversed", lambda t, d, r: _study_config(t, "[data]\nfirst_year = 2050\nlast_year = 2000\n"),
      r"c\.toml: data\.first_year .*last_year"),
     ("study-config-unknown-model", lambda t, d, r: _study_config(t, "[train]\nmodel = 'no-such-model'\n"),
@@ -444,7 +444,7 @@ CASES += [
     ("inspect-on-unknown-model", lambda t, d, r: ["inspect", "--run", _with_run(t, r), "--on", "bogus"], "bogus"),
     ("shared-k-nan", lambda t, d, r: ["shared", "--run", _with_run(t, r), "--k", "nan"], r"\bk\b"),
     ("shared-sweep-not-numbers", lambda t, d, r: ["shared", "--run", _with_run(t, r), "--sweep", "1,two"],
-     "comma-separated percentages"),
+     "--sweep .1,two. must be comma-separated numbers"),
     ("shared-sweep-zero", lambda t, d, r: ["shared", "--run", _with_run(t, r), "--sweep", "0,1"], "sweep"),
     ("ablate-k-zero", lambda t, d, r: ["ablate", "--run", _with_run(t, r), "--k", 0], r"\bk\b"),
     ("ablate-negative-eval-people", lambda t, d, r: ["ablate", "--run", _with_run(t, r), "--eval-people", -1],
@@ -513,7 +513,7 @@ if not torch.cuda.is_available():  # every command that loads a model refuses --
 def interrupted(small_data, tmp_path_factory):
     """A smoke Mix run (4 steps, a checkpoint every 2) killed after its step-3 row: checkpoint/ at step 2,
     no eval.json; `train --data DATA --out RUN` + RESUME finishes it."""
-    from factrecall.study.config import train_config
+    from factrecall.config.presets import train_config
     from factrecall.training import loop
 
     out = tmp_path_factory.mktemp("interrupted") / "run"

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from factrecall.analysis.forgetting import forgetting_run
+from factrecall.config.presets import data_config, train_config
 from factrecall.data.dataset import load_dataset
 from factrecall.data.generate import generate_dataset
 from factrecall.errors import UserError
-from factrecall.evaluation.forgetting import forgetting_run
 from factrecall.study.bases import build_base
 from factrecall.study.claims import STATEMENTS
-from factrecall.study.config import data_config, train_config
 from factrecall.training.loop import train
 
 POOLS = Path(__file__).parents[1] / "src" / "factrecall" / "data" / "pools"

@@ -3,12 +3,12 @@ import torch
 
 from factrecall.analysis.circuit import circuit_curves, delta_norms, ranking, unit_masks, unit_output_ablation
 from factrecall.analysis.weights import reset_to_base
+from factrecall.config.presets import train_config
 from factrecall.data.dataset import load_dataset
 from factrecall.errors import UserError
 from factrecall.models.adapters import adapter_for
 from factrecall.models.tiny import build_tiny_model
 from factrecall.models.tokenizer import word_tokenizer
-from factrecall.study.config import train_config
 from factrecall.training.loop import train
 
 

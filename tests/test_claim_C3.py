@@ -25,10 +25,10 @@ from factrecall.analysis.units import (
     place,
     unit_counts,
 )
+from factrecall.analysis.registry import REGISTRY
 from factrecall.models.tiny import TINY_MODELS
 from factrecall.study.claims import c3_concentration
 from factrecall.study.claims.verdict import AGAINST, FAILS, FOR, HOLDS, NOT_MEASURABLE, UNDETERMINED, UNRESOLVED, swap
-from factrecall.study.registry import REGISTRY
 
 SIZES = (0.001, 0.01, 0.05)
 UNITS = {"heads": 8, "neurons": 1024}

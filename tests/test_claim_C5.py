@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from factrecall.analysis.registry import REGISTRY
 from factrecall.study.claims import c5_grafting
 from factrecall.study.claims.verdict import FAILS, HOLDS, UNDETERMINED, swap
-from factrecall.study.registry import REGISTRY
 
 FLIP = {HOLDS: FAILS, FAILS: HOLDS, UNDETERMINED: UNDETERMINED}
 TRACED = 1000

@@ -1,9 +1,13 @@
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from factrecall.analysis.config import FLAT_KEYS
+from factrecall.config.presets import PRESETS
+from factrecall.config.study import study_config
 from factrecall.errors import UserError
-from factrecall.study.config import PRESETS, study_config
 
 
 def _write(tmp_path, text: str):
@@ -18,7 +22,23 @@ def test_config_file_overrides_the_preset(tmp_path):
     c = study_config(None, path)
     assert c.preset == "smoke" and c.data.people == 30 and c.data.bios_per_person == 2  # the rest from smoke
     assert c.train.lr == 1.0 and isinstance(c.train.lr, float)  # an int is a valid float
-    assert c.analysis.sweep == (0.5, 2.0) and c.analysis.heads_on == "grafted"
+    assert c.analysis.shared.sweep == (0.5, 2.0)  # flat names of earlier configs still read
+    assert c.analysis.heads.on == c.analysis.neurons.on == "grafted"  # heads_on set both, as before
+
+
+def test_an_analysis_takes_its_own_table(tmp_path):
+    """`[analysis.ablation] k = 2` sets the ablation's k only; the flat name and the table are one setting."""
+    c = study_config(None, _write(tmp_path, '[analysis.ablation]\nk = 2\nseeds = 1\n[analysis.heads]\non = "grafted"\n'))
+    assert (c.analysis.ablation.k, c.analysis.ablation.seeds, c.analysis.shared.k) == (2.0, 1, 1.0)
+    assert c.analysis.heads.on == "grafted" and c.analysis.neurons.on == "finetuned"
+    assert study_config(None, _write(tmp_path, "[analysis]\nablation_k = 2\n")).analysis == \
+        study_config(None, _write(tmp_path, "[analysis.ablation]\nk = 2\n")).analysis
+    for text, message in (("[analysis]\nablation_k = 2\n[analysis.ablation]\nk = 3\n", "ablation.k is given twice"),
+                          ("[analysis.ablation]\nkk = 2\n", "'ablation.kk' (did you mean 'ablation.k'?)"),
+                          ("[analysis.ablation]\nk = 'x'\n", "'ablation.k' must be float"),
+                          ("[analysis.nothing]\nk = 1\n", "study.toml: analysis setting 'nothing'; known: ablation.eval_people")):
+        with pytest.raises(UserError, match=re.escape(message)):
+            study_config(None, _write(tmp_path, text))
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -33,8 +53,8 @@ def test_every_preset_resolves_and_validates(name):
     ("[train]\nlr = 'fast'\n", "train setting 'lr' must be float"),
     ("[data]\npeople = 1.5\n", "data setting 'people' must be int"),
     ("[data]\npermute = 1\n", "data setting 'permute' must be bool"),
-    ("[analysis]\nsweep = 1\n", "analysis setting 'sweep' must be a list of float"),
-    ("[analysis]\nsweep = [1, 'x']\n", r"analysis setting 'sweep'\[1\] must be float"),
+    ("[analysis]\nsweep = 1\n", "analysis setting 'shared.sweep' must be a list of float"),
+    ("[analysis]\nsweep = [1, 'x']\n", r"analysis setting 'shared.sweep'\[1\] must be float"),
     ("[model]\nname = 'x'\n", "unknown section or key 'model'"),
     ("[train]\nstrategy = 'mix'\n", "train.strategy cannot be set"),
     ("preset = 'paper'\n", "preset must name one of default, small, smoke"),
@@ -42,7 +62,7 @@ def test_every_preset_resolves_and_validates(name):
     ("[train\n", "is not valid TOML"),
     ("train = 3\n", r"\[train\] must be a table"),
     ("[data]\nqa_train_fraction = 1.0\n", r"study\.toml: data\.qa_train_fraction must be below 1 in a study"),
-    ("[analysis]\nk = 0\n", r"study\.toml: analysis\.k must"),
+    ("[analysis]\nk = 0\n", r"study\.toml: analysis\.shared\.k must"),
     ("[train]\nlr = nan\n", r"study\.toml: train\.lr must be positive"),
     ("[base]\nepochs = 0\n", r"study\.toml: base\.epochs must be an integer ≥ 1"),
     ("[base]\nseed = -1\n", r"base\.seed must be an integer ≥ 0 and ≤ 4294967295"),
@@ -82,4 +102,7 @@ def test_any_config_value_is_accepted_or_refused_cleanly(tmp_path_factory, secti
     except UserError as e:
         assert "\n" not in str(e)
     else:
-        assert getattr(getattr(c, section), key) == (tuple(value) if isinstance(value, list) else value)
+        owner, _, name = FLAT_KEYS[key][0].rpartition(".") if section == "analysis" else ("", "", key)
+        config = getattr(c, section)
+        assert getattr(getattr(config, owner) if owner else config, name) == (
+            tuple(value) if isinstance(value, list) else value)

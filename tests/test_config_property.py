@@ -21,14 +21,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from factrecall.analysis.config import AnalysisConfig
+from factrecall.analysis.config import DEFAULT, FLAT_KEYS, AnalysisConfig, setting_names
+from factrecall.config.study import BaseConfig, study_config
 from factrecall.data.generate import DataConfig
 from factrecall.errors import UserError
-from factrecall.study.config import BaseConfig, study_config
 from factrecall.training.config import TrainConfig
 
 SECTIONS = {"data": DataConfig, "train": TrainConfig, "analysis": AnalysisConfig, "base": BaseConfig}
-KEYS = {section: [f.name for f in fields(config)] for section, config in SECTIONS.items()}
+# [analysis] takes dotted (`ablation.k`, a TOML dotted key: the nested table) and flat (`ablation_k`) names
+KEYS = {section: sorted(setting_names()) if config is AnalysisConfig else [f.name for f in fields(config)]
+        for section, config in SECTIONS.items()}
 UNKNOWN_KEYS = ["epochz", "peoples", "K", "lr_", "bogus-key", "x1"]
 WORDS = ["stage", "mix", "signed", "abs", "fp32", "bf16", "ddp", "fsdp", "auto", "cpu", "cuda", "finetuned",
          "grafted", "tiny-llama", "tiny-neox", "tiny-gpt2", "random", "language", "skill", "biases", "norms", "",
@@ -78,7 +80,14 @@ def _typed(kind) -> st.SearchStrategy:
     return {int: INTS, float: st.one_of(FLOATS, INTS), bool: st.booleans(), str: TEXT}[kind]
 
 
-HINTS = {section: typing.get_type_hints(config) for section, config in SECTIONS.items()}
+def _analysis_hint(name: str):
+    """The type of an [analysis] name: dotted, flat (its first target's) or top-level."""
+    owner, _, key = FLAT_KEYS.get(name, (name,))[0].rpartition(".")
+    return typing.get_type_hints(type(getattr(DEFAULT, owner)) if owner else AnalysisConfig)[key]
+
+
+HINTS = {section: {name: _analysis_hint(name) for name in KEYS[section]} if config is AnalysisConfig
+         else typing.get_type_hints(config) for section, config in SECTIONS.items()}
 
 
 @st.composite
@@ -162,10 +171,11 @@ def monkeypatch_module():
 
 # Examples of each family, kept whatever hypothesis draws: (config body, what the refusal must say)
 EXAMPLES = [
-    ("[analysis]\nk = 0\n", r"analysis\.k"),
-    ("[analysis]\nk = nan\n", r"analysis\.k"),
-    ("[analysis]\nsweep = []\n", r"analysis\.sweep"),
-    ("[analysis]\nsweep = [1, inf]\n", r"analysis\.sweep"),
+    ("[analysis]\nk = 0\n", r"analysis\.shared\.k"),
+    ("[analysis]\nk = nan\n", r"analysis\.shared\.k"),
+    ("[analysis]\nsweep = []\n", r"analysis\.shared\.sweep"),
+    ("[analysis.shared]\nsweep = [1, inf]\n", r"analysis\.shared\.sweep"),
+    ("[analysis.graft]\nbracket = 1.0\n", r"analysis\.graft\.bracket"),
     ("[train]\nlr = inf\n", r"train\.lr"),
     ("[train]\nseed = -1\n", r"train\.seed"),
     ("[train]\nbeta1 = nan\n", r"train\.beta1"),

@@ -10,12 +10,12 @@ import torch
 from safetensors.torch import load_file
 
 from factrecall.analysis.consistency import bootstrap_means, consistency_run, pair_measures, value_and_se
+from factrecall.config.presets import train_config
 from factrecall.data.dataset import load_dataset
 from factrecall.encode import collate, encode_bio, encode_qa
 from factrecall.errors import UserError
 from factrecall.models.adapters import layer_of, tracked_parameter_names
 from factrecall.models.loading import load_model
-from factrecall.study.config import train_config
 from factrecall.training.loop import train
 from factrecall.training.schedule import build_phases, lr_at
 

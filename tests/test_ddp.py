@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from factrecall.study.config import train_config
+from factrecall.config.presets import train_config
 from factrecall.training.loop import train
 
 # a checkpoint after step 2 exercises the collective trace reduction at checkpoint time

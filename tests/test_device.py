@@ -9,8 +9,8 @@ import torch
 from test_train_cli import run_cli
 
 from factrecall import devices
+from factrecall.config.study import study_config
 from factrecall.models import loading
-from factrecall.study.config import study_config
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_every_model_an_analysis_loads_goes_to_the_asked_device(command, run, sm
     loads = []
     load_model = loading.load_model
     monkeypatch.setattr(loading, "load_model", lambda *a, **kw: loads.append(kw.get("device")) or load_model(*a, **kw))
-    for module in ("factrecall.analysis.run", "factrecall.analysis.weights", "factrecall.evaluation.forgetting"):
+    for module in ("factrecall.analysis.run", "factrecall.analysis.weights", "factrecall.analysis.forgetting"):
         monkeypatch.setattr(f"{module}.load_model", loading.load_model)
     code, _, err = run_cli(monkeypatch, capsys, *COMMANDS[command](run, small_data), "--device", "cuda")
     assert code == 0, err

@@ -1,4 +1,4 @@
-"""Disk of a run and a study (`factrecall/study/plan_disk.py`): the items against the files a real smoke run writes, and
+"""Disk of a run and a study (`factrecall/plan/disk.py`): the items against the files a real smoke run writes, and
 the check that refuses to start on a disk too small.
 
 Margin: a safetensors file is its tensors' bytes plus a header (8 B and a JSON of names, dtypes, shapes
@@ -12,11 +12,12 @@ import types
 import pytest
 
 from factrecall import cli
+from factrecall.config.presets import data_config, train_config
+from factrecall.config.study import study_config
 from factrecall.data.dataset import load_dataset
 from factrecall.errors import UserError
-from factrecall.study import plan_disk as disk
-from factrecall.study.config import data_config, study_config, train_config
-from factrecall.study.plan_disk import (
+from factrecall.plan import disk
+from factrecall.plan.disk import (
     OTHER_FILES,
     check_disk,
     data_bytes,

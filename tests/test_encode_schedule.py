@@ -2,10 +2,10 @@ from collections import Counter
 
 import pytest
 
+from factrecall.config.presets import train_config
 from factrecall.data.dataset import load_dataset
 from factrecall.encode import IGNORE, collate, encode_bio, encode_qa
 from factrecall.models.tokenizer import word_tokenizer
-from factrecall.study.config import train_config
 from factrecall.training.schedule import build_phases, lr_at
 
 

@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from factrecall import artifacts
-from factrecall.study.config import train_config
+from factrecall.config.presets import train_config
 from factrecall.training.loop import train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # as in this test process (conftest): the same summation order

@@ -8,8 +8,8 @@ import pytest
 from accelerate.tracking import GeneralTracker
 
 from factrecall import cli
+from factrecall.config.presets import train_config
 from factrecall.errors import UserError
-from factrecall.study.config import train_config
 from factrecall.training import live
 from factrecall.training.loop import train
 

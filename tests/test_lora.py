@@ -10,8 +10,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from factrecall.analysis.shared import analyze_run
+from factrecall.config.presets import train_config
 from factrecall.errors import UserError
-from factrecall.study.config import train_config
 from factrecall.training import lora, loop
 
 RANK = 2

@@ -13,9 +13,9 @@ from factrecall.analysis.graft import graft_run
 from factrecall.analysis.run import load_pair
 from factrecall.analysis.shared import analyze_run
 from factrecall.analysis.weights import analysis_model
+from factrecall.config.presets import train_config
 from factrecall.errors import UserError
 from factrecall.models.tensor_files import checkpoint_keys, model_weights
-from factrecall.study.config import train_config
 from factrecall.training.loop import train
 
 CASES = [  # (parameters, stored, expected map or error)

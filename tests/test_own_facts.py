@@ -21,6 +21,7 @@ from factrecall.analysis.inspect import inspect_run
 from factrecall.analysis.labels import LABELS, bio_views, dataset_pools, person_views, qa_view
 from factrecall.analysis.shared import analyze_run
 from factrecall.artifacts import sha256_files
+from factrecall.config.presets import data_config, train_config
 from factrecall.data.dataset import load_dataset
 from factrecall.data.generate import generate_dataset
 from factrecall.encode import encode_bio, encode_qa
@@ -28,7 +29,6 @@ from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import eval_sets, evaluate
 from factrecall.models.loading import load_model
 from factrecall.models.tokenizer import first_uncovered_word, word_tokenizer
-from factrecall.study.config import data_config, train_config
 from factrecall.terms import EVAL_SETS
 from factrecall.training.loop import train
 

@@ -15,12 +15,12 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from transformers import AutoModelForCausalLM
 
+from factrecall.config.presets import train_config
 from factrecall.models.adapters import tracked_parameter_names
 from factrecall.models.spec import spec_config
 from factrecall.models.tiny import TINY_MODELS
-from factrecall.study.config import train_config
-from factrecall.study.plan import preset_plan
-from factrecall.study.plan_training import (
+from factrecall.plan.study import preset_plan
+from factrecall.plan.training import (
     activation_bytes,
     autocast_copy_bytes,
     evaluation_bytes,
@@ -91,7 +91,7 @@ def _measured_peak(model, batch, trace_file) -> int:
     return max(e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]")
 
 
-@pytest.mark.parametrize("name", ["tiny-llama-gqa", "tiny-neox"])
+@pytest.mark.parametrize("name", ["tiny-llama-gqa", "tiny-neox", "tiny-gpt2"])
 @pytest.mark.parametrize("vocab", [VOCAB, 64])  # the loss dominates at 3,432 words, the blocks at 64
 @pytest.mark.parametrize("rows, seq_len", [(16, 64), (4, 256)])
 @pytest.mark.parametrize("checkpointing", [False, True])

@@ -1,16 +1,17 @@
-"""The analysis registry (`study/registry.py`): declared once, iterated by the study, CLI, summary and report."""
+"""The analysis registry (`analysis/registry.py`): declared once, iterated by the study, CLI, summary and report."""
 
+import dataclasses
 import shutil
 import sys
 
 import pytest
 
 from factrecall import cli
-from factrecall.analysis.config import AnalysisConfig
+from factrecall.analysis.config import ANALYSIS_NAMES, AnalysisConfig
+from factrecall.analysis.registry import ANALYSES, REGISTRY
 from factrecall.artifacts import read_json
 from factrecall.layout import RunLayout
 from factrecall.report.build import SECTIONS
-from factrecall.study.registry import ANALYSES, REGISTRY
 
 
 def test_names_are_unique_and_reads_come_first():
@@ -24,17 +25,53 @@ def test_every_analysis_has_its_report_sections():
     assert list(SECTIONS) == [a.name for a in ANALYSES]
 
 
-def test_settings_are_the_cache_key():
-    """A setting an analysis declares changes its key; the others' keys stay."""
-    base, changed = AnalysisConfig(), AnalysisConfig(graft_steps=3)
-    moved = {a.name for a in ANALYSES if a.settings(base) != a.settings(changed)}
-    assert moved == {"graft"}
-    for key, value, name in (("matched_sizes", (0.01,), "shared"), ("ablation_size", 0.05, "ablation"),
-                             ("graft_sparsities", (0.3,), "graft")):
-        other = AnalysisConfig(**{key: value})
-        assert {a.name for a in ANALYSES if a.settings(base) != a.settings(other)} == {name}, key
-    assert REGISTRY["neurons"].settings(AnalysisConfig(neuron_points=(0.0, 1.0))) != REGISTRY["neurons"].settings(base)
-    assert REGISTRY["heads"].settings(AnalysisConfig(neuron_points=(0.0, 1.0))) == REGISTRY["heads"].settings(base)
+def _other(value):
+    """A valid value of a setting other than `value`."""
+    if isinstance(value, str):
+        return "grafted" if value == "finetuned" else "finetuned"
+    if isinstance(value, tuple):
+        return (*value, 0.5)
+    return value + 1 if isinstance(value, int) else value / 2
+
+
+def test_every_analysis_has_its_settings_and_they_are_its_cache_key():
+    """Each analysis's settings are `AnalysisConfig.<name>`; each setting moves the key of its own analysis only
+    (what an analysis reads enters its key through the files of the analyses it reads)."""
+    assert [a.name for a in ANALYSES] == list(ANALYSIS_NAMES)
+    base = AnalysisConfig()
+    for name in ANALYSIS_NAMES:
+        for field in dataclasses.fields(getattr(base, name)):
+            own = getattr(base, name)
+            changed = dataclasses.replace(base, **{name: dataclasses.replace(
+                own, **{field.name: _other(getattr(own, field.name))})})
+            changed.validate()
+            assert {a.name for a in ANALYSES if a.settings(base) != a.settings(changed)} == {name}, field.name
+
+
+@pytest.mark.parametrize("command, name", [("shared_command", "shared"), ("ablate_command", "ablation"),
+                                           ("graft_command", "graft"), ("heads_command", "heads"),
+                                           ("consistency_command", "consistency"), ("forgetting_command", "forgetting")])
+def test_the_cli_options_are_the_declared_settings(command, name):
+    """An analysis command's options are its settings' fields, with the study's defaults and the declared help."""
+    import inspect
+
+    parameters = inspect.signature(getattr(cli, command)).parameters
+    settings = getattr(AnalysisConfig(), name)
+    for field in dataclasses.fields(settings):
+        assert parameters[field.name].default == cli._option_text(getattr(settings, field.name)), field.name
+        assert parameters[field.name].annotation.__metadata__[0].help.startswith(field.metadata["help"])
+
+
+def test_a_bad_option_is_refused_naming_it(smoke_run, tmp_path, monkeypatch, capsys):
+    for argv, message in ((["ablate", "--k", "0"], "analysis.ablation.k: --k must lie in (0, 100]"),
+                          (["shared", "--sweep", "1,x"], "--sweep '1,x' must be comma-separated numbers"),
+                          (["graft", "--grid", "1.5"], "analysis.graft.sparsities must be a list of fractions")):
+        monkeypatch.setattr(sys, "argv", ["factrecall", argv[0], "--run", str(smoke_run), *argv[1:]])
+        with pytest.raises(SystemExit) as e:
+            cli.main()
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("command, analysis", [(["shared", "--k", "2"], "shared"),
@@ -105,15 +142,20 @@ def test_summaries_carry_the_same_size_numbers_and_read_old_results():
 
 
 @pytest.mark.parametrize("function, defaults", [
-    ("factrecall.analysis.shared:analyze_run", {"k": "k", "matched_sizes": "matched_sizes", "null_draws": "null_draws"}),
-    ("factrecall.analysis.ablation:ablate_run", {"k": "ablation_k", "seeds": "ablation_seeds", "size": "ablation_size",
-                                                 "eval_people": "ablation_eval_people", "device": "device"}),
-    ("factrecall.analysis.graft:graft_run", {"sparsity": "graft_sparsity", "steps": "graft_steps", "lr": "graft_lr"}),
-    ("factrecall.analysis.circuit:circuit_curves", {"k": "k", "eval_people": "heads_eval_people",
-                                                    "random_rankings": "random_rankings"}),
-    ("factrecall.analysis.attention:attention_stats", {"people": "attention_people"}),
-    ("factrecall.analysis.consistency:consistency_run", {"people": "consistency_people", "probe_people": "probe_people",
-                                                         "bootstrap": "bootstrap", "device": "device"}),
+    ("factrecall.analysis.shared:analyze_run", {"k": "shared.k", "sweep": "shared.sweep",
+                                                "matched_sizes": "shared.matched_sizes", "null_draws": "shared.null_draws"}),
+    ("factrecall.analysis.ablation:ablate_run", {"k": "ablation.k", "seeds": "ablation.seeds", "size": "ablation.size",
+                                                 "eval_people": "ablation.eval_people", "device": "device"}),
+    ("factrecall.analysis.graft:graft_run", {"sparsity": "graft.sparsity", "steps": "graft.steps", "lr": "graft.lr",
+                                             "eval_people": "graft.eval_people"}),
+    ("factrecall.analysis.circuit:circuit_curves", {"k": "shared.k", "eval_people": "heads.eval_people", "on": "heads.on",
+                                                    "random_rankings": "heads.random_rankings",
+                                                    "points": "neurons.points"}),
+    ("factrecall.analysis.attention:attention_stats", {"people": "attention.people"}),
+    ("factrecall.analysis.consistency:consistency_run", {"people": "consistency.people",
+                                                         "probe_people": "consistency.probe_people",
+                                                         "bootstrap": "consistency.bootstrap", "device": "device"}),
+    ("factrecall.analysis.forgetting:forgetting_run", {"eval_people": "forgetting.eval_people"}),
 ])
 def test_the_api_defaults_are_the_studys(function, defaults):
     """An analysis called from Python or the CLI with no options computes what a study computes (issue 26: they
@@ -125,7 +167,8 @@ def test_the_api_defaults_are_the_studys(function, defaults):
     parameters = inspect.signature(getattr(importlib.import_module(module), name)).parameters
     study = AnalysisConfig()
     for parameter, setting in defaults.items():
-        assert parameters[parameter].default == getattr(study, setting), (name, parameter)
+        owner, _, key = setting.rpartition(".")
+        assert parameters[parameter].default == getattr(getattr(study, owner) if owner else study, key), (name, parameter)
 
 
 def test_cli_ablate_writes_the_same_size_sets_c4_judges(smoke_run, tmp_path, monkeypatch):
@@ -139,3 +182,16 @@ def test_cli_ablate_writes_the_same_size_sets_c4_judges(smoke_run, tmp_path, mon
         assert done.value.code in (0, None)
         result = read_json(RunLayout(run).result("ablation"), "ablation")
         assert ("matched" in result) == matched and (not matched or result["matched"]["fraction"] == 0.01)
+
+
+def test_the_settings_table_in_the_docs_is_the_declared_one():
+    """docs/method.md's "Analysis settings" is generated from analysis/config.py; regenerate it with
+    `python -c "from factrecall.analysis.config import settings_table; print(settings_table())"`."""
+    from pathlib import Path
+
+    from factrecall.analysis.config import settings_table
+
+    text = (Path(__file__).parents[1] / "docs" / "method.md").read_text()
+    start = text.index("<!-- settings: generated by factrecall.analysis.config.settings_table -->\n")
+    table = text[text.index("\n", start) + 1:text.index("<!-- /settings -->")]
+    assert table == settings_table()

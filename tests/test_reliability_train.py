@@ -20,12 +20,12 @@ from test_train_cli import run_cli
 
 from factrecall import cli
 from factrecall.artifacts import canonical_header
+from factrecall.config.presets import train_config
 from factrecall.data.generate import DataConfig, generate_dataset
 from factrecall.data.pools import default_pools_dir, load_pools
 from factrecall.errors import UserError
 from factrecall.layout import LOCK, RunLayout
 from factrecall.locks import directory_lock
-from factrecall.study.config import train_config
 from factrecall.training import loop
 from factrecall.training.loop import train
 from factrecall.training.trace import save_trace

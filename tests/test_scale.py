@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file
 
 from factrecall.cli import main
-from factrecall.study.config import train_config
+from factrecall.config.presets import train_config
 from factrecall.training import loop
 
 COMMON = ["--strategy", "mix", "--preset", "smoke", "--grad-accum", "2"]

@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 
 from factrecall import cli
 from factrecall.artifacts import sha256_files
+from factrecall.config.presets import train_config
 from factrecall.errors import UserError
-from factrecall.study.config import train_config
 from factrecall.training import loop
 from factrecall.training.config import TrainConfig
 from factrecall.training.schedule import build_phases
@@ -214,7 +214,7 @@ def test_qa_phase_settings_are_validated(settings, message):
 
 
 def test_qa_phase_settings_read_from_toml_and_reach_the_qa_phase_only(tmp_path):
-    from factrecall.study.config import study_config
+    from factrecall.config.study import study_config
 
     path = tmp_path / "arm.toml"
     path.write_text('preset = "smoke"\n[train]\nqa_phase_weight_decay = 0\nqa_stop_at = 0.5\neval_every = 2\n')

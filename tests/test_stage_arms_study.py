@@ -5,11 +5,12 @@ import json
 
 import pytest
 
+from factrecall.config.presets import train_config
+from factrecall.config.study import StageArmsConfig, stage_arm_settings, study_config
 from factrecall.errors import UserError
 from factrecall.report.build import build_reports
-from factrecall.study.config import StageArmsConfig, stage_arm_settings, study_config, train_config
-from factrecall.study.runner import run_study
 from factrecall.study.claims.c1_recall import best_fitting
+from factrecall.study.runner import run_study
 from factrecall.study.stage_arms import arm_label, choose
 
 
@@ -86,7 +87,7 @@ def test_a_study_analyses_the_arm_that_keeps_bio_best(tmp_path):
 
 def test_a_study_that_skips_every_analysis_judges_c1_alone(tmp_path):
     """`[analysis] skip`: training, the Stage arms and C1; the claims that need a skipped analysis say so."""
-    from factrecall.study.registry import REGISTRY
+    from factrecall.analysis.registry import REGISTRY
 
     config = tmp_path / "accuracies.toml"
     names = ", ".join(f'"{n}"' for n in REGISTRY)
@@ -118,7 +119,7 @@ def test_a_bad_skip_is_one_line(tmp_path, skip, words):
 def test_new_settings_at_their_defaults_leave_records_as_they_were():
     """Settings added later (a LoRA rank, skipped analyses) are left out of study.json, run records and cache keys
     at their defaults, so studies written before them still match and are not retrained."""
-    from factrecall.study.config import config_record
+    from factrecall.config.study import config_record
     from factrecall.training.config import train_record
 
     record = config_record(study_config("default"))

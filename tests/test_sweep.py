@@ -13,11 +13,11 @@ import pytest
 from test_train_cli import run_cli
 
 from factrecall.artifacts import read_json, write_json
+from factrecall.config.study import config_record
 from factrecall.errors import UserError
 from factrecall.layout import StudyLayout
 from factrecall.study import sweep_runner
 from factrecall.study.claims import STATEMENTS
-from factrecall.study.config import config_record
 from factrecall.study.sweep import MAX_POINTS, sweep_points
 from factrecall.study.sweep_summary import combine_verdicts, mean_sd, summarize_sweep, verdict_changes
 
@@ -301,7 +301,7 @@ def test_a_changed_common_setting_reruns_only_the_steps_it_changes(tmp_path, mon
     steps = {line.split()[0]: line.split()[1] for line in out.splitlines() if "/" in line.split(" ")[0]}
     assert steps["train/mix"] == steps["train/stage"] == "done"  # training does not depend on k
     assert steps["shared/mix"] != "done"  # the shared sets do
-    assert read_json(point.layout(study).record, "point")["config"]["analysis"]["k"] == 2.0
+    assert read_json(point.layout(study).record, "point")["config"]["analysis"]["shared"]["k"] == 2.0
     config.write_text(config.read_text().replace("k = 2.0", "k = 3.0"), encoding="utf-8")
     code, out, err = run_cli(monkeypatch, capsys, "study", "--config", config, "--out", study, "--list-points")
     assert "\tto run\tseed=0" in out  # its summary is of k = 2: not this sweep's point until it reruns

@@ -9,13 +9,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from factrecall.config.presets import train_config
 from factrecall.data.dataset import load_dataset
 from factrecall.encode import collate, encode_bio, encode_qa
 from factrecall.errors import UserError
 from factrecall.models.adapters import tracked_parameter_names
 from factrecall.models.base import write_base
 from factrecall.models.loading import load_model
-from factrecall.study.config import train_config
 from factrecall.training.loop import _micro_batch_loss, train
 from factrecall.training.schedule import build_phases, lr_at
 from factrecall.training.trace import TraceRecorder

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from factrecall import cli
-from factrecall.study.config import train_config
+from factrecall.config.presets import train_config
 from factrecall.training import loop
 
 EVAL_KEYS = {"accuracy", "first_token_accuracy", "per_attribute", "n"}

@@ -9,9 +9,9 @@ import pytest
 
 from factrecall import cli
 from factrecall.analysis.config import AnalysisConfig
+from factrecall.config.study import study_config
 from factrecall.data.generate import DataConfig
 from factrecall.errors import UserError
-from factrecall.study.config import study_config
 from factrecall.training.config import TrainConfig
 
 NAN, INF = math.nan, math.inf
@@ -33,20 +33,22 @@ BAD = {
         ("gradient_checkpointing", 1), ("device", "tpu"), ("distributed", "zero3"),
     ],
     "analysis": [
-        ("k", 0.0), ("k", -1.0), ("k", 100.5), ("k", NAN), ("k", INF),
-        ("sweep", ()), ("sweep", (0.0,)), ("sweep", (1.0, 101.0)), ("sweep", (NAN,)), ("sweep", 1.0),
-        ("ablation_k", 0.0), ("ablation_k", 150.0), ("ablation_k", NAN),
-        ("matched_sizes", ()), ("matched_sizes", (0.0,)), ("matched_sizes", (1.5,)), ("matched_sizes", (NAN,)),
-        ("matched_sizes", 0.001), ("ablation_size", 0.0), ("ablation_size", 1.5), ("ablation_size", NAN),
-        ("graft_sparsities", (0.0,)), ("graft_sparsities", (1.0,)), ("graft_sparsities", (NAN,)),
-        ("graft_sparsities", 0.1), ("null_draws", 1), ("null_draws", 2.5), ("random_rankings", 0),
-        ("bootstrap", 1), ("skip", ("graft", "graft")), ("skip", "graft"), ("skip", (3,)), ("graft_bracket", 0.0), ("graft_bracket", 1.0), ("graft_bracket", NAN),
-        ("ablation_seeds", 0), ("ablation_seeds", 1.5), ("ablation_eval_people", -1),
-        ("graft_sparsity", 0.0), ("graft_sparsity", 1.0), ("graft_sparsity", NAN),
-        ("graft_steps", -1), ("graft_lr", 0.0), ("graft_lr", -1.0), ("graft_lr", NAN), ("graft_lr", INF),
-        ("graft_eval_people", -1), ("heads_on", "both"), ("heads_eval_people", -1),
-        ("neuron_points", ()), ("neuron_points", (1.5,)), ("neuron_points", (-0.1, 0.5)), ("neuron_points", (NAN,)),
-        ("attention_people", 0), ("consistency_people", 1), ("probe_people", 1), ("device", "gpu"),
+        ("shared.k", 0.0), ("shared.k", -1.0), ("shared.k", 100.5), ("shared.k", NAN), ("shared.k", INF),
+        ("shared.sweep", ()), ("shared.sweep", (0.0,)), ("shared.sweep", (1.0, 101.0)), ("shared.sweep", (NAN,)),
+        ("shared.sweep", 1.0), ("ablation.k", 0.0), ("ablation.k", 150.0), ("ablation.k", NAN),
+        ("shared.matched_sizes", ()), ("shared.matched_sizes", (0.0,)), ("shared.matched_sizes", (1.5,)),
+        ("shared.matched_sizes", (NAN,)), ("shared.matched_sizes", 0.001), ("ablation.size", -0.1),
+        ("ablation.size", 1.5), ("ablation.size", NAN), ("graft.sparsities", (0.0,)), ("graft.sparsities", (1.0,)),
+        ("graft.sparsities", (NAN,)), ("graft.sparsities", 0.1), ("shared.null_draws", 1), ("shared.null_draws", 2.5),
+        ("heads.random_rankings", 0), ("consistency.bootstrap", 1), ("skip", ("graft", "graft")), ("skip", "graft"),
+        ("skip", (3,)), ("graft.bracket", 0.0), ("graft.bracket", 1.0), ("graft.bracket", NAN), ("ablation.seeds", 0),
+        ("ablation.seeds", 1.5), ("ablation.eval_people", -1), ("graft.sparsity", 0.0), ("graft.sparsity", 1.0),
+        ("graft.sparsity", NAN), ("graft.steps", -1), ("graft.lr", 0.0), ("graft.lr", -1.0), ("graft.lr", NAN),
+        ("graft.lr", INF), ("graft.eval_people", -1), ("heads.on", "both"), ("heads.eval_people", -1),
+        ("neurons.points", ()), ("neurons.points", (1.5,)), ("neurons.points", (-0.1, 0.5)),
+        ("neurons.points", (NAN,)), ("attention.people", 0), ("consistency.people", 1),
+        ("consistency.probe_people", 1), ("device", "gpu"), ("neurons.on", "both"), ("neurons.eval_people", -1),
+        ("forgetting.eval_people", -1),
     ],
     "data": [
         ("people", 1), ("people", 0), ("people", 2.5), ("people", NAN), ("seed", -1), ("seed", 2**32),
@@ -61,15 +63,32 @@ DEFAULTS = {"train": TrainConfig(), "analysis": AnalysisConfig(), "data": DataCo
 CASES = [(section, key, value) for section, cases in BAD.items() for key, value in cases]
 
 
+def _keys(config) -> set[str]:
+    """Every setting of a config dataclass; an analysis's as `<analysis>.<setting>`."""
+    return {f"{f.name}.{g.name}" if dataclasses.is_dataclass(f.default) else f.name
+            for f in dataclasses.fields(config) for g in (dataclasses.fields(f.default) if dataclasses.is_dataclass(
+                f.default) else [f])}
+
+
+def _replaced(config, overrides: dict):
+    """`config` with `overrides`, a dotted key replacing a setting of one analysis."""
+    nested = {}
+    for key, value in overrides.items():
+        owner, _, name = key.rpartition(".")
+        nested.setdefault(owner, {})[name] = value
+    top = nested.pop("", {})
+    return dataclasses.replace(config, **top, **{o: dataclasses.replace(getattr(config, o), **v) for o, v in nested.items()})
+
+
 def test_the_table_is_large_and_covers_every_field():
     assert len(CASES) >= 100
     for section, config in DEFAULTS.items():
-        assert {f.name for f in dataclasses.fields(config)} == {key for key, _ in BAD[section]}, section
+        assert _keys(config) == {key for key, _ in BAD[section]}, section
 
 
 @pytest.mark.parametrize("section, key, value", CASES, ids=[f"{s}.{k}={v!r}" for s, k, v in CASES])
 def test_a_bad_value_is_refused_naming_its_key(section, key, value):
-    config = dataclasses.replace(DEFAULTS[section], **{key: value})
+    config = _replaced(DEFAULTS[section], {key: value})
     with pytest.raises(UserError) as e:
         config.validate()
     message = str(e.value)
@@ -78,8 +97,8 @@ def test_a_bad_value_is_refused_naming_its_key(section, key, value):
 
 
 def test_the_message_says_what_was_wrong_and_what_was_given():
-    with pytest.raises(UserError, match=r"^analysis\.k must lie in \(0, 100\] \(got 0\.0\); "):
-        AnalysisConfig(k=0.0).validate()
+    with pytest.raises(UserError, match=r"^analysis\.shared\.k must lie in \(0, 100\] \(got 0\.0\); "):
+        _replaced(AnalysisConfig(), {"shared.k": 0.0}).validate()
     with pytest.raises(UserError, match=r"^train\.lr must be positive \(got nan\); give a finite number > 0$"):
         TrainConfig(lr=NAN).validate()
     with pytest.raises(UserError, match=r"^data\.people: --people must be at least 2 \(got 1\)"):
@@ -92,8 +111,9 @@ GOOD = [
     ("train", {"seed": 2**32 - 1, "lr": 1e-9, "warmup": 0.0, "min_lr_ratio": 1.0, "beta1": 0.0, "clip": 0.0,
                "qa_epochs": 0, "trace_include": ("biases", "norms"), "max_steps": 0, "qa_phase_lr": 0.0}),
     ("train", {"strategy": "stage", "bio_epochs": 1, "qa_epochs": 1, "precision": "bf16", "distributed": "fsdp"}),
-    ("analysis", {"k": 100.0, "sweep": (100.0, 1e-6), "neuron_points": (0.0, 1.0), "graft_sparsity": 0.5,
-                  "graft_steps": 0, "ablation_k": 1, "heads_on": "grafted", "ablation_eval_people": 0}),
+    ("analysis", {"shared.k": 100.0, "shared.sweep": (100.0, 1e-6), "neurons.points": (0.0, 1.0),
+                  "graft.sparsity": 0.5, "graft.steps": 0, "ablation.k": 1, "heads.on": "grafted",
+                  "ablation.eval_people": 0}),
     ("data", {"people": 2, "seed": 0, "qa_train_fraction": 1.0, "first_year": 1, "last_year": 9999}),
     ("data", {"qa_train_fraction": 1e-9, "templates_per_attribute": 0, "pools": None, "exclude": ()}),
 ]
@@ -101,7 +121,7 @@ GOOD = [
 
 @pytest.mark.parametrize("section, overrides", GOOD)
 def test_good_values_are_accepted(section, overrides):
-    dataclasses.replace(DEFAULTS[section], **overrides).validate()
+    _replaced(DEFAULTS[section], overrides).validate()
 
 
 def test_data_pools_and_exclude_may_name_existing_directories(small_data):
@@ -111,12 +131,13 @@ def test_data_pools_and_exclude_may_name_existing_directories(small_data):
 
 
 @pytest.mark.parametrize("text, key", [
-    ("[analysis]\nk = nan\n", "analysis.k"),
-    ("[analysis]\nk = 0\n", "analysis.k"),
+    ("[analysis]\nk = nan\n", "analysis.shared.k"),
+    ("[analysis.shared]\nk = 0\n", "analysis.shared.k"),
+    ("[analysis.ablation]\nk = 0\n", "analysis.ablation.k"),
     ("[train]\nlr = inf\n", "train.lr"),
     ("[train]\nbeta2 = 1\n", "train.beta2"),
     ("[data]\nseed = -3\n", "data.seed"),
-    ("[analysis]\nneuron_points = []\n", "analysis.neuron_points"),
+    ("[analysis]\nneuron_points = []\n", "analysis.neurons.points"),
 ])
 def test_a_study_config_is_refused_before_any_work(tmp_path, text, key):
     """TOML has nan and inf: they reach validate() and fail it when the config is resolved."""

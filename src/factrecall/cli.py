@@ -27,7 +27,6 @@ _DEBUG = {"on": bool(os.environ.get("FACTRECALL_DEBUG"))}
 
 # options shared by the analysis commands; their defaults are the study's (`AnalysisConfig`)
 RunDir = Annotated[Path, typer.Option(help="Run directory (from 'factrecall train').")]
-EvalPeople = Annotated[int, typer.Option(help="People per split to evaluate; 0 = all.")]
 MovedData = Annotated[Optional[Path], typer.Option(help="The run's dataset, if it moved.")]
 
 
@@ -42,6 +41,59 @@ def _checked_device(name: str | None) -> str | None:
 
 Device = Annotated[str, typer.Option(callback=_checked_device,
                                      help="Where forwards and backwards run: auto (the GPU if there is one), cpu or cuda.")]
+
+
+def _option_text(value) -> str:
+    return ",".join(f"{x:g}" for x in value) if isinstance(value, tuple) else value
+
+
+def settings_options(name: str):
+    """The command takes the fields of `AnalysisConfig.<name>` as options (help and defaults from their declaration
+    in `analysis/config.py`, lists comma-separated) and receives them, checked, as `settings`."""
+    import dataclasses
+    import inspect
+    import typing
+
+    defaults = getattr(DEFAULT, name)
+    hints = typing.get_type_hints(type(defaults))
+
+    def option(field) -> inspect.Parameter:
+        flag = f"--{field.metadata.get('option', field.name).replace('_', '-')}"
+        listed = typing.get_origin(hints[field.name]) is tuple
+        kind = str if listed else hints[field.name]
+        help = field.metadata["help"] + (" Comma-separated." if listed else "")
+        return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[
+            kind, typer.Option(flag, help=help)], default=_option_text(getattr(defaults, field.name)))
+
+    def parse(field, text: str):
+        if typing.get_origin(hints[field.name]) is not tuple:
+            return text
+        try:
+            return tuple(float(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            flag = field.metadata.get("option", field.name).replace("_", "-")
+            raise UserError(f"--{flag} {text!r} must be comma-separated numbers, e.g. 0.1,0.5") from None
+
+    def wrap(command):
+        from factrecall.checks import checker
+
+        signature = inspect.signature(command, eval_str=True)
+        added = [option(f) for f in dataclasses.fields(defaults)]
+
+        @functools.wraps(command)
+        def with_settings(**options):
+            settings = type(defaults)(**{f.name: parse(f, options.pop(f.name)) for f in dataclasses.fields(defaults)})
+            named = tuple(f.name for f in dataclasses.fields(defaults) if "option" not in f.metadata)
+            settings.check(checker(settings, f"analysis.{name}", named))
+            return command(settings=settings, **options)
+
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in signature.parameters.values()]
+        at = [p.name for p in params].index("settings")  # the settings' options stand where `settings` does
+        params[at:at + 1] = added
+        with_settings.__signature__ = signature.replace(parameters=params)
+        with_settings.__annotations__ = {p.name: p.annotation for p in params}
+        return with_settings
+    return wrap
 
 
 def _writes_run(command):
@@ -93,7 +145,7 @@ def data_generate(
 ):
     """Generate a population (docs/method.md §1): people.jsonl, bio.jsonl, qa.jsonl, meta.json."""
     from factrecall import generate_dataset
-    from factrecall.study.config import data_config
+    from factrecall.config.presets import data_config
 
     cfg = data_config(preset, people=people, seed=seed, qa_train_fraction=qa_train_fraction,
                       bios_per_person=bios_per_person, permute=permute, fullname=fullname,
@@ -189,8 +241,8 @@ def train_command(
     from factrecall import load_dataset, train
     from factrecall.evaluation.exact_match import accuracy_line
     from factrecall.study.claims.verdict import fit_warnings
-    from factrecall.study.config import train_config
-    from factrecall.study.plan_disk import check_disk, run_disk_bytes
+    from factrecall.config.presets import train_config
+    from factrecall.plan.disk import check_disk, run_disk_bytes
 
     cfg = train_config(preset, strategy=strategy, model=model, seed=seed,
                        bio_epochs=bio_epochs or epochs, qa_epochs=qa_epochs or epochs, max_steps=max_steps,
@@ -243,99 +295,63 @@ def eval_command(
 
 @app.command("shared")
 @_writes_run
-def shared_command(
-    run: RunDir,
-    k: Annotated[float, typer.Option(help="Top k percent per task.")] = DEFAULT.k,
-    sweep: Annotated[str, typer.Option(help="Comma-separated k values for the sweep.")] =
-        ",".join(f"{k:g}" for k in DEFAULT.sweep),
-):
+@settings_options("shared")
+def shared_command(run: RunDir, settings):
     """Shared parameters (Definition 3.1): sizes, enrichment, Jaccard, heads, neurons, concentration."""
     from factrecall import analyze_run
 
-    try:
-        ks = tuple(float(x) for x in sweep.split(",") if x.strip())
-        if not ks or not all(0 < x <= 100 for x in ks):
-            raise ValueError
-    except ValueError:
-        raise UserError(f"--sweep {sweep!r} must be comma-separated percentages in (0, 100], e.g. 0.1,1,5") from None
-    _headline("shared", analyze_run(run, k, ks), run)
+    _headline("shared", analyze_run(run, settings.k, settings.sweep, settings.matched_sizes, settings.null_draws), run)
 
 
 @app.command("ablate")
 @_writes_run
-def ablate_command(
-    run: RunDir,
-    k: Annotated[float, typer.Option(help="Top k percent defining the shared set.")] = DEFAULT.ablation_k,
-    seeds: Annotated[int, typer.Option(help="Random and size-matched sets per kind.")] = DEFAULT.ablation_seeds,
-    size: Annotated[float, typer.Option(
-        help="Also the same-size sets claim C4 judges: a shared set of this fraction of the traced entries, its "
-             "random and Top-only sets; 0 = none.")] = DEFAULT.ablation_size,
-    eval_people: EvalPeople = DEFAULT.ablation_eval_people,
-    data: MovedData = None,
-    device: Device = DEFAULT.device,
-):
+@settings_options("ablation")
+def ablate_command(run: RunDir, settings, data: MovedData = None, device: Device = DEFAULT.device):
     """Reset shared parameters to θ_pre and measure the accuracy drop, against matched sets (docs/method.md §6)."""
     from factrecall import ablate_run
 
-    _headline("ablation", ablate_run(run, k, seeds, eval_people, data, device, size=size or None), run)
+    _headline("ablation", ablate_run(run, settings.k, settings.seeds, settings.eval_people, data, device,
+                                     size=settings.size or None), run)
 
 
 @app.command("graft")
 @_writes_run
-def graft_command(
-    run: RunDir,
-    sparsity: Annotated[float, typer.Option(help="Base patch: top fraction of |θ_ft − θ_pre|.")] = DEFAULT.graft_sparsity,
-    steps: Annotated[int, typer.Option(help="Mask optimisation steps per block (more blocks, up to 4, while the "
-                                              "best step is the last).")] = DEFAULT.graft_steps,
-    lr: Annotated[float, typer.Option(help="Learning rate on the mask scores S.")] = DEFAULT.graft_lr,
-    eval_people: EvalPeople = DEFAULT.graft_eval_people,
-    bracket: Annotated[Optional[float], typer.Option(
-        help="Bisect the sparsity that first reaches 90 % of θ_ft's ID-QA to a bracket this wide (claim C5; "
-             f"a study uses {DEFAULT.graft_bracket:g}).")] = None,
-    grid: Annotated[str, typer.Option(help="Comma-separated sparsities the bisection tries first (with --sparsity).")] =
-        ",".join(f"{s:g}" for s in DEFAULT.graft_sparsities),
-    data: MovedData = None,
-    device: Device = DEFAULT.device,
-):
-    """Find the sparse graft of θ_ft − θ_pre that recalls the ID facts (docs/method.md §7)."""
+@settings_options("graft")
+def graft_command(run: RunDir, settings, data: MovedData = None, device: Device = DEFAULT.device):
+    """Find the sparse graft of θ_ft − θ_pre that recalls the ID facts, and bisect its size (docs/method.md §7)."""
     from factrecall import graft_run
 
-    try:
-        points = tuple(float(x) for x in grid.split(",") if x.strip())
-    except ValueError:
-        raise UserError(f"--grid {grid!r} must be comma-separated sparsities in (0, 1), e.g. 0.2,0.4") from None
-    _headline("graft", graft_run(run, sparsity, steps, lr, eval_people=eval_people, data=data, device=device,
-                                 grid=points, bracket=bracket), run)
+    _headline("graft", graft_run(run, settings.sparsity, settings.steps, settings.lr, eval_people=settings.eval_people,
+                                 data=data, device=device, grid=settings.sparsities, bracket=settings.bracket), run)
 
 
 @app.command("heads")
 @_writes_run
+@settings_options("heads")
 def heads_command(
     run: RunDir,
+    settings,
     metrics: Annotated[str, typer.Option(help="Comma-separated unit rankings.")] =
         "shared_size,qa_size,bio_size,graft_size,delta_norm,random",
-    k: Annotated[float, typer.Option(help="Top k percent of the shared/Top sets used by the metrics.")] = DEFAULT.k,
+    k: Annotated[float, typer.Option(help="Top k percent of the shared/Top sets used by the metrics.")] =
+        DEFAULT.shared.k,
     neurons: Annotated[bool, typer.Option("--neurons/--no-neurons", help="Also the MLP neuron curves.")] = True,
     intervention: Annotated[str, typer.Option(help="reset (weights to θ_pre), zero or mean (unit outputs).")] = "reset",
-    on: Annotated[str, typer.Option(help="finetuned (θ_ft) or grafted (θ_pre + γ⊙Δ from 'factrecall graft').")] =
-        DEFAULT.heads_on,
     bio: Annotated[bool, typer.Option("--bio/--no-bio", help="Also score BIO at every point (slower).")] = False,
-    eval_people: Annotated[int, typer.Option(help="People per split in the fixed evaluation subset; 0 = all.")] =
-        DEFAULT.heads_eval_people,
-    random_rankings: Annotated[int, typer.Option(
-        help="Seeded permutations behind the head curves' `random` (its n are their medians); neurons take one.")] =
-        DEFAULT.random_rankings,
     data: MovedData = None,
     device: Device = DEFAULT.device,
 ):
-    """Sufficiency and criticality curves of heads (and neurons) per ranking metric (docs/method.md §8)."""
+    """Sufficiency and criticality curves of heads (and neurons, same subset) per ranking metric
+    (docs/method.md §8)."""
     from factrecall import circuit_curves
 
     names = tuple(m.strip() for m in metrics.split(",") if m.strip())
+    on = replace(DEFAULT, heads=settings, neurons=replace(DEFAULT.neurons, on=settings.on))
     for kind in ("head", "neuron") if neurons else ("head",):
-        r = circuit_curves(run, kind, names, k, eval_people, random_rankings=random_rankings if kind == "head" else 1,
-                           data=data, intervention=intervention, on=on, bio=bio, device=device)
-        _headline(f"{kind}s", r, run, replace(DEFAULT, heads_on=on))
+        r = circuit_curves(run, kind, names, k, settings.eval_people,
+                           random_rankings=settings.random_rankings if kind == "head" else 1,
+                           data=data, intervention=intervention, on=settings.on, bio=bio, device=device)
+        _headline(f"{kind}s", r, run, on)
 
 
 @app.command("inspect")
@@ -363,7 +379,7 @@ def inspect_command(
     from factrecall.locks import directory_lock
     from factrecall.report.inspect_figures import write_figures
     from factrecall.report.inspect_html import write_fragment
-    from factrecall.study.registry import REGISTRY
+    from factrecall.analysis.registry import REGISTRY
 
     if aggregate < 0:
         raise UserError(f"--aggregate must be 0 (off) or a number of people (got {aggregate})")
@@ -385,26 +401,25 @@ def inspect_command(
 
 @app.command("consistency")
 @_writes_run
+@settings_options("consistency")
 def consistency_command(
     run: RunDir,
-    people: Annotated[int, typer.Option(help="People in the representation consistency.")] =
-        DEFAULT.consistency_people,
-    probe_people: Annotated[int, typer.Option(help="People in the gradient probe.")] = DEFAULT.probe_people,
-    bootstrap: Annotated[int, typer.Option(help="Resamples of people behind each standard error.")] =
-        DEFAULT.bootstrap,
+    settings,
     on: Annotated[str, typer.Option(help="finetuned or grafted.")] = "finetuned",
     device: Device = DEFAULT.device,
 ):
     """BIO–QA consistency per layer: representations, gradient probe, trace direction (docs/method.md §10)."""
     from factrecall.analysis.consistency import consistency_run
 
-    _headline("consistency", consistency_run(run, people=people, on=on, probe_people=probe_people, device=device,
-                                             bootstrap=bootstrap), run)
+    _headline("consistency", consistency_run(run, people=settings.people, on=on, probe_people=settings.probe_people,
+                                             device=device, bootstrap=settings.bootstrap), run)
 
 
 @app.command("plan")
 def plan_command(
-    preset: Annotated[str, typer.Option(help="Preset to plan (e.g. paper-llama, paper-pythia, default).")],
+    preset: Annotated[Optional[str], typer.Option(
+        help="Preset to plan (e.g. paper-llama, paper-pythia, default; default: the config's, else default).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="A study config (TOML) to plan, over its preset.")] = None,
     gpus: Annotated[int, typer.Option(help="GPUs (one process each).")] = 1,
     gpu_memory: Annotated[float, typer.Option(help="Memory per GPU, GiB.")] = 80.0,
     seq_len: Annotated[int, typer.Option(help="Tokens of the longest bio in a micro-batch.")] = 128,
@@ -412,24 +427,24 @@ def plan_command(
     precision: Annotated[Optional[str], typer.Option(help="fp32 or bf16 (default: the preset's).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ):
-    """Memory plan of a preset's study: training per GPU (DDP and FSDP2, with and without gradient
+    """Memory plan of a study (a preset or a study config, any supported model family): training per GPU (DDP and FSDP2, with and without gradient
     checkpointing: weights, gradients, AdamW, trace, activations) and evaluating between steps; each analysis
     on one GPU; whether each fits; the disk of a run and of the whole study."""
     from factrecall.artifacts import dumps_json
-    from factrecall.study.plan import format_plan, preset_plan
+    from factrecall.plan.study import format_plan, preset_plan
 
-    result = preset_plan(preset, gpus, gpu_memory, seq_len, qa_seq_len, precision)
+    result = preset_plan(preset, gpus, gpu_memory, seq_len, qa_seq_len, precision, config)
     typer.echo(dumps_json(result).rstrip() if as_json else format_plan(result))
 
 
 @app.command("forgetting")
 @_writes_run
-def forgetting_command(run: RunDir, eval_people: EvalPeople = DEFAULT.heads_eval_people,
-                       device: Device = DEFAULT.device):
+@settings_options("forgetting")
+def forgetting_command(run: RunDir, settings, device: Device = DEFAULT.device):
     """Accuracy on the base's own population before and after fine-tuning (runs from 'factrecall base build')."""
-    from factrecall.evaluation.forgetting import forgetting_run
+    from factrecall.analysis.forgetting import forgetting_run
 
-    result = forgetting_run(run, eval_people, device)
+    result = forgetting_run(run, settings.eval_people, device)
     if result is None:
         raise UserError(f"the θ_pre of {run} was not built by 'factrecall base build' (no base/base.json): "
                         f"it has no population of its own to forget")
@@ -459,7 +474,7 @@ def study_command(
     import time
 
     from factrecall import build_reports, run_study
-    from factrecall.study.config import read_config_file
+    from factrecall.config.study import read_config_file
     from factrecall.study.sweep import is_sweep
 
     if not is_sweep(read_config_file(config)):
@@ -570,8 +585,8 @@ def _check_eval_out(out: Path, data: Path, model: Path, force: bool) -> None:
 
 
 def _headline(analysis: str, result: dict, run: Path, config: AnalysisConfig = DEFAULT) -> None:
-    """An analysis's one-line headline and the files it wrote, as the study prints them (`study/registry.py`)."""
-    from factrecall.study.registry import REGISTRY
+    """An analysis's one-line headline and the files it wrote, as the study prints them (`analysis/registry.py`)."""
+    from factrecall.analysis.registry import REGISTRY
 
     entry = REGISTRY[analysis]
     typer.echo(entry.headline(result))

@@ -24,6 +24,7 @@ from pathlib import Path
 
 
 from factrecall.analysis.config import DEFAULT
+from factrecall.analysis.declaration import Analysis
 from factrecall.analysis.masks import IndexMask, random_like, sample_from
 from factrecall.analysis.run import load_pair, load_trace, run_dataset
 from factrecall.analysis.selection import matched, run_selection
@@ -68,9 +69,9 @@ def _ablate(model, base, sets: dict, pad: int, reference: dict, shared: IndexMas
     return result
 
 
-def ablate_run(run: Path, k: float = DEFAULT.ablation_k, seeds: int = DEFAULT.ablation_seeds,
-               eval_people: int = DEFAULT.ablation_eval_people, data: Path | None = None, device: str = DEFAULT.device,
-               size: float | None = DEFAULT.ablation_size) -> dict:
+def ablate_run(run: Path, k: float = DEFAULT.ablation.k, seeds: int = DEFAULT.ablation.seeds,
+               eval_people: int = DEFAULT.ablation.eval_people, data: Path | None = None, device: str = DEFAULT.device,
+               size: float | None = DEFAULT.ablation.size) -> dict:
     """Write `run/analysis/ablation.json`: accuracy and drop for every set at k, and with `size` (a fraction of the
     traced entries; None: none) for the same-size sets `matched` that C4 judges; returns it."""
     run = Path(run)
@@ -99,3 +100,30 @@ def ablate_run(run: Path, k: float = DEFAULT.ablation_k, seeds: int = DEFAULT.ab
                                        chosen.top_qa, seeds)}
     write_json(RunLayout(run).result("ablation"), result)
     return result
+
+
+def _sets(a: dict) -> dict:
+    return {"shared": a["shared"]["drop"], **{n: a[n]["mean_drop"] for n in ("random", "top_bio_only", "top_qa_only")},
+            "sizes": {n: a[n]["size"] for n in ("shared", "random", "top_bio_only", "top_qa_only")}}
+
+
+def _entry(a: dict) -> dict:
+    """Drops (mean over seeds) at k and, when measured, for the same-size set `matched`."""
+    m = a.get("matched")
+    return {"k": a["k"], "unablated": a["unablated"], **_sets(a),
+            "matched": m and {"fraction": m["fraction"], "depth": m["depth"], **_sets(m)}}
+
+
+def _line(d: dict) -> str:
+    m = d.get("matched")
+    same = (f"; same-size set ({m['size']:,} entries) {m['shared']['drop']['qa_ood']:+.3f}, random "
+            f"{m['random']['mean_drop']['qa_ood']:+.3f}" if m else "")
+    return (f"OOD-QA drop shared {d['shared']['drop']['qa_ood']:+.3f}, random {d['random']['mean_drop']['qa_ood']:+.3f}"
+            f" (k={d['k']:g}%){same}")
+
+
+ANALYSIS = Analysis(
+    name="ablation", reads=(),
+    run=lambda run, a: ablate_run(run, a.ablation.k, a.ablation.seeds, a.ablation.eval_people, device=a.device,
+                                  size=a.ablation.size or None),
+    writes=lambda run, a: [run.result("ablation")], headline=_line, summary=_entry)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from factrecall.analysis.config import DEFAULT
+from factrecall.analysis.declaration import Analysis
 from factrecall.analysis.labels import LABELS, batches, by_text, person_views
 from factrecall.analysis.readout import read
 from factrecall.analysis.run import model_config, run_dataset
@@ -58,7 +59,7 @@ def _table(shares: torch.Tensor) -> dict[str, list]:
     return {label: mean[i].tolist() for i, label in enumerate(LABELS)}
 
 
-def attention_stats(run: Path, people: int = DEFAULT.attention_people, on: str = "finetuned", batch_size: int = 64,
+def attention_stats(run: Path, people: int = DEFAULT.attention.people, on: str = "finetuned", batch_size: int = 64,
                     device: str = "auto") -> dict:
     """Final-token attention shares on subject / relation / other per head, BIO and QA; writes analysis/attention.json.
 
@@ -98,3 +99,24 @@ def attention_stats(run: Path, people: int = DEFAULT.attention_people, on: str =
             form: {label: result["shares"][form][label][layer][head] for label in LABELS} for form in TASKS}}
     write_json(files.result("attention"), result)
     return result
+
+
+def _line(a: dict) -> str:
+    top = a.get("top_shared_head")
+    if not top:
+        return "attention shares per head"
+    return (f"top shared head L{top['layer']}.H{top['head']}: relation share BIO {top['bio']['relation']:.2f} "
+            f"QA {top['qa']['relation']:.2f}, subject share BIO {top['bio']['subject']:.2f} QA {top['qa']['subject']:.2f}")
+
+
+def _entry(a: dict) -> dict:
+    """Mean over heads of the final token's attention share per label and form, and the top shared head's."""
+    mean = {form: {label: sum(map(sum, rows)) / (a["layers"] * a["heads"]) for label, rows in table.items()}
+            for form, table in a["shares"].items()}
+    return {"mean_over_heads": mean, "top_shared_head": a.get("top_shared_head")}
+
+
+ANALYSIS = Analysis(
+    name="attention", reads=("shared",),
+    run=lambda run, a: attention_stats(run, people=a.attention.people, device=a.device),
+    writes=lambda run, a: [run.result("attention")], headline=_line, summary=_entry)

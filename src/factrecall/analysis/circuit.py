@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from factrecall.analysis.config import DEFAULT
+from factrecall.analysis.declaration import Analysis
 from factrecall.analysis.masks import IndexMask
 from factrecall.analysis.run import load_pair, load_trace, model_config, run_dataset
 from factrecall.analysis.selection import Selection, run_selection
@@ -232,10 +233,10 @@ def median_n(values: list[int | None]) -> float | None:
     return int(m) if m == int(m) else m
 
 
-def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNIT_METRICS, k: float = DEFAULT.k,
-                   eval_people: int = DEFAULT.heads_eval_people, points: tuple[float, ...] = (0, .01, .02, .05, .1, .2, .5, 1.0),
-                   random_rankings: int = DEFAULT.random_rankings, data: Path | None = None, intervention: str = "reset",
-                   on: str = "finetuned", bio: bool = False, device: str = "auto") -> dict:
+def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNIT_METRICS, k: float = DEFAULT.shared.k,
+                   eval_people: int = DEFAULT.heads.eval_people, points: tuple[float, ...] = DEFAULT.neurons.points,
+                   random_rankings: int = DEFAULT.heads.random_rankings, data: Path | None = None, intervention: str = "reset",
+                   on: str = DEFAULT.heads.on, bio: bool = False, device: str = "auto") -> dict:
     """Sufficiency and criticality curves per metric; writes `analysis/heads.json` or `analysis/neurons.json`
     (`-grafted` before `.json` when `on="grafted"`).
 
@@ -330,3 +331,30 @@ def circuit_curves(run: Path, kind: str = "head", metrics: tuple[str, ...] = UNI
     result["evaluations"] = len(cache)
     write_json(RunLayout(run).curves(kind, on), result)
     return result
+
+
+def _line(c: dict) -> str:
+    m = c["metrics"]["shared_size"]
+    return f"shared_size {c['kind']}s: minimal sufficient {m['minimal_sufficient']}, critical {m['critical']} of {c['units']}"
+
+
+def _entry(c: dict) -> dict:
+    """Both n per metric (`random`: the medians over its permutations, and how many; the C6 ladder reads them)."""
+    return {"units": c["units"], "unablated_qa_ood": c["unablated"]["qa_ood"],
+            **{m: {"minimal_sufficient": v["minimal_sufficient"], "critical": v["critical"],
+                   **({"rankings": len(v["permutations"])} if "permutations" in v else {})}
+               for m, v in c["metrics"].items()}}
+
+
+# Head or neuron curves on Shared(k) of `shared` (read from its mask) and, `on = "grafted"`, the graft. `random` is
+# the median of `random_rankings` permutations on heads (C6); neurons, which no claim judges, take one.
+HEADS = Analysis(
+    name="heads", reads=("shared", "graft"),
+    run=lambda run, a: circuit_curves(run, "head", k=a.shared.k, eval_people=a.heads.eval_people, on=a.heads.on,
+                                      random_rankings=a.heads.random_rankings, device=a.device),
+    writes=lambda run, a: [run.curves("head", a.heads.on)], headline=_line, summary=_entry)
+NEURONS = Analysis(
+    name="neurons", reads=("shared", "graft"),
+    run=lambda run, a: circuit_curves(run, "neuron", k=a.shared.k, eval_people=a.neurons.eval_people,
+                                      on=a.neurons.on, random_rankings=1, points=a.neurons.points, device=a.device),
+    writes=lambda run, a: [run.curves("neuron", a.neurons.on)], headline=_line, summary=_entry)

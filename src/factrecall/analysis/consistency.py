@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from factrecall.analysis.config import DEFAULT
+from factrecall.analysis.declaration import Analysis
 from factrecall.analysis.labels import View, batches, by_text, first_bio_and_questions, person_views
 from factrecall.analysis.readout import read
 from factrecall.analysis.run import load_trace, run_dataset
@@ -280,9 +281,9 @@ def gradient_summary(run: Path) -> dict:
             "all": sum(r["all"] for r in rows) / len(rows)}
 
 
-def consistency_run(run: Path, people: int = DEFAULT.consistency_people, on: str = "finetuned", batch_size: int = 64,
-                    probe_people: int = DEFAULT.probe_people, device: str = DEFAULT.device,
-                    bootstrap: int = DEFAULT.bootstrap) -> dict:
+def consistency_run(run: Path, people: int = DEFAULT.consistency.people, on: str = "finetuned", batch_size: int = 64,
+                    probe_people: int = DEFAULT.consistency.probe_people, device: str = DEFAULT.device,
+                    bootstrap: int = DEFAULT.consistency.bootstrap) -> dict:
     """Representation, trace-direction and logged gradient consistency of a run; writes analysis/consistency.json.
 
     Called by the study's consistency step (and `factrecall consistency --run DIR --people N`). `bootstrap`:
@@ -305,3 +306,29 @@ def consistency_run(run: Path, people: int = DEFAULT.consistency_people, on: str
                                  **gradient_probe(model, tokenizer, dataset, probe_people, bootstrap)}}
     write_json(RunLayout(run).result("consistency"), result)
     return result
+
+
+def consistency_headline(c: dict) -> dict:
+    """A run's consistency.json in a few numbers (all people), each {value, se} or None where not measured:
+    `gradient_probe_gap`; per position of `representation`, its `over_layers` (gap, centred_gap, top1, mrr);
+    the trace-direction cosine over all traced entries and the mean logged per-step gradient cosine."""
+    probe = (c.get("gradient_probe") or {}).get("over_layers") or {}
+    return {"gradient_probe_gap": (probe.get("all") or {}).get("gap"),
+            "representation": {p: t["all"].get("over_layers") for p, t in c["representation"].items()},
+            "trace_direction": (c.get("trace_direction") or {}).get("all"),
+            "logged_gradient": c["gradient"].get("all")}
+
+
+def _line(c: dict) -> str:
+    h = consistency_headline(c)
+    probe = h["gradient_probe_gap"]
+    rep = ", ".join(f"{p} {r['centred_gap']['value']:+.3f} (top-1 {r['top1']['value']:.3f})"
+                    for p, r in h["representation"].items() if r)
+    return f"gradient probe gap {'n/a' if probe is None else format(probe['value'], '+.3f')}; centred gap {rep}"
+
+
+ANALYSIS = Analysis(
+    name="consistency", reads=(),
+    run=lambda run, a: consistency_run(run, people=a.consistency.people, probe_people=a.consistency.probe_people,
+                                       device=a.device, bootstrap=a.consistency.bootstrap),
+    writes=lambda run, a: [run.result("consistency")], headline=_line, summary=consistency_headline)

@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 
 from factrecall.analysis.config import DEFAULT
+from factrecall.analysis.declaration import Analysis
 from factrecall.analysis.masks import IndexMask, load_mask, save_masks
 from factrecall.analysis.run import load_pair, run_dataset
 from factrecall.analysis.threshold import kth_largest
@@ -156,8 +157,8 @@ class Search:
                 "base_patch": {"size": self.base.size(), "accuracy": _rates(self.base_accuracy)}}
 
 
-def graft_run(run: Path, sparsity: float = DEFAULT.graft_sparsity, steps: int = DEFAULT.graft_steps,
-              lr: float = DEFAULT.graft_lr, batches_per_step: int = 4,
+def graft_run(run: Path, sparsity: float = DEFAULT.graft.sparsity, steps: int = DEFAULT.graft.steps,
+              lr: float = DEFAULT.graft.lr, batches_per_step: int = 4,
               batch_size: int = 64, eval_people: int = 0, seed: int = 0, data: Path | None = None,
               device: str = "auto", grid: tuple[float, ...] = (), bracket: float | None = None) -> dict:
     """Search the graft mask of a run; writes `analysis/graft.json` and `analysis/graft_mask.safetensors`.
@@ -299,3 +300,29 @@ def _save(run: Path, main: Search, steps: int, lr: float, model_shapes: dict[str
                                     "chance": chance, "enrichment": overlap / chance if chance else None}
     save_masks(files.graft_mask, {"graft": mask}, {"sparsity": str(main.sparsity)})
     return result
+
+
+def _line(g: dict) -> str:
+    acc, b = g["graft"]["accuracy"], g.get("bracket")
+    reach = (f"; reaches {g['recover']:.0%} of θ_ft's ID-QA between {b['miss']['size'] / g['traced']:.1%} and "
+             f"{b['hit']['size'] / g['traced']:.1%} of them" if b else "")
+    return (f"|γ|₀ {g['graft']['size']:,} of {g['traced']:,} traced entries, grafted ID {acc['qa_id']:.3f} "
+            f"OOD {acc['qa_ood']:.3f}{reach}")
+
+
+def _entry(g: dict) -> dict:
+    """The saved graft, and C5's sweep and bracket (sizes in entries of the `traced` block matrices)."""
+    return {"size": g["graft"]["size"], "traced": g["traced"], "sparsity": g["sparsity"],
+            "converged": g["converged"], "accuracy": g["graft"]["accuracy"],
+            "base_patch_accuracy": g["base_patch"]["accuracy"],
+            "shared_enrichment": g.get("shared_overlap", {}).get("enrichment"),
+            "finetuned": g.get("finetuned"), "recover": g.get("recover"), "bracket": g.get("bracket"),
+            "sweep": [{key: p[key] for key in ("sparsity", "size", "converged", "accuracy")}
+                      for p in g.get("sweep", [])]}
+
+
+ANALYSIS = Analysis(
+    name="graft", reads=("shared",),
+    run=lambda run, a: graft_run(run, a.graft.sparsity, a.graft.steps, a.graft.lr, eval_people=a.graft.eval_people,
+                                 device=a.device, grid=a.graft.sparsities, bracket=a.graft.bracket),
+    writes=lambda run, a: [run.result("graft"), run.graft_mask], headline=_line, summary=_entry)

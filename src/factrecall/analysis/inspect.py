@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from factrecall.analysis.declaration import Analysis
 from factrecall.analysis.labels import LABELS, View, bio_views, dataset_pools, qa_view
 from factrecall.analysis.readout import direct_contributions, logit_lens, read
 from factrecall.analysis.run import model_config, run_dataset
@@ -173,3 +174,9 @@ def inspect_run(run: Path, person: int | None = None, layer: int | None = None, 
     files = InspectLayout(Path(out)) if out else RunLayout(run).inspect
     write_json(files.json, result)
     return result
+
+
+ANALYSIS = Analysis(
+    name="inspect", reads=("shared",), run=lambda run, a: inspect_run(run, device=a.device),
+    writes=lambda run, a: [run.inspect.json],
+    headline=lambda r: f"person {r['person']['person_id']} ({r['person']['split']}), head L{r['layer']}.H{r['head']}")

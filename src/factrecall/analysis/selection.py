@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from factrecall.analysis.config import DEFAULT
 from factrecall.analysis.masks import IndexMask, load_mask
 from factrecall.analysis.run import Trace, load_trace, model_config, parameter_shapes
 from factrecall.analysis.threshold import kth_largest_many, top_count
@@ -221,14 +222,15 @@ def run_selection(run: Path, trace: Trace, k: float) -> Selection:
 
 
 def top_shared_head(run: Path) -> tuple[int, int]:
-    """(layer, head) holding the most shared parameters: from `shared/mask.safetensors`, else the trace at k = 1."""
+    """(layer, head) holding the most shared parameters: from `shared/mask.safetensors`, else the trace at the
+    default k."""
     run = Path(run)
     config = model_config(run)
     files = RunLayout(run)
     if files.shared_mask.is_file():
         masks = load_mask(files.shared_mask, "shared", parameter_shapes(run))
     elif files.trace.is_file():
-        masks = select(load_trace(run), 1.0, "global").shared
+        masks = select(load_trace(run), DEFAULT.shared.k, "global").shared
     else:
         raise UserError(f"{run} has neither shared/mask.safetensors nor trace.safetensors to find the top "
                         f"shared_size head; pass --layer and --head")

@@ -1,4 +1,5 @@
-"""One small declarative entry per architecture family (after pyvene's per-model tables).
+"""What a model's parameters are, by its family's `Adapter` (`models/families/`, one module per family):
+the layers, heads and neurons each tracked tensor belongs to, and which tensors the trace records.
 
 An `Adapter` names where a family keeps its layers, attention projections, MLP projections,
 final norm and (un)embedding, and how the attention weights lay out their heads:
@@ -23,54 +24,8 @@ from dataclasses import dataclass
 import torch
 
 from factrecall.errors import UserError
-
-
-@dataclass(frozen=True)
-class Adapter:
-    family: str
-    layers: str  # module path of the block list
-    attention: dict[str, str]  # module (relative to a block) -> role: q, k, v, qkv_interleaved, qkv_thirds, out
-    mlp: dict[str, str]  # module (relative to a block) -> role: in (up/gate), out (down)
-    transposed: bool  # Conv1D weights stored [in, out]
-    norms: tuple[str, ...]  # norms inside a block
-    final_norm: str
-    embeddings: tuple[str, ...]  # input embeddings (token, position)
-    unembedding: str
-
-    @property
-    def attn_out(self) -> str:
-        """The output projection; its *input* features, in `head_dim` chunks, are the heads."""
-        return next(m for m, role in self.attention.items() if role == "out")
-
-
-_LLAMA = Adapter(
-    family="llama", layers="model.layers",
-    attention={"self_attn.q_proj": "q", "self_attn.k_proj": "k", "self_attn.v_proj": "v", "self_attn.o_proj": "out"},
-    mlp={"mlp.gate_proj": "in", "mlp.up_proj": "in", "mlp.down_proj": "out"},
-    transposed=False, norms=("input_layernorm", "post_attention_layernorm"),
-    final_norm="model.norm", embeddings=("model.embed_tokens",), unembedding="lm_head",
-)
-
-ADAPTERS: dict[str, Adapter] = {
-    "llama": _LLAMA,
-    "mistral": _LLAMA,
-    "qwen2": _LLAMA,
-    "gpt_neox": Adapter(
-        family="gpt_neox", layers="gpt_neox.layers",
-        attention={"attention.query_key_value": "qkv_interleaved", "attention.dense": "out"},
-        mlp={"mlp.dense_h_to_4h": "in", "mlp.dense_4h_to_h": "out"},
-        transposed=False, norms=("input_layernorm", "post_attention_layernorm"),
-        # transformers 5 names the unembedding `lm_head` (its files keep `embed_out`: tensor_files.checkpoint_keys)
-        final_norm="gpt_neox.final_layer_norm", embeddings=("gpt_neox.embed_in",), unembedding="lm_head",
-    ),
-    "gpt2": Adapter(
-        family="gpt2", layers="transformer.h",
-        attention={"attn.c_attn": "qkv_thirds", "attn.c_proj": "out"},
-        mlp={"mlp.c_fc": "in", "mlp.c_proj": "out"},
-        transposed=True, norms=("ln_1", "ln_2"),
-        final_norm="transformer.ln_f", embeddings=("transformer.wte", "transformer.wpe"), unembedding="lm_head",
-    ),
-}
+from factrecall.models.families import family_for
+from factrecall.models.family import Adapter
 
 
 @dataclass(frozen=True)
@@ -161,10 +116,7 @@ def module_of(name: str) -> str:
 
 def adapter_for(config) -> Adapter:
     """The adapter of a model config (`config.model_type`); unsupported families are a UserError."""
-    model_type = getattr(config, "model_type", None)
-    if model_type not in ADAPTERS:
-        raise UserError(f"model family {model_type!r} is not supported; supported: {', '.join(sorted(ADAPTERS))}")
-    return ADAPTERS[model_type]
+    return family_for(config).adapter
 
 
 def tracked_parameter_names(model, include: tuple[str, ...] = ()) -> list[str]:

@@ -19,7 +19,8 @@ from transformers import AutoConfig
 
 from factrecall.artifacts import is_directory
 from factrecall.errors import UserError
-from factrecall.models.adapters import adapter_for
+from factrecall.models.families import family_for
+from factrecall.models.family import Family
 from factrecall.models.loading import load_config
 from factrecall.models.tiny import TINY_MODELS
 from factrecall.models.tokenizer import word_tokenizer
@@ -49,12 +50,16 @@ def spec_config(spec: str, vocabulary: Callable[[], list[str]] | None = None):
         return load_config(Path(spec))
     if kind == "tiny":
         config_class, kwargs = TINY_MODELS[spec]
-        return config_class(**kwargs, **({"vocab_size": len(word_tokenizer(vocabulary()))} if vocabulary else {}))
+        if vocabulary is None:
+            return config_class(**kwargs)
+        tokenizer = word_tokenizer(vocabulary())  # its special tokens too, as `tiny.build_tiny_model` sets them
+        return config_class(**kwargs, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     fields = json.loads(resources.files("factrecall.models.configs").joinpath(SHIPPED[spec]).read_text(encoding="utf-8"))
     fields.pop("architectures", None)
     return AutoConfig.for_model(fields.pop("model_type"), **fields)
 
 
-def spec_family(spec: str) -> str:
-    """The adapter family (`models/adapters.py`) of `spec`; an unsupported architecture is a UserError."""
-    return adapter_for(spec_config(spec)).family
+def spec_family(spec: str) -> Family:
+    """The family (`models/families/`) of `spec`; an unsupported architecture is a UserError."""
+    return family_for(spec_config(spec))

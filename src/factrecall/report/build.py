@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from factrecall.analysis.masks import load_mask
+from factrecall.analysis.registry import ANALYSES
 from factrecall.artifacts import read_json, read_jsonl, write_bytes, write_json
 from factrecall.errors import UserError
 from factrecall.layout import RunLayout, StudyLayout
@@ -24,7 +25,6 @@ from factrecall.models.adapters import layer_of, module_of
 from factrecall.report import figures
 from factrecall.report.inspect_html import fragment
 from factrecall.report.save import save_figure
-from factrecall.study.registry import ANALYSES
 from factrecall.study.summary import outdated_guard, study_artifacts
 from factrecall.terms import STRATEGIES
 from factrecall.training.config import QA_PHASE_SETTINGS

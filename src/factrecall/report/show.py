@@ -2,7 +2,7 @@
 the files they wrote — nothing is computed again.
 
 * a run (`train`'s directory): its settings, accuracies after each phase, and the headline of every analysis
-  written into it (`study/registry.py`), with the top shared heads when `shared` ran;
+  written into it (`analysis/registry.py`), with the top shared heads when `shared` ran;
 * a study: its setting, the accuracies of both strategies, every Stage run (with `[stage_arms]`), and each
   claim's verdict with its one-line reason;
 * a sweep: each claim's verdict over seeds per setting, and which points are missing.
@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from factrecall.analysis.config import DEFAULT
+from factrecall.analysis.registry import ANALYSES
 from factrecall.artifacts import read_json
 from factrecall.errors import UserError
 from factrecall.layout import RunLayout, StudyLayout
-from factrecall.study.registry import ANALYSES
 from factrecall.terms import EVAL_SETS, STRATEGIES
 
 TOP_HEADS = 5  # heads listed by their count of shared entries

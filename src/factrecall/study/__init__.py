@@ -1,2 +1,2 @@
-"""The study wing: a study's config and presets, bases, the registry of analyses, the runner, the
-summary and the claims, and the memory and disk plans (docs/method.md §0, §11)."""
+"""The study wing: bases, the runner (its steps iterate `analysis/registry.py`), the Stage arms, sweeps, the
+summary and the claims (docs/method.md §0, §11, §12). Its config is `config/`, its plans `plan/`."""

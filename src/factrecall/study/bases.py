@@ -23,13 +23,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from factrecall.artifacts import as_json, read_json, write_json
+from factrecall.config.presets import data_config, train_config
 from factrecall.data.dataset import load_dataset
 from factrecall.data.generate import generate_dataset
 from factrecall.errors import UserError
 from factrecall.layout import BaseLayout
 from factrecall.locks import directory_lock, refuse_overlap
 from factrecall.provenance import package_versions
-from factrecall.study.config import data_config, train_config
 from factrecall.training.loop import train
 from factrecall.training.run_dir import model_directory
 

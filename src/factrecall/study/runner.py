@@ -33,7 +33,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TypeVar
 
+from factrecall.analysis.registry import ANALYSES, runs_on
 from factrecall.artifacts import atomic_directory, digest, read_json, sha256_files, write_json
+from factrecall.config.study import StudyConfig, config_record, recorded_config, stage_arm_settings, study_config
 from factrecall.data.dataset import Dataset, load_dataset
 from factrecall.data.generate import generate_dataset
 from factrecall.devices import resolve_device
@@ -41,11 +43,9 @@ from factrecall.errors import UserError
 from factrecall.evaluation.exact_match import accuracy_line
 from factrecall.layout import DatasetLayout, RunLayout, StudyLayout
 from factrecall.locks import directory_lock, refuse_overlap
+from factrecall.plan.disk import check_disk, study_disk_bytes
 from factrecall.provenance import package_versions
 from factrecall.study.bases import KINDS, base_headline, build_base
-from factrecall.study.config import StudyConfig, config_record, stage_arm_settings, study_config
-from factrecall.study.plan_disk import check_disk, study_disk_bytes
-from factrecall.study.registry import ANALYSES, runs_on
 from factrecall.study.stage_arms import arm_label, choose
 from factrecall.study.stage_arms import headline as arm_headline
 from factrecall.study.summary import base_name, run_accuracy, run_evaluation, summarize_study
@@ -90,7 +90,8 @@ def _prepare(out: Path, config: StudyConfig, force: bool, point: dict | None = N
             if child != files.lock:
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
     elif files.record.is_file():
-        if read_json(files.record, "study record").get("config") != record:
+        stored = read_json(files.record, "study record").get("config")
+        if not isinstance(stored, dict) or recorded_config(stored) != record:
             if not point:
                 raise UserError(f"--out {out} holds a study with a different config; use another directory "
                                 f"or --force to start it over")

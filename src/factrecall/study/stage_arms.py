@@ -2,7 +2,7 @@
 
 Physics of LMs 3.1 reports two-stage training at its best over a grid of QA-phase settings; one
 recipe can make Stage look worse than it is (the default's Stage forgets two thirds of its
-biographies in the QA phase). `[stage_arms]` lists QA-phase values (`study.config.StageArmsConfig`);
+biographies in the QA phase). `[stage_arms]` lists QA-phase values (`config.study.StageArmsConfig`);
 every grid point but [train]'s own recipe is a run forked from the Stage run's kept BIO phase
 (`train --start-from`), so the arms share one BIO phase and differ only in the QA phase.
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from factrecall.analysis.registry import ANALYSES, runs_on
 from factrecall.artifacts import read_json
+from factrecall.config.presets import recorded_analysis
+from factrecall.config.study import BASE_KINDS
 from factrecall.errors import UserError
 from factrecall.layout import RunLayout, StudyLayout
 from factrecall.study.claims import check_claims
 from factrecall.study.claims.verdict import fit_gate
-from factrecall.study.config import BASE_KINDS, recorded_analysis
-from factrecall.study.registry import ANALYSES, runs_on
 from factrecall.terms import EVAL_SETS, STRATEGIES
 from factrecall.training.run_dir import is_final_evaluation
 

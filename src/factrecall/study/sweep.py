@@ -24,10 +24,11 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from factrecall.analysis.config import FLAT_KEYS, nested, setting_names
 from factrecall.artifacts import digest
 from factrecall.errors import UserError
 from factrecall.layout import StudyLayout
-from factrecall.study.config import (
+from factrecall.config.study import (
     SECTIONS,
     SWEEP_KEYS,
     StudyConfig,
@@ -160,8 +161,8 @@ def _flatten(table: dict, prefix: str = "") -> dict:
         raise UserError(f"[sweep] must be a table of axes, e.g. \"train.lr\" = [1e-3, 2e-3] (got {table!r})")
     flat = {}
     for key, value in table.items():
-        if isinstance(value, dict) and "." not in key and not prefix:
-            flat.update(_flatten(value, f"{key}."))
+        if isinstance(value, dict) and "." not in key:  # [sweep.analysis.ablation] k = [..] too
+            flat.update(_flatten(value, f"{prefix}{key}."))
         else:
             flat[prefix + key] = value
     return flat
@@ -172,8 +173,8 @@ def _check_key(file: Path, key: str, where: str) -> None:
     if key == "preset":
         return
     section, _, name = key.partition(".")
-    known = {f.name for f in fields(SECTIONS[section])} | ({"path"} if section == "data" else set()) \
-        if section in SECTIONS else set()
+    known = (setting_names() if section == "analysis" else {f.name for f in fields(SECTIONS[section])}
+             | ({"path"} if section == "data" else set())) if section in SECTIONS else set()
     if name not in known:
         hint = (f"known {section} settings: {', '.join(sorted(known))}" if section in SECTIONS else
                 f"write <section>.<setting> with a section of {', '.join(SECTIONS)}")
@@ -195,6 +196,11 @@ def _with(table: dict, settings: dict) -> dict:
             out["bases"] = [value]
         elif key == "preset":
             out["preset"] = value
+        elif key.startswith("analysis."):  # into the nested [analysis] table, a flat name as what it sets
+            out["analysis"] = nested(out.get("analysis", {}))
+            for target in FLAT_KEYS.get(key.partition(".")[2], (key.partition(".")[2],)):
+                owner, _, name = target.rpartition(".")
+                (out["analysis"].setdefault(owner, {}) if owner else out["analysis"])[name] = value
         else:
             section, _, name = key.partition(".")
             out.setdefault(section, {})[name] = value

@@ -32,8 +32,8 @@ from factrecall.artifacts import read_json, write_json
 from factrecall.errors import UserError
 from factrecall.layout import StudyLayout
 from factrecall.locks import refuse_overlap
+from factrecall.plan.disk import check_disk, study_disk_bytes
 from factrecall.provenance import package_versions
-from factrecall.study.plan_disk import check_disk, study_disk_bytes
 from factrecall.study.runner import run_study
 from factrecall.study.sweep import Point, sweep_points
 from factrecall.study.sweep_summary import finished, point_headline, summarize_sweep

@@ -77,6 +77,7 @@ from factrecall.locks import refuse_overlap
 from factrecall.models.adapters import adapter_for, tracked_parameter_names
 from factrecall.models.base import source_dtype, write_base
 from factrecall.models.compat import enable_gradient_checkpointing
+from factrecall.models.families import FAMILIES
 from factrecall.models.loading import load_model
 from factrecall.models.spec import spec_family
 from factrecall.progress import progress
@@ -127,9 +128,6 @@ def _optimizer(model, cfg: TrainConfig, weight_decay: float | None = None) -> to
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
-FSDP_FAMILIES = ("llama", "gpt_neox")  # adapter families whose FSDP2 path is tested (tests/test_scale.py)
-
-
 def _accelerator(cfg: TrainConfig, log_with: str | None = None, live: Path | None = None) -> Accelerator:
     """The process's Accelerator (with a live tracker, `live.tracker`), after refusing settings this machine
     or process count cannot run."""
@@ -154,9 +152,10 @@ def _accelerator(cfg: TrainConfig, log_with: str | None = None, live: Path | Non
                         "shards outside the graph; use --distributed ddp or one process")
     if cfg.distributed == "fsdp":  # refused even on one process, where it would run unsharded
         family = spec_family(cfg.model)
-        if family not in FSDP_FAMILIES:
-            raise UserError(f"distributed 'fsdp' does not support the {family!r} family of {cfg.model}; "
-                            f"supported: {', '.join(FSDP_FAMILIES)} (use --distributed ddp)")
+        if not family.fsdp:
+            supported = ", ".join(f.name for f in FAMILIES if f.fsdp)
+            raise UserError(f"distributed 'fsdp' does not support the {family.name!r} family of {cfg.model}; "
+                            f"supported: {supported} (use --distributed ddp)")
         if cfg.grad_consistency:
             raise UserError("grad_consistency needs each rank's full gradients, which FSDP never holds; "
                             "set it to 0 or use --distributed ddp")

@@ -18,20 +18,10 @@ gradient cosine logged in training (Mix only).
 
 from __future__ import annotations
 
+from factrecall.analysis.consistency import consistency_headline
 from factrecall.study.claims.verdict import Claim, Measure, Verdict, at, judge, resolution, undetermined
 
 POSITIONS = ("subject", "answer")
-
-
-def consistency_headline(c: dict) -> dict:
-    """A run's consistency.json in a few numbers (all people), each {value, se} or None where not measured:
-    `gradient_probe_gap`; per position of `representation`, its `over_layers` (gap, centred_gap, top1, mrr);
-    the trace-direction cosine over all traced entries and the mean logged per-step gradient cosine."""
-    probe = (c.get("gradient_probe") or {}).get("over_layers") or {}
-    return {"gradient_probe_gap": (probe.get("all") or {}).get("gap"),
-            "representation": {p: t["all"].get("over_layers") for p, t in c["representation"].items()},
-            "trace_direction": (c.get("trace_direction") or {}).get("all"),
-            "logged_gradient": c["gradient"].get("all")}
 
 
 def _measure(name: str, mix: dict | None, stage: dict | None) -> Measure:

@@ -1,13 +1,4 @@
-"""Named settings for data, training and analysis, and study config files that override them.
-
-`default` was chosen by measurement on 2 CPU cores (docs/results.md, the frontier): the
-smallest setting where Mix answers OOD questions and Stage with [train]'s recipe does not, both
-strategies in minutes; its Stage is the best of three QA-phase learning rates (`[stage_arms]`). `small` trains the same people with the same recipe on a 4-layer, 8-head model (32 heads,
-enough to ask the head claims), its analyses on fewer people to keep them in minutes. `smoke` only exercises the code paths (tests, CI); its accuracies mean nothing.
-`paper-llama` and `paper-pythia` are GPU settings for the paper's models (they name hub ids;
-point `train.model` at a local copy): validated here, runnable only where the weights are.
-
-A config file (TOML) may name a preset, list the bases to compare, and override any setting of
+"""Study config files (TOML): a preset (`presets.py`), the bases to compare, and overrides of any setting of
 its sections::
 
     preset = "default"
@@ -16,7 +7,7 @@ its sections::
     people = 1000
     [train]
     lr = 1e-3
-    [analysis]
+    [analysis.shared]
     sweep = [0.5, 1, 5]
 
 With `seeds = [..]`, a `[sweep]` of axes or a list of `points`, the file is a sweep: every point is
@@ -25,61 +16,27 @@ such a study (`study/sweep.py`).
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import math
 import tomllib
-import types
-import typing
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from factrecall.analysis.config import AnalysisConfig
 from factrecall.artifacts import as_json, is_directory
+from factrecall.config.presets import (
+    PRESETS,
+    apply_analysis,
+    apply_overrides,
+    coerce,
+    did_you_mean,
+    preset_sections,
+    recorded_analysis,
+)
 from factrecall.data.generate import DataConfig, check_capacity
 from factrecall.data.pools import load_pools
 from factrecall.errors import UserError
-from factrecall.study.registry import check_skip
 from factrecall.training.config import QA_PHASE_SETTINGS, TrainConfig, train_record
-
-_PAPER_DATA = {"people": 10000, "bios_per_person": 5, "permute": True, "templates_per_attribute": 0}
-_PAPER_TRAIN = {"bio_epochs": 10, "qa_epochs": 10, "bio_batch_size": 16, "qa_batch_size": 32, "lr": 2e-5,
-                "qa_phase_lr": 2e-5, "eval_every": 500, "checkpoint_every": 500}
-
-_CPU_DATA = {"people": 500, "bios_per_person": 4, "permute": True, "templates_per_attribute": 4}
-_CPU_TRAIN = {"bio_epochs": 20, "qa_epochs": 20, "lr": 2e-3, "eval_every": 250}
-_CPU_ANALYSIS = {"graft_sparsity": 0.4, "graft_steps": 10, "graft_eval_people": 100}
-# Stage's QA phase at the BIO phase's lr forgets two thirds of the biographies; lower QA-phase lrs keep them
-# (measured: docs/results.md, "The default study, end to end"), so Stage is chosen over this grid, as Physics 3.1's is
-_CPU_STAGE_ARMS = {"qa_phase_lr": (5e-4, 2e-4)}
-
-PRESETS: dict[str, dict[str, dict]] = {
-    "default": {"data": _CPU_DATA, "train": {"model": "tiny-llama", **_CPU_TRAIN}, "analysis": _CPU_ANALYSIS,
-                "stage_arms": _CPU_STAGE_ARMS},
-    # 4 layers × 8 heads: the 32 heads the head claims (C6) need; default's recipe, measured to fit it (docs/results.md)
-    "small": {"data": _CPU_DATA, "train": {"model": "small-llama", **_CPU_TRAIN},
-              "analysis": {**_CPU_ANALYSIS, "ablation_eval_people": 100, "heads_eval_people": 50},  # 4× the heads
-              "stage_arms": _CPU_STAGE_ARMS},
-    "smoke": {
-        "data": {"people": 40, "bios_per_person": 2, "permute": True, "templates_per_attribute": 4},
-        "train": {"model": "tiny-llama", "bio_epochs": 2, "qa_epochs": 2, "bio_batch_size": 16,
-                  "qa_batch_size": 16, "checkpoint_every": 4, "eval_people": 10},
-        "analysis": {"ablation_seeds": 1, "ablation_eval_people": 10, "graft_sparsity": 0.4,
-                     "graft_sparsities": (0.1,), "graft_steps": 2,
-                     "graft_eval_people": 10, "heads_eval_people": 10, "neuron_points": (0.0, 0.5, 1.0),
-                     "attention_people": 20, "consistency_people": 20, "probe_people": 10},
-        "base": {"people": 40, "epochs": 2},
-    },
-    # bf16 autocast; Llama-3.2-3B fits one 80 GB GPU with its trace only with gradient checkpointing
-    # (`factrecall plan --preset paper-llama`: 85.96 GiB plain, 73.45 GiB checkpointed)
-    "paper-llama": {"data": _PAPER_DATA, "train": {"model": "meta-llama/Llama-3.2-3B", **_PAPER_TRAIN,
-                                                   "precision": "bf16", "gradient_checkpointing": True},
-                    "analysis": {}},
-    "paper-pythia": {"data": _PAPER_DATA, "train": {"model": "EleutherAI/pythia-2.8b", **_PAPER_TRAIN,
-                                                    "precision": "bf16"},
-                     "analysis": {}},
-}
-
 
 @dataclass(frozen=True)
 class BaseConfig:
@@ -124,72 +81,6 @@ SECTIONS = {"data": DataConfig, "train": TrainConfig, "analysis": AnalysisConfig
 BASE_KINDS = ("random", "language", "skill")  # or a model directory
 
 
-def _preset(name: str) -> dict[str, dict]:
-    if name not in PRESETS:
-        raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[name]
-
-
-def _did_you_mean(word: str, known) -> str:
-    """ " (did you mean 'lr'?)" when one known name is close to a mistyped `word`, else ""."""
-    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.75)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _type_name(kind) -> str:
-    return getattr(kind, "__name__", str(kind).replace("typing.", ""))
-
-
-def _coerce(where: str, kind, value):
-    """`value` as the field type `kind` (int, float, bool, str, str | None, tuple[T, ...]), or a UserError."""
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"{where} must be a list of {_type_name(args[0])} (got {value!r})")
-        return tuple(_coerce(f"{where}[{i}]", args[0], v) for i, v in enumerate(value))
-    if origin in (typing.Union, types.UnionType):  # `str | None`
-        if value is None:
-            return None
-        kind = next(a for a in args if a is not type(None))
-    ok = (isinstance(value, bool) if kind is bool else
-          isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
-          isinstance(value, int) and not isinstance(value, bool) if kind is int else
-          isinstance(value, kind))
-    if not ok:
-        raise UserError(f"{where} must be {_type_name(kind)} (got {value!r})")
-    return float(value) if kind is float else value
-
-
-def _apply(base, overrides: dict, where: str = "setting"):
-    """`base` (a config dataclass) with `overrides` applied, each checked against its field's type."""
-    hints = typing.get_type_hints(type(base))
-    known = {f.name for f in fields(base)}
-    given = {k: v for k, v in overrides.items() if v is not None}
-    unknown = sorted(set(given) - known)
-    if unknown:
-        raise UserError(f"unknown {where} {unknown[0]!r}{_did_you_mean(unknown[0], known)}; "
-                        f"known: {', '.join(sorted(known))}")
-    return replace(base, **{k: _coerce(f"{where} {k!r}", hints[k], v) for k, v in given.items()})
-
-
-def data_config(preset: str = "default", **overrides) -> DataConfig:
-    """The preset's data config with the given (non-None) overrides."""
-    return _apply(_apply(DataConfig(), _preset(preset)["data"]), overrides)
-
-
-def train_config(preset: str = "default", **overrides) -> TrainConfig:
-    return _apply(_apply(TrainConfig(), _preset(preset)["train"]), overrides)
-
-
-def analysis_config(preset: str = "default", **overrides) -> AnalysisConfig:
-    return _apply(_apply(AnalysisConfig(), _preset(preset)["analysis"]), overrides)
-
-
-def recorded_analysis(config: dict) -> AnalysisConfig:
-    """The analysis settings a study ran with, from its study.json `config` (lists read back as tuples)."""
-    return _apply(AnalysisConfig(), config.get("analysis", {}), "study.json analysis setting")
-
-
 @dataclass(frozen=True)
 class StudyConfig:
     """Everything a study runs with; `train.strategy` is set per run by the study.
@@ -223,7 +114,7 @@ def read_config_file(file: Path | None) -> dict:
     unknown = sorted(set(table) - {"preset", "bases", *SWEEP_KEYS, *SECTIONS})
     if unknown:
         allowed = {"preset", "bases", *SWEEP_KEYS, *SECTIONS}
-        raise UserError(f"{file}: unknown section or key {unknown[0]!r}{_did_you_mean(unknown[0], allowed)}; "
+        raise UserError(f"{file}: unknown section or key {unknown[0]!r}{did_you_mean(unknown[0], allowed)}; "
                         f"allowed: preset, bases, "
                         f"{', '.join(SWEEP_KEYS)}, {', '.join(f'[{s}]' for s in SECTIONS)}")
     for section in SECTIONS:
@@ -263,12 +154,15 @@ def config_from_table(table: dict, file: Path | None, preset: str | None = None,
         if section == "train" and "strategy" in overrides:
             raise UserError(f"{where}: train.strategy cannot be set; a study trains both strategies")
         named = f"{section} setting" if where is None else f"{where}: {section} setting"
-        sections[section] = _apply(_apply(make(), _preset(name).get(section, {})), overrides, named)
+        apply = apply_analysis if section == "analysis" else apply_overrides
+        sections[section] = apply(apply(make(), preset_sections(name).get(section, {})), overrides, named)
         if device is not None and section in ("train", "analysis"):
             sections[section] = replace(sections[section], device=device)
     try:
         for section in SECTIONS:
             sections[section].validate()
+        from factrecall.analysis.registry import check_skip  # imports every analysis: only a study pays for it
+
         check_skip(sections["analysis"])
         for arm in stage_arm_settings(sections["stage_arms"], sections["train"]):  # each arm a valid recipe
             replace(sections["train"], strategy="stage", **arm).validate()
@@ -280,7 +174,7 @@ def config_from_table(table: dict, file: Path | None, preset: str | None = None,
                             "OOD people, whose questions are never trained")
     except UserError as e:  # named with the file it came from
         raise UserError(f"{where}: {e}" if where is not None else str(e)) from None
-    bases = _coerce(f"{where}: bases", tuple[str, ...], table.get("bases", ["random"]))
+    bases = coerce(f"{where}: bases", tuple[str, ...], table.get("bases", ["random"]))
     for base in bases:
         if base not in BASE_KINDS and not (is_directory(base) and (Path(base) / "config.json").is_file()):
             raise UserError(f"{where}: unknown base {base!r}; give {', '.join(BASE_KINDS)} or a model directory")
@@ -295,16 +189,28 @@ def config_from_table(table: dict, file: Path | None, preset: str | None = None,
 def config_record(config: StudyConfig) -> dict:
     """What study.json records of `config` (an unset `data_path`, no Stage arms, no skipped analysis and the
     train settings of `LATER_SETTINGS` at their defaults left out, so earlier studies still match)."""
-    record = as_json(asdict(config)) | {"train": train_record(config.train)}
+    record = as_json(asdict(config)) | {"train": train_record(config.train),
+                                        "analysis": _analysis_record(config.analysis)}
     if record["data_path"] is None:
         del record["data_path"]
-    if not config.analysis.skip:
-        del record["analysis"]["skip"]
     if config.stage_arms == StageArmsConfig():
         del record["stage_arms"]
     elif not config.stage_arms.qa_phase_lora_rank:
         del record["stage_arms"]["qa_phase_lora_rank"]
     return record
+
+
+def _analysis_record(analysis: AnalysisConfig) -> dict:
+    """{device, <analysis>: {setting: value}, skip when any}."""
+    record = as_json(asdict(analysis))
+    if not analysis.skip:
+        del record["skip"]
+    return record
+
+
+def recorded_config(record: dict) -> dict:
+    """A study.json `config` as this factrecall records it: an earlier factrecall's flat [analysis] keys nested."""
+    return record | {"analysis": _analysis_record(recorded_analysis(record))}
 
 
 def stage_arm_settings(arms: StageArmsConfig, train: TrainConfig) -> list[dict]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from factrecall.analysis.config import DEFAULT
+from factrecall.analysis.declaration import Analysis
 from factrecall.artifacts import read_json, write_json
 from factrecall.data.dataset import load_dataset
 from factrecall.encode import pad_id
@@ -17,7 +19,7 @@ from factrecall.layout import RunLayout
 from factrecall.models.loading import load_model
 
 
-def forgetting_run(run: Path, eval_people: int = 100, device: str = "auto") -> dict | None:
+def forgetting_run(run: Path, eval_people: int = DEFAULT.forgetting.eval_people, device: str = "auto") -> dict | None:
     """Write `analysis/forgetting.json` for a run fine-tuned from a built base; None for other bases."""
     run = Path(run)
     files = RunLayout(run)
@@ -36,3 +38,11 @@ def forgetting_run(run: Path, eval_people: int = 100, device: str = "auto") -> d
         result[when] = {n: r["accuracy"] for n, r in evaluate(model, sets, pad_id(tokenizer)).items()}
     write_json(files.result("forgetting"), result)
     return result
+
+
+ANALYSIS = Analysis(  # only a run from a built base has a population of its own to forget
+    name="forgetting", reads=(), run=lambda run, a: forgetting_run(run, a.forgetting.eval_people, a.device),
+    writes=lambda run, a: [run.result("forgetting")],
+    headline=lambda f: "base population " + ", ".join(f"{m} {f['before'][m]:.3f} → {f['after'][m]:.3f}"
+                                                      for m in f["after"]),
+    summary=lambda f: {k: f[k] for k in ("before", "after")}, applies=lambda run: run.base_record.is_file())

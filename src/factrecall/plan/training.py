@@ -24,6 +24,8 @@ Activations — an estimate, within 25 % of the peak measured on CPU (`tests/tes
     attention's log-sum-exp):
         Llama (SwiGLU MLP, RMSNorm)          4·i + 10·h + T + H
         GPT-NeoX (GELU MLP, parallel)        3·i +  4·h + T + H
+        GPT-2 (tanh GELU as tensor ops)      5·i + 10·h + T + H
+    (each family's numbers are declared in its module, `models/families/`: `Activations`)
     once per token: the log-probabilities (V, float32), the mask row (T) and the final norm
     (2.5·h RMSNorm, 1.5·h LayerNorm); on top, the larger of two transients: the two float32
     [tokens, V] gradients at the start of the backward pass, or a gradient as wide as the MLP
@@ -44,7 +46,7 @@ in float32 over 256 rows (`evaluation/exact_match.py`) that takes logits only at
 predicting a scored token (an answer and EOS; a bio scores six answers). In float32 elements
 (exact on tiny models, `tests/test_plan_analyses.py`; S = scored positions of the batch, at most
 `answer_len` per question and 6·answer_len per bio; no K/V cache is kept):
-        max(tokens·(4·h + m·i),             a block's MLP (m = 3 SwiGLU, 2 GELU)
+        max(tokens·(4·h + m·i),             a block's MLP (m = 3 SwiGLU, 2 GELU, 4 GPT-2)
             tokens·h + S·(h + V))           the last hidden state, and the gathered states and logits
 Between training steps the gradients are freed (set to None) but weights, AdamW, trace and DDP's
 buckets stay: that plus the evaluation forward is the "evaluation" row of each layout.
@@ -66,12 +68,9 @@ from factrecall.data.generate import DataConfig, vocabulary_fragments
 from factrecall.data.pools import ATTRIBUTES, load_pools
 from factrecall.errors import UserError
 from factrecall.models.adapters import adapter_for, tensor_units, tracked_parameter_names
+from factrecall.models.families import BY_NAME
 
 GIB = 2**30
-_BLOCK = {"llama": (4, 10), "gpt_neox": (3, 4)}  # (MLP-width, hidden) elements per token and block
-_FINAL_NORM = {"llama": 2.5, "gpt_neox": 1.5}  # hidden elements per token kept by the final norm
-_NORM_FP32 = {"llama": 4, "gpt_neox": 2}  # bf16 only: extra 2-byte units for the float32 norm tensors of a block
-_NOGRAD_MLP = {"llama": 3, "gpt_neox": 2}  # MLP-width elements per token alive at once in a forward without gradients
 EVAL_ROWS = 256  # rows per evaluation batch (`evaluation.exact_match.evaluate`)
 
 
@@ -140,21 +139,16 @@ def state_bytes(shapes: Shapes, gpus: int = 1) -> dict[str, int]:
             "trace": 8 * entries(shapes.traced)}
 
 
-def _check_family(shapes: Shapes) -> None:
-    if shapes.family not in _BLOCK:
-        raise UserError(f"the activation estimate covers the {' and '.join(_BLOCK)} families, not {shapes.family!r}")
-
-
 def activation_bytes(shapes: Shapes, tokens: int, seq_len: int, precision: str = "fp32",
                      checkpointing: bool = False) -> int:
     """Estimated peak activation memory of one forward + backward over `tokens` tokens padded to `seq_len`."""
-    _check_family(shapes)
-    mlp, hidden = _BLOCK[shapes.family]
+    counts = BY_NAME[shapes.family].activations
+    mlp, hidden = counts.block
     block = mlp * shapes.intermediate + hidden * shapes.hidden + seq_len + shapes.heads  # elements per token
     element = 2 if precision == "bf16" else 4
     if precision == "bf16":  # norms run in float32 under autocast: their kept tensors stay 4 B
-        block += _NORM_FP32[shapes.family] * shapes.hidden
-    head = 4 * (shapes.vocab + seq_len + _FINAL_NORM[shapes.family] * shapes.hidden)
+        block += counts.norm_fp32 * shapes.hidden
+    head = 4 * (shapes.vocab + seq_len + counts.final_norm * shapes.hidden)
     loss_peak = 2 * 4 * shapes.vocab  # two float32 [tokens, V] gradients at the start of the backward
     block_peak = element * shapes.intermediate  # inside a block's backward: a gradient as wide as the MLP
     if checkpointing:  # block inputs kept (float32 residual stream); one block recomputed at a time
@@ -175,9 +169,11 @@ def autocast_copy_bytes(shapes: Shapes, precision: str, checkpointing: bool) -> 
 def forward_elements(shapes: Shapes, eager_seq_len: int = 0) -> tuple[int, int]:
     """float32 elements per token of a forward pass without gradients and without a K/V cache: (inside a
     block, logits and final hidden state); its peak is the larger. Eager attention over `eager_seq_len` tokens
-    materialises one layer's scores and their softmax (2·H·T) in a block, instead of the MLP if larger."""
-    _check_family(shapes)
-    block = 4 * shapes.hidden + max(_NOGRAD_MLP[shapes.family] * shapes.intermediate, 2 * shapes.heads * eager_seq_len)
+    materialises one layer's scores and their softmax (2·H·T; GPT-2 3·H·T) in a block, instead of the MLP if
+    larger."""
+    counts = BY_NAME[shapes.family].activations
+    block = 4 * shapes.hidden + max(counts.nograd_mlp * shapes.intermediate,
+                                    counts.eager_scores * shapes.heads * eager_seq_len)
     return block, shapes.hidden + shapes.vocab
 
 
@@ -251,5 +247,6 @@ def plan(shapes: Shapes, s: PlanSettings) -> dict:
         "tokens_per_gpu": {"bio": s.bio_rows // s.gpus * s.seq_len, "qa": s.qa_rows // s.gpus * s.qa_seq_len},
         "per_gpu": {layout: _layout(shapes, s, layout, s.gpus) for layout in ("ddp", "fsdp")},
         "fsdp_gpus_needed": needed,  # the fewest GPUs (dividing both batch sizes, ≤ 64) on which FSDP2 fits
+        "fsdp_supported": BY_NAME[shapes.family].fsdp,  # whether `train --distributed fsdp` runs this family
         "host_memory_at_save": 4 * p + 8 * p + 8 * q,
     }

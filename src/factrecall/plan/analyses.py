@@ -23,7 +23,7 @@ neurons      difference and its square). U: entries of the tensors holding that 
              indexing with a bool mask makes int64 positions (16 B per entry of a 2-D tensor).
 attention    one `readout.read` of 64 rows, eager attention, no K/V cache: the recorded residual stream, head inputs, attention and MLP outputs ((4·L + 1)·h), the
              attention weights (L·H·T), and the larger of the logits (h + V) and a block's transient
-             (its MLP, or 2·H·T of scores and softmax). `inspect` reads one text: less.
+             (its MLP, or 2·H·T of scores and softmax; GPT-2 3·H·T). `inspect` reads one text: less.
 consistency  the larger of `read` without attention weights (64 rows) and the gradient probe: the
              gradients (4·P) + the traced gradients of the previous person and of this one (8·Q) +
              the larger of A(6 questions), A(1 bio) and 24·n_T (one tensor's float64 cosine sums).
@@ -44,7 +44,7 @@ from factrecall.analysis.config import AnalysisConfig
 from factrecall.analysis.threshold import top_count
 from factrecall.data.generate import DataConfig
 from factrecall.data.pools import ATTRIBUTES
-from factrecall.study.plan_training import (
+from factrecall.plan.training import (
     EVAL_ROWS,
     GIB,
     PlanSettings,
@@ -100,24 +100,25 @@ def analysis_phases(shapes: Shapes, s: PlanSettings, a: AnalysisConfig, data: Da
     def backward(rows: int, seq_len: int) -> int:
         return activation_bytes(shapes, rows * seq_len, seq_len, "fp32")
 
-    reset, n_traced = 12 * top_count(a.ablation_k, q), shapes.largest(shapes.traced)
+    reset, n_traced = 12 * top_count(a.ablation.k, q), shapes.largest(shapes.traced)
     phases = {
         "eval": evaluation(0),
-        "ablate": {"reset set + evaluation": reset + max(evaluation(a.ablation_eval_people).values()),
+        "ablate": {"reset set + evaluation": reset + max(evaluation(a.ablation.eval_people).values()),
                    "reset set + one tensor": reset + 8 * n_traced},
         "graft": {"S + gradients + backward": 8 * q + backward(GRAFT_ROWS, s.qa_seq_len),
                   "S + gradients + update of S": 8 * q + 32 * n_traced,
                   "S + writing θ(γ)": 4 * q + 24 * n_traced,
-                  "S + evaluation": 4 * q + max(evaluation(a.graft_eval_people).values())},
+                  "S + evaluation": 4 * q + max(evaluation(a.graft.eval_people).values())},
     }
     for kind, key in (("head", "heads"), ("neuron", "neurons")):
         reset = 5 * shapes.entries(shapes.units[kind])
-        phases[key] = {"reset units + evaluation": reset + max(evaluation(a.heads_eval_people, bios=False).values()),
+        people = getattr(a, key).eval_people
+        phases[key] = {"reset units + evaluation": reset + max(evaluation(people, bios=False).values()),
                        "reset units + one tensor": reset + 24 * shapes.largest(shapes.units[kind]),
                        "‖θ_ft − θ_pre‖ per unit": 8 * n}
-    phases["attention"] = read(a.attention_people, True)
+    phases["attention"] = read(a.attention.people, True)
     probe = max(backward(1, s.seq_len), backward(QUESTIONS, s.qa_seq_len), 24 * n_traced)
-    phases["consistency"] = {**read(a.consistency_people, False), "gradient probe": 4 * p + 8 * q + probe}
+    phases["consistency"] = {**read(a.consistency.people, False), "gradient probe": 4 * p + 8 * q + probe}
     return phases
 
 

@@ -37,13 +37,14 @@ from pathlib import Path
 
 import torch
 
+from factrecall.config.presets import data_config, train_config
+from factrecall.config.study import BASE_KINDS, StudyConfig, stage_arm_settings
 from factrecall.data.dataset import Dataset, load_dataset
 from factrecall.data.generate import DataConfig
 from factrecall.data.pools import ATTRIBUTES
 from factrecall.errors import UserError
 from factrecall.models.spec import spec_config
-from factrecall.study.config import BASE_KINDS, StudyConfig, data_config, stage_arm_settings, train_config
-from factrecall.study.plan_training import GIB, Shapes, data_vocabulary, model_shapes
+from factrecall.plan.training import GIB, Shapes, data_vocabulary, model_shapes
 from factrecall.terms import STRATEGIES
 from factrecall.training.config import TrainConfig
 from factrecall.training.schedule import build_phases
@@ -115,12 +116,12 @@ def study_disk_bytes(config: StudyConfig) -> dict[str, int]:
             built = run_bytes(shapes, base_cfg, checkpoints_written(base_cfg, *dataset_counts(base_data)))
             kept["built_bases"] += built["kept"] + 4 * shapes.params + data_bytes(base_data)  # + its θ_ft copied
             excess = max(excess, built["peak"] - built["kept"])
-        top = math.ceil(a.k / 100 * shapes.traced_entries)
+        top = math.ceil(a.shared.k / 100 * shapes.traced_entries)
         for strategy in STRATEGIES:
             cfg = replace(config.train, strategy=strategy, model=model)
             run = run_bytes(shapes, cfg, checkpoints_written(cfg, *counts))
             kept["runs"] += run["kept"]
-            kept["analysis_masks"] += 4 * (3 * top + math.ceil(a.graft_sparsity * shapes.params))
+            kept["analysis_masks"] += 4 * (3 * top + math.ceil(a.graft.sparsity * shapes.params))
             excess = max(excess, run["peak"] - run["kept"])
         for arm in stage_arm_settings(config.stage_arms, config.train):  # forks: no BIO phase of their own
             cfg = replace(config.train, strategy="stage", model=model, **arm)

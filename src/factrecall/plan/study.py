@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 
+from factrecall.config.study import SWEEP_KEYS, read_config_file, study_config
 from factrecall.errors import UserError
 from factrecall.models.spec import spec_config
-from factrecall.study.config import study_config
-from factrecall.study.plan_analyses import analyses_plan
-from factrecall.study.plan_disk import checkpoints_written, dataset_counts, run_bytes, study_disk_bytes
-from factrecall.study.plan_training import GIB, PlanSettings, data_vocabulary, model_shapes, plan
+from factrecall.plan.analyses import analyses_plan
+from factrecall.plan.disk import checkpoints_written, dataset_counts, run_bytes, study_disk_bytes
+from factrecall.plan.training import GIB, PlanSettings, data_vocabulary, model_shapes, plan
 from factrecall.terms import STRATEGIES
 
 
@@ -43,7 +44,9 @@ def format_plan(p: dict) -> str:
     need = p["fsdp_gpus_needed"]
     lines.append("")
     lines.append(f"FSDP2 GPUs needed: {need['plain'] or '> 64'} (plain), {need['checkpointing'] or '> 64'} "
-                 f"(gradient checkpointing); host memory while saving {p['host_memory_at_save'] / GIB:.2f} GiB")
+                 f"(gradient checkpointing); host memory while saving {p['host_memory_at_save'] / GIB:.2f} GiB"
+                 if p["fsdp_supported"] else f"FSDP2: not supported for the {m['family']} family (train refuses "
+                 f"it; use DDP); host memory while saving {p['host_memory_at_save'] / GIB:.2f} GiB")
     if "analyses" in p:  # a preset's plan: its analyses and disk too
         lines += ["", f"{'analyses on one GPU (GiB)':<28}{'total':>10}{'fits':>6}  peak at (weights + …)"]
         for name, a in p["analyses"].items():
@@ -63,11 +66,16 @@ def _disk_lines(run: dict, study: dict) -> list[str]:
             f"disk (GiB), the study: peak {study['peak'] / GIB:.2f} = {items(study, terms, ' + ')}"]
 
 
-def preset_plan(preset: str, gpus: int = 1, gpu_memory_gib: float = 80.0, seq_len: int = 128, qa_seq_len: int = 32,
-                precision: str | None = None) -> dict:
-    """The plan of a preset's study: training (`precision` defaults to the preset's), the analyses on one
-    GPU (`plan_analyses.py`) and the disk of a run and of the whole study (`plan_disk.py`)."""
-    study = study_config(preset)
+def preset_plan(preset: str | None, gpus: int = 1, gpu_memory_gib: float = 80.0, seq_len: int = 128,
+                qa_seq_len: int = 32, precision: str | None = None, config: Path | None = None) -> dict:
+    """The plan of a study (a preset, or a study config `config` over its preset): training (`precision` defaults
+    to the config's), the analyses on one GPU (`plan_analyses.py`) and the disk of a run and of the study
+    (`plan_disk.py`)."""
+    if config is not None and set(read_config_file(config)) & set(SWEEP_KEYS):
+        raise UserError(f"{config} is a sweep; 'factrecall plan' plans one study: give a config without seeds, "
+                        f"[sweep] or points (e.g. the setting of its largest point)")
+    study = study_config(preset, config)
+    preset = study.preset
     cfg, data = study.train, study.data
     if precision is not None and precision not in ("fp32", "bf16"):
         raise UserError(f"unknown precision {precision!r}; choose one of fp32, bf16")

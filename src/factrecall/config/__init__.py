@@ -1,0 +1,1 @@
+"""Settings: named presets, their overrides, and study config files (above the analyses, below the study)."""
