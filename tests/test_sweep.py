@@ -167,7 +167,8 @@ def _fake_study(fail: set[int] = frozenset()):
         files = StudyLayout(out)
         out.mkdir(parents=True, exist_ok=True)
         seed = point.settings.get("seed", 0)
-        summary = {"preset": "smoke", "accuracy": {s: {"qa_ood": 0.5 + seed / 10, "qa_id": 1.0} for s in ("mix", "stage")},
+        summary = {"preset": "smoke",
+                   "accuracy": {s: {"qa_ood": 0.5 + seed / 10, "qa_id": 1.0, "bio": 0.99} for s in ("mix", "stage")},
                    "claims": [{"id": c, "verdict": "holds" if c != "C1" or seed % 2 == 0 else "does not hold"}
                               for c in STATEMENTS]}
         write_json(files.record, {"config": config_record(point.config), "point": {"index": point.index}})
@@ -214,6 +215,7 @@ def test_one_point_runs_alone_and_the_report_names_the_missing(tmp_path, monkeyp
     shown = show(study)
     assert shown["kind"] == "sweep" and shown["lines"][0] == "1 of 3 points finished; missing: 0: seed=0, 1: seed=1"
     assert shown["tables"][0]["rows"][0][:2] == ["(the config)", 1] and "Claims over seeds" in render(shown)
+    assert shown["tables"][1]["rows"] == [["seed=2", 1.0, 0.7, 0.99, "[train]", 1.0, 0.7, 0.99, "yes"]]
     fake, calls = _fake_study(fail={1})
     monkeypatch.setattr(sweep_runner, "run_study", fake)
     with pytest.raises(UserError) as e:  # one point alone: its own reason, once

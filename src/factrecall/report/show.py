@@ -119,4 +119,18 @@ def _sweep(path: Path, summary: dict) -> dict:
     rows = [[g["label"], len(g["finished"]), *(c["verdict"] for c in g["claims"])] for g in groups]
     return {"kind": "sweep", "title": f"Sweep {path}", "lines": lines,
             "tables": [_table("Claims over seeds (holds / does not hold on every finished seed, else undetermined)",
-                              ["setting", "seeds", *ids], rows)]}
+                              ["setting", "seeds", *ids], rows),
+                       _table("Accuracy per finished point (Stage: the run analysed; BIO: at the end)",
+                              ["point", "Mix ID-QA", "Mix OOD-QA", "Mix BIO", "Stage run", "Stage ID-QA",
+                               "Stage OOD-QA", "Stage BIO", "fit"],
+                              [_point_row(p) for p in summary["points"] if p.get("finished")])]}
+
+
+def _point_row(point: dict) -> list:
+    """A finished point's accuracies: Mix's, the analysed Stage run's (and which arm), and whether both fit."""
+    s = point["summary"]
+    mix, stage = s["accuracy"]["mix"], s["accuracy"]["stage"]
+    arms = s.get("stage_arms")
+    chosen = next((r["label"] for r in arms["runs"] if r["run"] == arms["chosen"]), None) if arms else "[train]"
+    return [point["label"], mix["qa_id"], mix["qa_ood"], mix["bio"], chosen, stage["qa_id"], stage["qa_ood"],
+            stage["bio"], "no" if s.get("not_fit") else "yes"]
