@@ -83,6 +83,9 @@ def test_show_prints_a_study_and_its_runs_as_tables(study, monkeypatch, capsys):
     run = json.loads(show(out / "runs" / "mix", "--json"))
     assert run["kind"] == "run" and any(line.startswith("graft: ") for line in run["lines"])
     assert run["tables"][1]["title"].startswith("Heads holding most of Shared")
+    cells = run["tables"][2]  # where the shared mask's entries sit, largest cells first
+    assert cells["title"].startswith("Where Shared sits") and 0 < sum(r[3] for r in cells["rows"]) <= 1 + 1e-9
+    assert [r[3] for r in cells["rows"]] == sorted((r[3] for r in cells["rows"]), reverse=True)
     monkeypatch.setattr(sys, "argv", ["factrecall", "show", str(out / "runs")])
     with pytest.raises(SystemExit) as done:
         cli.main()

@@ -240,3 +240,12 @@ def breakdown(counts: dict[str, int]) -> dict[str, dict[str, int]]:
         by_layer[layer_of(name)] = by_layer.get(layer_of(name), 0) + count
         by_module[module_of(name)] = by_module.get(module_of(name), 0) + count
     return {"by_layer": by_layer, "by_module": by_module}
+
+
+def by_cell(counts: dict[str, int]) -> dict[tuple[str, str], int]:
+    """Selected entries per (layer, module) cell, from {tensor name: selected entries}."""
+    cells: dict[tuple[str, str], int] = {}
+    for name, count in counts.items():
+        key = (layer_of(name), module_of(name))
+        cells[key] = cells.get(key, 0) + count
+    return cells

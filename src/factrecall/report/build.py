@@ -17,11 +17,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from factrecall.analysis.masks import load_mask
+from factrecall.analysis.units import by_cell
 from factrecall.analysis.registry import ANALYSES
 from factrecall.artifacts import read_json, read_jsonl, write_bytes, write_json
 from factrecall.errors import UserError
 from factrecall.layout import RunLayout, StudyLayout
-from factrecall.models.adapters import layer_of, module_of
 from factrecall.report import figures
 from factrecall.report.inspect_html import fragment
 from factrecall.report.save import save_figure
@@ -32,11 +32,8 @@ from factrecall.training.config import QA_PHASE_SETTINGS
 
 def _layer_module_grid(mask_file: Path) -> tuple[list[str], list[str], np.ndarray]:
     """Shared entries per (layer, module) from a run's shared mask file."""
-    counts: dict[tuple[str, str], int] = {}
     shared = load_mask(mask_file, "shared")
-    for name in shared.index:
-        key = (layer_of(name), module_of(name))
-        counts[key] = counts.get(key, 0) + shared.count(name)
+    counts = by_cell({name: shared.count(name) for name in shared.index})
     layers = sorted({k[0] for k in counts}, key=lambda x: (not x.isdigit(), int(x) if x.isdigit() else 0, x))
     modules = sorted({k[1] for k in counts})
     grid = np.array([[counts.get((layer, module), 0) for module in modules] for layer in layers], dtype=float)

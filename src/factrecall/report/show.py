@@ -2,7 +2,7 @@
 the files they wrote — nothing is computed again.
 
 * a run (`train`'s directory): its settings, accuracies after each phase, and the headline of every analysis
-  written into it (`analysis/registry.py`), with the top shared heads when `shared` ran;
+  written into it (`analysis/registry.py`), with the top shared heads and (layer, module) cells when `shared` ran;
 * a study: its setting, the accuracies of both strategies, every Stage run (with `[stage_arms]`), and each
   claim's verdict with its one-line reason;
 * a sweep: each claim's verdict over seeds per setting, and which points are missing.
@@ -13,13 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from factrecall.analysis.config import DEFAULT
+from factrecall.analysis.masks import load_mask
 from factrecall.analysis.registry import ANALYSES
+from factrecall.analysis.units import by_cell
 from factrecall.artifacts import read_json
 from factrecall.errors import UserError
 from factrecall.layout import RunLayout, StudyLayout
 from factrecall.terms import EVAL_SETS, STRATEGIES
 
 TOP_HEADS = 5  # heads listed by their count of shared entries
+TOP_CELLS = 5  # (layer, module) cells listed by their count of shared entries
 
 
 def show(path: Path) -> dict:
@@ -86,6 +89,13 @@ def _run(run: RunLayout) -> dict:
                              ["head", "entries", "share"],
                              [[f"L{layer}.H{head}", f"{count:g}", count / max(shared["shared"], 1)]
                               for count, layer, head in heads]))
+    if run.shared_mask.is_file():
+        shared = load_mask(run.shared_mask, "shared")
+        cells = sorted(by_cell({name: shared.count(name) for name in shared.index}).items(), key=lambda kv: -kv[1])
+        total = max(sum(n for _, n in cells), 1)
+        tables.append(_table("Where Shared sits: the layer and module cells holding most of it",
+                             ["layer", "module", "entries", "share"],
+                             [[layer, module, f"{n:,}", n / total] for (layer, module), n in cells[:TOP_CELLS]]))
     return {"kind": "run", "title": f"Run {run.root}", "lines": lines, "tables": tables}
 
 
