@@ -39,3 +39,17 @@ def test_examples_use_only_public_names():
                 assert all(a.name == "factrecall" or not a.name.startswith("factrecall.") for a in node.names), path
             elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "factrecall":
                 assert node.attr in factrecall.__all__, f"{path}: factrecall.{node.attr} is not public"
+
+
+def test_every_example_config_resolves():
+    """Each study config in docs/examples resolves as `factrecall study` would read it (a sweep into its points)."""
+    from factrecall.config.study import read_config_file, study_config
+    from factrecall.study.sweep import is_sweep, sweep_points
+
+    configs = sorted(EXAMPLES.glob("*.toml"))
+    assert len(configs) >= 5
+    for path in configs:
+        if is_sweep(read_config_file(path)):
+            assert sweep_points(path), path
+        else:
+            study_config(None, path)
