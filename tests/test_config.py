@@ -106,3 +106,17 @@ def test_any_config_value_is_accepted_or_refused_cleanly(tmp_path_factory, secti
         config = getattr(c, section)
         assert getattr(getattr(config, owner) if owner else config, name) == (
             tuple(value) if isinstance(value, list) else value)
+
+
+def test_two_base_directories_of_one_folder_name_are_refused(tmp_path):
+    """Each base's study is bases/<name>/ (a directory's name is its folder's): two `model` folders would share it."""
+    from factrecall.models.tiny import build_tiny_model
+    from factrecall.models.tokenizer import word_tokenizer
+
+    tokenizer = word_tokenizer(["a", "b"])
+    for parent in ("one", "two"):
+        model = build_tiny_model("tiny-llama", tokenizer, seed=0)
+        model.save_pretrained(tmp_path / parent / "model")
+    text = f'bases = ["random", "{tmp_path / "one" / "model"}", "{tmp_path / "two" / "model"}"]\n'
+    with pytest.raises(UserError, match="two bases are named 'model'"):
+        study_config(None, _write(tmp_path, text))

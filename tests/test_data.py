@@ -197,3 +197,25 @@ def test_every_shipped_template_names_the_subject_before_the_value():
     late = [(attribute, t) for attribute, templates in pools.templates.items() for t in templates
             if t.index("{value}") < t.index("{subject}")]
     assert late == [] and all(len(templates) >= 20 for templates in pools.templates.values())
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085", "\x0b", "\x0c", "\x1c"])
+def test_json_lines_end_at_newline_only(separator, tmp_path):
+    """A JSON string may hold U+2028, U+0085 and the other characters `str.splitlines` breaks at: they are text."""
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps({"name": f"Ann{separator}Lee"}, ensure_ascii=False) + "\r\n\n" + '{"x": 1}\n',
+                    encoding="utf-8")
+    assert read_jsonl(path) == [{"name": f"Ann{separator}Lee"}, {"x": 1}]
+
+
+def test_a_lone_surrogate_is_refused_where_it_is(small_data, tmp_path):
+    """JSON's "\\ud800" parses to no Unicode text (no tokenizer can encode it): the loader names the file and line."""
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    lines = (data / "qa.jsonl").read_text(encoding="utf-8").splitlines()
+    row = json.loads(lines[2])
+    row["answer"] = "Par\ud800is"
+    lines[2] = json.dumps(row)  # ASCII escapes: "Par\\ud800is"
+    (data / "qa.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"qa\.jsonl:3: a string holds a lone surrogate"):
+        load_dataset(data)

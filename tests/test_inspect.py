@@ -201,6 +201,11 @@ def test_inspect_run_writes_json_and_report_draws_figures_and_a_safe_fragment(ru
     evil["views"][0]["tokens"][0] = "</script><script>alert(2)</script>"
     text = fragment(evil)
     assert "<img" not in text and "</script><script>alert" not in text and "&lt;img" in text
+    dollars = json.loads(json.dumps(result))  # matplotlib would read `$…$` as mathtext and fail on it
+    dollars["person"]["name"] = "Ann $x^{ Lee$"
+    dollars["views"][0]["tokens"][0] = "$\\frac{"
+    write_figures(dollars, tmp_path / "dollars")
+    assert (tmp_path / "dollars" / "attention.png").stat().st_size > 0
     grafted = inspect_run(run, layer=1, head=3, person=0, attribute="major", out=tmp_path / "b")
     assert (grafted["layer"], grafted["head"], grafted["person"]["person_id"]) == (1, 3, 0)
 

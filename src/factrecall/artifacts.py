@@ -96,9 +96,28 @@ def read_json(path: Path, what: str) -> Any:
         raise UserError(f"{what}: {path} is not valid JSON ({e}); regenerate or fix the file") from None
 
 
+def json_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, line) of every non-blank line of JSON Lines text. Lines end at "\n" only (with an optional
+    "\r" before it), as the format defines them: U+2028 or U+0085 inside a JSON string is text, not a line end."""
+    return [(number, line) for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
+
+
+def has_lone_surrogate(value) -> bool:
+    """Whether a parsed JSON value holds a string with a lone UTF-16 surrogate (JSON's "\\ud800"), which no
+    UTF-8 text can hold and a tokenizer cannot encode."""
+    if isinstance(value, str):
+        return any("\ud800" <= ch <= "\udfff" for ch in value)
+    if isinstance(value, dict):
+        return any(has_lone_surrogate(k) or has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(map(has_lone_surrogate, value))
+    return False
+
+
 def read_jsonl_numbered(path: Path, hint: str = "regenerate the file") -> list[tuple[int, dict]]:
-    """(line number, row) of every non-blank line of a JSONL file; a line that is not a JSON object, or a
-    file that is not UTF-8, is a `UserError` naming the file and line (and `hint`, what to do)."""
+    """(line number, row) of every non-blank line of a JSONL file (`json_lines`); a line that is not a JSON object
+    or holds a lone surrogate, or a file that is not UTF-8, is a `UserError` naming the file and line (and
+    `hint`, what to do)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} does not exist")
@@ -107,15 +126,16 @@ def read_jsonl_numbered(path: Path, hint: str = "regenerate the file") -> list[t
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, line in json_lines(text):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise UserError(f"{path}:{number}: malformed JSON line ({e.msg}); {hint}") from None
         if not isinstance(row, dict):
             raise UserError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}; {hint}")
+        if has_lone_surrogate(row):
+            raise UserError(f"{path}:{number}: a string holds a lone surrogate escape (\\ud800–\\udfff), which is "
+                            f"no Unicode text; {hint}")
         rows.append((number, row))
     return rows
 

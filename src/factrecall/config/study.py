@@ -183,7 +183,17 @@ def config_from_table(table: dict, file: Path | None, preset: str | None = None,
                         f"tokenizer cannot cover the dataset of [data] path; compare bases random or model directories")
     if not bases or len(set(bases)) != len(bases):
         raise UserError(f"{where}: bases must name at least one base, each once (got {list(bases)})")
+    names = [base_name(b) for b in bases]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice:  # each base's study is bases/<name>/: two of one name would train over each other
+        raise UserError(f"{where}: two bases are named {twice!r} (a directory's base is named after its folder); "
+                        f"give each base directory a folder name of its own")
     return StudyConfig(name, **sections, bases=bases, data_path=data_path)
+
+
+def base_name(base: str) -> str:
+    """A base's name in step names and folders: its kind, or its directory's name."""
+    return base if base in BASE_KINDS else Path(base).name
 
 
 def config_record(config: StudyConfig) -> dict:

@@ -24,7 +24,7 @@ from factrecall.errors import UserError
 from factrecall.layout import RunLayout, StudyLayout
 from factrecall.report import figures
 from factrecall.report.inspect_html import fragment
-from factrecall.report.save import save_figure
+from factrecall.report.save import literal_text, save_figure
 from factrecall.study.summary import outdated_guard, study_artifacts
 from factrecall.terms import STRATEGIES
 from factrecall.training.config import QA_PHASE_SETTINGS
@@ -125,9 +125,11 @@ def build_report(study: Path, summary: dict | None = None) -> Path:
                 "Stage's switch from BIO to QA.",
                 lambda art, runs: figures.training_curves(metrics)),
         *(section for analysis in ANALYSES if analysis.name in art for section in SECTIONS[analysis.name])]
-    sections = [{"id": f.id, "title": f.title, "caption": f.caption,
-                 "src": save_figure(outdated_guard(study, f"the figure {f.id!r}'s input", lambda f: f.draw(art, runs), f),
-                                    files.figures, f.id)} for f in figures_of]
+    with literal_text():
+        sections = [{"id": f.id, "title": f.title, "caption": f.caption,
+                     "src": save_figure(outdated_guard(study, f"the figure {f.id!r}'s input",
+                                                       lambda f: f.draw(art, runs), f), files.figures, f.id)}
+                    for f in figures_of]
     inspections = [{"strategy": s, "html": fragment(result)} for s, result in art.get("inspect", {}).items()]
     env = jinja2.Environment(loader=jinja2.PackageLoader("factrecall", "report"), autoescape=True)
     page = env.get_template("template.html").render(

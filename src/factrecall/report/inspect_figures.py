@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from factrecall.artifacts import write_bytes  # noqa: E402
 from factrecall.layout import InspectLayout  # noqa: E402
+from factrecall.report.save import literal_text  # noqa: E402
 
 COLORS = {"subject": "#c0392b", "relation": "#2471a3", "other": "#7f8c8d"}
 TITLES = {"bio": "BIO", "qa": "QA"}
@@ -108,6 +109,7 @@ def direct_figure(result: dict, path: Path) -> None:
 def write_figures(result: dict, out: Path) -> None:
     """`attention.png`, `logit_lens.png` and `direct.png` in `out`."""
     files = InspectLayout(Path(out))
-    attention_figure(result, files.figure("attention"))
-    lens_figure(result, files.figure("logit_lens"))
-    direct_figure(result, files.figure("direct"))
+    with literal_text():  # tokens are the data's text
+        attention_figure(result, files.figure("attention"))
+        lens_figure(result, files.figure("logit_lens"))
+        direct_figure(result, files.figure("direct"))

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import base64
 import io
+from contextlib import contextmanager
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
 
 from factrecall.artifacts import write_bytes
+
+
+@contextmanager
+def literal_text():
+    """Figures drawn inside take every text literally: a name or token holding `$…$` is text, not mathtext
+    (which would fail on it). Every report figure is drawn inside one."""
+    with matplotlib.rc_context({"text.parse_math": False}):
+        yield
 
 
 def save_figure(fig, folder: Path, name: str) -> str:

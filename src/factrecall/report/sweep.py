@@ -21,7 +21,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from factrecall.artifacts import read_json, write_bytes  # noqa: E402
 from factrecall.layout import StudyLayout  # noqa: E402
 from factrecall.report.figures import COLORS  # noqa: E402
-from factrecall.report.save import save_figure  # noqa: E402
+from factrecall.report.save import literal_text, save_figure  # noqa: E402
 from factrecall.study.claims import STATEMENTS  # noqa: E402
 from factrecall.study.sweep_summary import mean_sd  # noqa: E402
 from factrecall.terms import STRATEGIES  # noqa: E402
@@ -55,9 +55,10 @@ def build_sweep_report(study: Path, summary: dict | None = None) -> Path:
     files = StudyLayout(study)
     summary = summary or read_json(files.summary, "sweep summary")
     groups = [g for g in summary["groups"] if g["finished"]]
-    ladders = [{"id": f"{cid}-{i}", "claim": cid, "measure": measure,
-                "src": save_figure(ladder_figure(groups, cid, measure), files.figures, f"ladder_{cid}_{i}")}
-               for cid, measures in summary["ladder"].items() for i, measure in enumerate(measures) if groups]
+    with literal_text():  # point labels are the user's settings
+        ladders = [{"id": f"{cid}-{i}", "claim": cid, "measure": measure,
+                    "src": save_figure(ladder_figure(groups, cid, measure), files.figures, f"ladder_{cid}_{i}")}
+                   for cid, measures in summary["ladder"].items() for i, measure in enumerate(measures) if groups]
     env = jinja2.Environment(loader=jinja2.PackageLoader("factrecall", "report"), autoescape=True)
     page = env.get_template("sweep.html").render(
         study=str(study), summary=summary, statements=STATEMENTS, ladders=ladders,

@@ -35,7 +35,14 @@ from typing import TypeVar
 
 from factrecall.analysis.registry import ANALYSES, runs_on
 from factrecall.artifacts import atomic_directory, digest, read_json, sha256_files, write_json
-from factrecall.config.study import StudyConfig, config_record, recorded_config, stage_arm_settings, study_config
+from factrecall.config.study import (
+    StudyConfig,
+    base_name,
+    config_record,
+    recorded_config,
+    stage_arm_settings,
+    study_config,
+)
 from factrecall.data.dataset import Dataset, load_dataset
 from factrecall.data.generate import generate_dataset
 from factrecall.devices import resolve_device
@@ -48,7 +55,7 @@ from factrecall.provenance import package_versions
 from factrecall.study.bases import KINDS, base_headline, build_base
 from factrecall.study.stage_arms import arm_label, choose
 from factrecall.study.stage_arms import headline as arm_headline
-from factrecall.study.summary import base_name, run_accuracy, run_evaluation, summarize_study
+from factrecall.study.summary import run_accuracy, run_evaluation, summarize_study
 from factrecall.study.sweep import Point
 from factrecall.terms import STRATEGIES
 from factrecall.training.config import QA_PHASE_SETTINGS, TrainConfig, train_record

@@ -18,7 +18,7 @@ from pathlib import Path
 from factrecall.analysis.registry import ANALYSES, runs_on
 from factrecall.artifacts import read_json
 from factrecall.config.presets import recorded_analysis
-from factrecall.config.study import BASE_KINDS
+from factrecall.config.study import base_name
 from factrecall.errors import UserError
 from factrecall.layout import RunLayout, StudyLayout
 from factrecall.study.claims import check_claims
@@ -86,11 +86,6 @@ def summarize_study(study: Path) -> dict:
         summary["bases"] = {name: _base_entry(summary if root == files else summarize_study(root.root),
                                               StudyLayout(root.root.relative_to(study))) for name, root in roots.items()}
     return summary
-
-
-def base_name(base: str) -> str:
-    """A base's name in step names and folders: its kind, or its directory's name."""
-    return base if base in BASE_KINDS else Path(base).name
 
 
 def _base_entry(summary: dict, where: StudyLayout) -> dict:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from accelerate.utils import broadcast_object_list
 
-from factrecall.artifacts import is_directory, read_json, sha256_files
+from factrecall.artifacts import is_directory, json_lines, read_json, sha256_files
 from factrecall.errors import UserError
 from factrecall.layout import RunLayout
 from factrecall.locks import directory_lock
@@ -205,7 +205,7 @@ def truncate_log(path: Path, size: int, main: bool) -> None:
     if size:  # the rows it keeps must be the run's own
         with open(path, "rb") as f:
             kept = f.read(size)
-        for number, line in enumerate(kept.decode("utf-8", errors="replace").splitlines(), start=1):
+        for number, line in json_lines(kept.decode("utf-8", errors="replace")):
             try:
                 json.loads(line)
             except ValueError:
