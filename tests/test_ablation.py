@@ -56,7 +56,7 @@ def test_ablate_run_writes_every_set(run):
     assert size > 0 and result["random"]["size"] == size
     assert result["top_bio_only"]["size"] <= size and len(result["random"]["runs"]) == 2
     for name in ("random", "top_bio_only", "top_qa_only"):
-        assert set(result[name]["mean_drop"]) == {"qa_id", "qa_ood", "bio"}
+        assert set(result[name]["mean_change"]) == {"qa_id", "qa_ood", "bio"}
     with pytest.raises(UserError, match="at least 1"):
         ablate_run(run, seeds=0)
 

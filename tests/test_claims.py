@@ -187,11 +187,11 @@ def test_c2_is_antisymmetric(m, s):
 
 def block(shared_drop: float, random_drops=(-0.05, -0.06, -0.04), size=1000, p0=0.8) -> dict:
     return {"fraction": 0.02, "size": size, "depth": 5000,
-            "shared": {"size": size, "accuracy": {"qa_ood": p0 + shared_drop}, "drop": {"qa_ood": shared_drop,
+            "shared": {"size": size, "accuracy": {"qa_ood": p0 + shared_drop}, "change": {"qa_ood": shared_drop,
                                                                                          "qa_id": -0.01}},
-            "random": {"size": size, "runs": [{"drop": {"qa_ood": d}} for d in random_drops],
-                       "mean_drop": {"qa_ood": sum(random_drops) / len(random_drops)}},
-            **{k: {"size": size, "mean_drop": {"qa_ood": -0.1}} for k in ("top_bio_only", "top_qa_only")}}
+            "random": {"size": size, "runs": [{"change": {"qa_ood": d}} for d in random_drops],
+                       "mean_change": {"qa_ood": sum(random_drops) / len(random_drops)}},
+            **{k: {"size": size, "mean_change": {"qa_ood": -0.1}} for k in ("top_bio_only", "top_qa_only")}}
 
 
 def ablation(shared_drop, random_drops=(-0.05, -0.06, -0.04), p0=0.8, n=1000, size=1000) -> dict:

@@ -48,6 +48,14 @@ def test_every_analysis_has_its_settings_and_they_are_its_cache_key():
             assert {a.name for a in ANALYSES if a.settings(base) != a.settings(changed)} == {name}, field.name
 
 
+def test_a_renamed_result_key_reruns_its_analysis():
+    """ablation.json's "drop" became "change" (format 2): the version enters its key, so a study reruns it
+    instead of reading an earlier file; analyses of format 1 keep the keys they had."""
+    key = REGISTRY["ablation"].settings(AnalysisConfig())
+    assert key[-1] == "format 2" and key[:-1] == list(dataclasses.astuple(AnalysisConfig().ablation))
+    assert REGISTRY["graft"].settings(AnalysisConfig()) == list(dataclasses.astuple(AnalysisConfig().graft))
+
+
 @pytest.mark.parametrize("command, name", [("shared_command", "shared"), ("ablate_command", "ablation"),
                                            ("graft_command", "graft"), ("heads_command", "heads"),
                                            ("consistency_command", "consistency"), ("forgetting_command", "forgetting")])
@@ -120,8 +128,8 @@ def test_summaries_carry_the_same_size_numbers_and_read_old_results():
 
     def sets(drop: float, size: int) -> dict:
         controls = ("random", "top_bio_only", "top_qa_only")
-        return {"shared": {"size": size, "drop": {"qa_ood": drop}},
-                **{n: {"size": size, "mean_drop": {"qa_ood": drop / 2}} for n in controls}}
+        return {"shared": {"size": size, "change": {"qa_ood": drop}},
+                **{n: {"size": size, "mean_change": {"qa_ood": drop / 2}} for n in controls}}
     ablation = {"k": 5.0, "unablated": {"qa_ood": 0.5}, **sets(-0.2, 40)}
     summary = REGISTRY["ablation"].summary(ablation | {"matched": {"fraction": 0.02, "size": 30, "depth": 99,
                                                                    **sets(-0.3, 30)}})

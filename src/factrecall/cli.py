@@ -307,7 +307,8 @@ def shared_command(run: RunDir, settings):
 @_writes_run
 @settings_options("ablation")
 def ablate_command(run: RunDir, settings, data: MovedData = None, device: Device = DEFAULT.device):
-    """Reset shared parameters to θ_pre and measure the accuracy drop, against matched sets (docs/method.md §6)."""
+    """Reset shared parameters to θ_pre and measure the change of accuracy (negative = lost), against matched sets
+    (docs/method.md §6)."""
     from factrecall import ablate_run
 
     _headline("ablation", ablate_run(run, settings.k, settings.seeds, settings.eval_people, data, device,

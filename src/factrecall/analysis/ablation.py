@@ -41,12 +41,12 @@ from factrecall.terms import EVAL_SETS
 
 def _result(acc: dict, reference: dict, size: int) -> dict:
     accuracy = {m: acc[m]["accuracy"] for m in EVAL_SETS}
-    return {"size": size, "accuracy": accuracy, "drop": {m: accuracy[m] - reference[m] for m in EVAL_SETS}}
+    return {"size": size, "accuracy": accuracy, "change": {m: accuracy[m] - reference[m] for m in EVAL_SETS}}
 
 
 def _ablate(model, base, sets: dict, pad: int, reference: dict, shared: IndexMask, top_bio: IndexMask,
             top_qa: IndexMask, seeds: int) -> dict:
-    """Accuracy and drop after resetting `shared` and its controls (random, Top_BIO∖shared, Top_QA∖shared)."""
+    """Accuracy and change (ablated − unablated; negative = lost) after resetting `shared` and its controls (random, Top_BIO∖shared, Top_QA∖shared)."""
     bio_only, qa_only = top_bio - shared, top_qa - shared
     jobs = [("shared", None, lambda: shared)]  # sets are drawn when their turn comes: one in memory at a time
     jobs += [("random", s, lambda s=s: random_like(shared, s)) for s in range(seeds)]
@@ -63,8 +63,8 @@ def _ablate(model, base, sets: dict, pad: int, reference: dict, shared: IndexMas
         runs = raw[name]
         result[name] = {
             "size": runs[0]["size"], "runs": runs,
-            "mean_drop": {m: statistics.fmean(r["drop"][m] for r in runs) for m in EVAL_SETS},
-            "std_drop": {m: statistics.pstdev([r["drop"][m] for r in runs]) for m in EVAL_SETS},
+            "mean_change": {m: statistics.fmean(r["change"][m] for r in runs) for m in EVAL_SETS},
+            "std_change": {m: statistics.pstdev([r["change"][m] for r in runs]) for m in EVAL_SETS},
         }
     return result
 
@@ -72,7 +72,7 @@ def _ablate(model, base, sets: dict, pad: int, reference: dict, shared: IndexMas
 def ablate_run(run: Path, k: float = DEFAULT.ablation.k, seeds: int = DEFAULT.ablation.seeds,
                eval_people: int = DEFAULT.ablation.eval_people, data: Path | None = None, device: str = DEFAULT.device,
                size: float | None = DEFAULT.ablation.size) -> dict:
-    """Write `run/analysis/ablation.json`: accuracy and drop for every set at k, and with `size` (a fraction of the
+    """Write `run/analysis/ablation.json`: accuracy and change for every set at k, and with `size` (a fraction of the
     traced entries; None: none) for the same-size sets `matched` that C4 judges; returns it."""
     run = Path(run)
     top_count(k, 1)
@@ -103,7 +103,8 @@ def ablate_run(run: Path, k: float = DEFAULT.ablation.k, seeds: int = DEFAULT.ab
 
 
 def _sets(a: dict) -> dict:
-    return {"shared": a["shared"]["drop"], **{n: a[n]["mean_drop"] for n in ("random", "top_bio_only", "top_qa_only")},
+    return {"shared": a["shared"]["change"],
+            **{n: a[n]["mean_change"] for n in ("random", "top_bio_only", "top_qa_only")},
             "sizes": {n: a[n]["size"] for n in ("shared", "random", "top_bio_only", "top_qa_only")}}
 
 
@@ -116,14 +117,15 @@ def _entry(a: dict) -> dict:
 
 def _line(d: dict) -> str:
     m = d.get("matched")
-    same = (f"; same-size set ({m['size']:,} entries) {m['shared']['drop']['qa_ood']:+.3f}, random "
-            f"{m['random']['mean_drop']['qa_ood']:+.3f}" if m else "")
-    return (f"OOD-QA drop shared {d['shared']['drop']['qa_ood']:+.3f}, random {d['random']['mean_drop']['qa_ood']:+.3f}"
-            f" (k={d['k']:g}%){same}")
+    same = (f"; same-size set ({m['size']:,} entries) {m['shared']['change']['qa_ood']:+.3f}, random "
+            f"{m['random']['mean_change']['qa_ood']:+.3f}" if m else "")
+    return (f"OOD-QA change shared {d['shared']['change']['qa_ood']:+.3f}, random "
+            f"{d['random']['mean_change']['qa_ood']:+.3f} (k={d['k']:g}%){same}")
 
 
 ANALYSIS = Analysis(
     name="ablation", reads=(),
     run=lambda run, a: ablate_run(run, a.ablation.k, a.ablation.seeds, a.ablation.eval_people, device=a.device,
                                   size=a.ablation.size or None),
-    writes=lambda run, a: [run.result("ablation")], headline=_line, summary=_entry)
+    writes=lambda run, a: [run.result("ablation")], headline=_line, summary=_entry,
+    version=2)  # 2: "change" (ablated − unablated) for what was called "drop"

@@ -29,10 +29,12 @@ class Analysis:
     headline: Callable[[dict], str]  # its result in one line
     summary: Callable[[dict], object] | None = None  # its entry in summary.json (None: not summarised)
     applies: Callable[[RunLayout], bool] = lambda run: True  # whether the study runs it on this run
+    version: int = 1  # of its result's format: raised when a key is renamed, so a study reruns it
 
     def settings(self, config: AnalysisConfig) -> list:
-        """Its cache key's settings: its own (the settings of what it reads enter through their files)."""
-        return list(astuple(getattr(config, self.name)))
+        """Its cache key's settings: its own (the settings of what it reads enter through their files), and the
+        format version from 2 on."""
+        return list(astuple(getattr(config, self.name))) + ([f"format {self.version}"] if self.version > 1 else [])
 
     def path(self, run: RunLayout, config: AnalysisConfig) -> Path:
         """The JSON file holding its result (the first file it writes)."""

@@ -122,16 +122,16 @@ def concentration(shared: dict) -> Figure:
 
 
 def ablation(ablation: dict) -> Figure:
-    """Fig. 2b: OOD-QA (and ID-QA, BIO) drop after resetting each set to θ_pre."""
+    """Fig. 2b: the change of OOD-QA (and ID-QA, BIO) accuracy after resetting each set to θ_pre (negative = lost)."""
     names = {"shared": "Shared", "random": "random", "top_bio_only": "Top_BIO∖S", "top_qa_only": "Top_QA∖S"}
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.3), sharey=True)
     for ax, (m, title) in zip(axes, SETS.items()):
-        values = {s: [ablation[s]["shared"]["drop"][m]] + [ablation[s][n]["mean_drop"][m] for n in list(names)[1:]]
+        values = {s: [ablation[s]["shared"]["change"][m]] + [ablation[s][n]["mean_change"][m] for n in list(names)[1:]]
                   for s in STRATEGIES}
-        errors = {s: [0.0] + [ablation[s][n]["std_drop"][m] for n in list(names)[1:]] for s in STRATEGIES}
+        errors = {s: [0.0] + [ablation[s][n]["std_change"][m] for n in list(names)[1:]] for s in STRATEGIES}
         _bars(ax, list(names.values()), values, errors)
         ax.axhline(0, color="k", linewidth=0.6)
-        ax.set_title(f"{title} drop")
+        ax.set_title(f"{title}: change after reset")
         ax.tick_params(axis="x", labelsize=8)
     axes[0].set_ylabel(f"accuracy change (k={ablation['mix']['k']:g}%)")
     axes[0].legend()

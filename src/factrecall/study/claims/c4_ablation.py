@@ -1,7 +1,7 @@
 """C4: ablating the shared set hurts Mix beyond chance (C4a), and more than it hurts Stage (C4b) (Fig. 2b).
 
 Both are judged on the same-size block of ablation.json (`matched`: a shared set of the same number of
-entries in every run) by the relative loss L = −drop / unablated accuracy on OOD-QA, and its standard
+entries in every run) by the relative loss L = −change / unablated accuracy (change = ablated − unablated) on OOD-QA, and its standard
 error from the questions (binomial, before and after the reset) and, for random sets, their seeds:
 
     se(L_shared) = √(p₀(1−p₀)/n + p₁(1−p₁)/n) / p₀
@@ -29,11 +29,11 @@ def relative_losses(block: dict, unablated: dict, n: int) -> dict:
         return {"floor": True}
     shared_p = block["shared"]["accuracy"]["qa_ood"]
     runs = block["random"]["runs"]
-    losses = [-r["drop"]["qa_ood"] / p0 for r in runs]
+    losses = [-r["change"]["qa_ood"] / p0 for r in runs]
     mean = sum(losses) / len(losses)
     sd = math.sqrt(sum((x - mean) ** 2 for x in losses) / (len(losses) - 1)) if len(losses) > 1 else 0.0
     se_b = math.sqrt(binomial_se(p0, n) ** 2 + binomial_se(p0 * (1 - mean), n) ** 2) / p0
-    return {"floor": False, "shared": -block["shared"]["drop"]["qa_ood"] / p0,
+    return {"floor": False, "shared": -block["shared"]["change"]["qa_ood"] / p0,
             "shared_se": math.sqrt(binomial_se(p0, n) ** 2 + binomial_se(shared_p, n) ** 2) / p0,
             "random": mean, "random_sd": sd, "random_se": math.sqrt((sd * sd + se_b * se_b) / len(losses)),
             "seeds": len(losses), "one_question": 1 / (n * p0) if n else 1e-9}
@@ -58,13 +58,13 @@ def _describe(evidence: dict, losses: dict) -> str:
     for s in ("mix", "stage"):
         m, u = a[s]["matched"], a[s]["unablated"]
         x = losses[s]
-        controls = ", ".join(f"{label} {-m[kind]['mean_drop']['qa_ood'] / u['qa_ood']:.0%}" for kind, label in
+        controls = ", ".join(f"{label} {-m[kind]['mean_change']['qa_ood'] / u['qa_ood']:.0%}" for kind, label in
                              (("top_bio_only", "Top_BIO∖Shared"), ("top_qa_only", "Top_QA∖Shared"))) if u["qa_ood"] else ""
         parts.append(f"{s.capitalize()} ({m['shared']['size']:,} entries, unablated OOD-QA {u['qa_ood']:.3f}): "
                      + ("unablated OOD-QA is 0" if x["floor"] else
                         f"shared {x['shared']:.1%} ± {x['shared_se']:.1%}, random {x['random']:.1%} (sd "
-                        f"{x['random_sd']:.1%} over {x['seeds']} seeds); reported only: ID-QA drop "
-                        f"{m['shared']['drop']['qa_id']:+.3f}, {controls}"))
+                        f"{x['random_sd']:.1%} over {x['seeds']} seeds); reported only: ID-QA change "
+                        f"{m['shared']['change']['qa_id']:+.3f}, {controls}"))
     return "OOD-QA relative loss of the same-size sets: " + "; ".join(parts)
 
 
