@@ -121,16 +121,23 @@ def concentration(shared: dict) -> Figure:
     return fig
 
 
+def _exact(value: float) -> float:
+    """A mean of equal accuracies, where float rounding left ±1e−17 instead of 0."""
+    return 0.0 if abs(value) < 1e-12 else value
+
+
 def ablation(ablation: dict) -> Figure:
     """Fig. 2b: the change of OOD-QA (and ID-QA, BIO) accuracy after resetting each set to θ_pre (negative = lost)."""
     names = {"shared": "Shared", "random": "random", "top_bio_only": "Top_BIO∖S", "top_qa_only": "Top_QA∖S"}
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.3), sharey=True)
     for ax, (m, title) in zip(axes, SETS.items()):
-        values = {s: [ablation[s]["shared"]["change"][m]] + [ablation[s][n]["mean_change"][m] for n in list(names)[1:]]
-                  for s in STRATEGIES}
+        values = {s: [_exact(v) for v in [ablation[s]["shared"]["change"][m]]
+                      + [ablation[s][n]["mean_change"][m] for n in list(names)[1:]]] for s in STRATEGIES}
         errors = {s: [0.0] + [ablation[s][n]["std_change"][m] for n in list(names)[1:]] for s in STRATEGIES}
         _bars(ax, list(names.values()), values, errors)
         ax.axhline(0, color="k", linewidth=0.6)
+        low, high = ax.get_ylim()  # at least ±0.05: no change reads as no change, not as a scale of 1e−17
+        ax.set_ylim(min(low, -0.05), max(high, 0.05))
         ax.set_title(f"{title}: change after reset")
         ax.tick_params(axis="x", labelsize=8)
     axes[0].set_ylabel(f"accuracy change (k={ablation['mix']['k']:g}%)")
@@ -167,22 +174,38 @@ def grafting(graft: dict) -> Figure:
     return fig
 
 
+LINESTYLES = ("--", ":", "-.", (0, (5, 1, 1, 1)))
+MARKERS = (".", "s", "^", "v", "D", "x")
+
+
+def nothing(ax, title: str) -> None:
+    """A panel with no value to show: it says so instead of drawing empty axes."""
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
+    ax.text(0.5, 0.5, "not measured here", ha="center", va="center", transform=ax.transAxes, color="grey")
+
+
 def circuit(curves: dict, kind: str) -> Figure:
     """Fig. 4a–c: sufficiency and criticality (OOD-QA vs n) per metric, and the fraction of parameters reset."""
     fig, axes = plt.subplots(2, 3, figsize=(12, 6))
     for row, strategy in enumerate(STRATEGIES):
         c = curves[strategy]
-        for metric, v in c["metrics"].items():
-            style = {"linewidth": 2.2} if metric == "shared_size" else {"linewidth": 1, "alpha": 0.8}
+        for i, (metric, v) in enumerate(c["metrics"].items()):  # line styles and markers apart: equal curves show
+            style = ({"linewidth": 2.2} if metric == "shared_size" else
+                     {"linewidth": 1, "alpha": 0.8, "linestyle": LINESTYLES[i % len(LINESTYLES)]})
+            style["marker"] = MARKERS[i % len(MARKERS)]
             label = f"{metric} (1 of {len(v['permutations'])} permutations)" if "permutations" in v else metric
             for ax, mode in zip(axes[row][:2], ("sufficiency", "criticality")):
-                ax.plot([p["n"] for p in v[mode]], [p["accuracy"]["qa_ood"] for p in v[mode]], marker=".",
-                        label=label, **style)
+                ax.plot([p["n"] for p in v[mode]], [p["accuracy"]["qa_ood"] for p in v[mode]], label=label,
+                        markersize=4, **style)
             axes[row][2].plot([p["n"] for p in v["sufficiency"]], [p["reset_fraction"] for p in v["sufficiency"]],
-                              marker=".", label=label, **style)
+                              label=label, markersize=4, **style)
         ood = c["unablated"]["qa_ood"]
-        axes[row][0].axhline(0.9 * ood, color="grey", linestyle="--", linewidth=0.8)
-        axes[row][1].axhline(0.5 * ood, color="grey", linestyle="--", linewidth=0.8)
+        for ax, share, what in ((axes[row][0], 0.9, "sufficient"), (axes[row][1], 0.5, "critical")):
+            line = ax.axhline(share * ood, color="grey", linestyle="--", linewidth=0.8,
+                              label=f"{share:.0%} of θ_ft's OOD-QA ({what} at or {'above' if share > 0.5 else 'below'})")
+            if ax is not axes[0][0]:
+                ax.legend(handles=[line], fontsize=7)
         units = f"{kind}s kept (top n by metric)", f"{kind}s reset (top n by metric)", f"n ({kind}s kept)"
         titles = ("sufficiency (Fig. 4a)", "criticality (Fig. 4b)", "parameters reset (Fig. 4c)")
         for ax, unit, title in zip(axes[row], units, titles):
@@ -195,9 +218,12 @@ def circuit(curves: dict, kind: str) -> Figure:
 
 
 def per_layer(series: dict[str, dict[str, list[float]]], title: str, ylabel: str) -> Figure:
-    """Lines per layer: {panel: {strategy: [value per layer]}}."""
+    """Lines per layer: {panel: {strategy: [value per layer]}}; a panel with no value says so."""
     fig, axes = plt.subplots(1, len(series), figsize=(3.2 * len(series), 3.2), squeeze=False)
     for ax, (panel, by_strategy) in zip(axes[0], series.items()):
+        if not any(v is not None and np.isfinite(v) for values in by_strategy.values() for v in values):
+            nothing(ax, panel)
+            continue
         for strategy, values in by_strategy.items():
             ax.plot(range(len(values)), values, marker="o", color=COLORS.get(strategy), label=strategy.capitalize())
         ax.set(xlabel="layer", ylabel=ylabel, title=panel)

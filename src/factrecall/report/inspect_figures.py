@@ -51,7 +51,7 @@ def attention_figure(result: dict, path: Path) -> None:
                              layout="constrained")
     for col, view in enumerate(views):
         top, bottom = axes[0, col], axes[1, col]
-        top.imshow(view["attention"]["pattern"], cmap="Greys", vmin=0, vmax=1, aspect="auto")
+        image = top.imshow(view["attention"]["pattern"], cmap="Greys", vmin=0, vmax=1, aspect="auto")
         _label_ticks(top, view, "x")
         _label_ticks(top, view, "y")
         top.set_title(_title(result, view), fontsize=8)
@@ -61,6 +61,7 @@ def attention_figure(result: dict, path: Path) -> None:
         bottom.set_ylim(0, 1)
         shares = ", ".join(f"{k} {v:.2f}" for k, v in view["attention"]["final_share"].items())
         bottom.set_title(f"final token {view['tokens'][-1]!r} attends:\n{shares}", fontsize=8)
+    fig.colorbar(image, ax=axes[0, :], shrink=0.8, label="attention weight (query row → key column)")
     _save(fig, path)
 
 

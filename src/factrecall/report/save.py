@@ -16,8 +16,9 @@ from factrecall.artifacts import write_bytes
 @contextmanager
 def literal_text():
     """Figures drawn inside take every text literally: a name or token holding `$…$` is text, not mathtext
-    (which would fail on it). Every report figure is drawn inside one."""
-    with matplotlib.rc_context({"text.parse_math": False}):
+    (which would fail on it); and an axis shows its values, never an offset (a flat panel got "1e−17"). Every
+    report figure is drawn inside one."""
+    with matplotlib.rc_context({"text.parse_math": False, "axes.formatter.useoffset": False}):
         yield
 
 
