@@ -338,3 +338,21 @@ def test_command_line_trains_and_evaluates_own_facts(capitals, tmp_path, monkeyp
     _edit("qa", 1, lambda r, _: {**r, "answer": "Lyon"})(bad)
     code, out = _cli(monkeypatch, capsys, "eval", "--model", tmp_path / "run" / "model", "--data", bad)
     assert code == 2 and out.count("\n") == 1 and "qa.jsonl:1: answer 'Lyon' is not" in out
+
+
+def test_data_check_validates_and_counts(capitals, tmp_path, monkeypatch, capsys):
+    """`factrecall data check DIR`: the loader's checks, then the counts (lines or JSON)."""
+    dataset = load_dataset(capitals)
+    code, out = _cli(monkeypatch, capsys, "data", "check", capitals, "--json")
+    assert code == 0, out
+    counts = json.loads(out)
+    assert counts["source"] == "own facts" and counts["attributes"] == ["capital", "language"]
+    assert counts["entities"] == len(dataset.people) == counts["id_entities"] + counts["ood_entities"]
+    assert (counts["bios"], counts["questions_trained"], counts["questions_held_out"]) == (
+        len(dataset.bios), len(dataset.qa_split("id")), len(dataset.qa_split("ood")))
+    code, out = _cli(monkeypatch, capsys, "data", "check", capitals)
+    assert code == 0 and out.startswith(f"{capitals}: valid (own facts); {counts['entities']} entities")
+    bad = shutil.copytree(capitals, tmp_path / "bad")
+    _edit("qa", 1, lambda r, _: {**r, "answer": "Lyon"})(bad)
+    code, out = _cli(monkeypatch, capsys, "data", "check", bad)
+    assert code == 2 and out.count("\n") == 1 and "qa.jsonl:1: answer 'Lyon' is not" in out

@@ -156,6 +156,30 @@ def data_generate(
     typer.echo(f"wrote {out}: {json.dumps(meta['counts'])} hash {meta['content_hash'][:12]}")
 
 
+@data_app.command("check")
+def data_check(
+    data: Annotated[Path, typer.Argument(help="A dataset directory: generated, or facts of your own.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of lines.")] = False,
+):
+    """Validate a dataset as every command will read it (docs/data-format.md) and print its counts."""
+    from factrecall.data.dataset import load_dataset
+
+    dataset = load_dataset(data)
+    split = {s: sum(p["split"] == s for p in dataset.people) for s in ("id", "ood")}
+    counts = {"source": "generated" if dataset.generated else "own facts", "attributes": list(dataset.attributes),
+              "entities": len(dataset.people), "id_entities": split["id"], "ood_entities": split["ood"],
+              "bios": len(dataset.bios), "bios_per_entity": round(len(dataset.bios) / max(len(dataset.people), 1), 2),
+              "questions_trained": len(dataset.qa_split("id")), "questions_held_out": len(dataset.qa_split("ood")),
+              "content_hash": dataset.content_hash}
+    if as_json:
+        typer.echo(json.dumps(counts, indent=1))
+        return
+    typer.echo(f"{data}: valid ({counts['source']}); {counts['entities']} entities ({split['id']} ID, {split['ood']} "
+               f"OOD), {counts['bios']} bios ({counts['bios_per_entity']:g} per entity), "
+               f"{counts['questions_trained']} trained and {counts['questions_held_out']} held-out questions; "
+               f"attributes {', '.join(dataset.attributes)}; content hash {dataset.content_hash[:12]}")
+
+
 def _dataset_of(path: Path) -> Path:
     """A dataset directory, or the population inside a base directory from 'factrecall base build'."""
     base = BaseLayout(path)
