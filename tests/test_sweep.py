@@ -80,6 +80,9 @@ def test_explicit_points_and_the_bases_axis(tmp_path):
     ('[sweep]\n"train.lr" = []\n', "[sweep] 'train.lr' must be a non-empty list of values"),
     ('[sweep]\n"train.lr" = 1e-3\n', "[sweep] 'train.lr' must be a non-empty list of values"),
     ('[sweep]\n"train.lr" = [1e-3, 1e-3]\n', "repeats a value"),
+    ('[sweep]\n"train.lr" = [1, 1.0]\n', "repeats a value"),  # one learning rate, whatever its TOML type
+    ('[sweep]\n"train.lr" = [1e-3]\n[sweep.train]\nlr = [2e-3]\n', "'train.lr' is given twice"),
+    ('points = [{"train.lr" = 1e-3, train = {lr = 2e-3}}]\n', "'train.lr' is given twice"),
     ('[sweep]\n"train.lr" = [1e-3, "fast"]\n', "point 1 (lr=fast): train setting 'lr' must be float"),
     ('[sweep]\n"train.strategy" = ["mix"]\n', "cannot sweep train.strategy"),
     ('[sweep]\n"data.people" = [30, -1]\n', "point 1 (people=-1)"),

@@ -88,7 +88,7 @@ def sweep_points(file: Path, preset: str | None = None, device: str | None = Non
     bases, seeds = _bases_axis(file, table), _seed_axis(file, table)
     size = len(bases) * len(seeds) * (len(table["points"]) if isinstance(table.get("points"), list) else
                                       math.prod(len(v) if isinstance(v, list) else 1
-                                                for v in _flatten(table.get("sweep", {})).values()))
+                                                for v in _flatten(file, table.get("sweep", {})).values()))
     if size > MAX_POINTS:  # counted before the grid is built
         raise UserError(f"{file}: the sweep has {size:,} points, more than {MAX_POINTS}; split it into "
                         f"several studies (each its own --out)")
@@ -115,19 +115,24 @@ def _combinations(file: Path, table: dict) -> list[dict]:
         if not isinstance(listed, list) or not listed or not all(isinstance(p, dict) for p in listed):
             raise UserError(f"{file}: points must be a non-empty list of tables of settings, e.g. "
                             f"points = [{{\"train.lr\" = 1e-3}}]")
-        combos = [_flatten(p) for p in listed]
+        combos = [_flatten(file, p) for p in listed]
         for i, combo in enumerate(combos):
             for key in combo:
                 _check_key(file, key, f"points[{i}]")
         return combos
-    axes = _flatten(table.get("sweep", {}))
+    axes = _flatten(file, table.get("sweep", {}))
     for key, values in axes.items():
         _check_key(file, key, "[sweep]")
         if not isinstance(values, list) or not values:
             raise UserError(f"{file}: [sweep] {key!r} must be a non-empty list of values (got {values!r})")
-        if len({repr(v) for v in values}) != len(values):
+        if any(_same(a, b) for i, a in enumerate(values) for b in values[:i]):
             raise UserError(f"{file}: [sweep] {key!r} repeats a value ({values!r}); give each value once")
     return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+
+def _same(a, b) -> bool:
+    """Equal as settings: 1 and 1.0 are one learning rate (a bool is never a number)."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
 def _bases_axis(file: Path, table: dict) -> list[dict]:
@@ -148,23 +153,27 @@ def _seed_axis(file: Path, table: dict) -> list[dict]:
             or len(set(seeds)) != len(seeds)):
         raise UserError(f"{file}: seeds must be a non-empty list of distinct integers in [0, 2**32) (got {seeds!r})")
     listed = table.get("points") if isinstance(table.get("points"), list) else []
-    swept = {**_flatten(table.get("sweep", {})), **{k: 1 for p in listed if isinstance(p, dict) for k in _flatten(p)}}
+    swept = {**_flatten(file, table.get("sweep", {})),
+             **{k: 1 for p in listed if isinstance(p, dict) for k in _flatten(file, p)}}
     clash = [k for k in ("train.seed", "data.seed") if k in swept]
     if clash:
         raise UserError(f"{file}: seeds and the swept {clash[0]!r} both set the seed; give one of them")
     return [{"seed": s} for s in seeds]
 
 
-def _flatten(table: dict, prefix: str = "") -> dict:
+def _flatten(file: Path, table: dict, prefix: str = "") -> dict:
     """`{"train": {"lr": [..]}}` (TOML's dotted keys) and `{"train.lr": [..]}` (quoted) alike as {"train.lr": [..]}."""
     if not isinstance(table, dict):
-        raise UserError(f"[sweep] must be a table of axes, e.g. \"train.lr\" = [1e-3, 2e-3] (got {table!r})")
+        raise UserError(f"{file}: [sweep] must be a table of axes, e.g. \"train.lr\" = [1e-3, 2e-3] (got {table!r})")
     flat = {}
     for key, value in table.items():
-        if isinstance(value, dict) and "." not in key:  # [sweep.analysis.ablation] k = [..] too
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
+        inner = (_flatten(file, value, f"{prefix}{key}.") if isinstance(value, dict) and "." not in key
+                 else {prefix + key: value})
+        twice = sorted(set(inner) & set(flat))  # `[sweep.analysis.ablation] k = [..]` too
+        if twice:
+            raise UserError(f"{file}: the setting {twice[0]!r} is given twice in one [sweep] or points entry (quoted "
+                            f"and as a table); give it once")
+        flat.update(inner)
     return flat
 
 
