@@ -80,7 +80,11 @@ def _run(run: RunLayout) -> dict:
         lines.append("not finished: no eval.json yet (resume with 'factrecall train --resume')")
     for analysis in ANALYSES:
         if analysis.path(run, DEFAULT).is_file():
-            lines.append(f"{analysis.name}: {analysis.headline(analysis.load(run, DEFAULT))}")
+            try:
+                headline = analysis.headline(analysis.load(run, DEFAULT))
+            except (KeyError, TypeError, IndexError):  # a result of an earlier factrecall's format
+                headline = "written by an earlier factrecall's format: rerun the analysis (or the study) to read it"
+            lines.append(f"{analysis.name}: {headline}")
     if run.shared.is_file():
         shared = read_json(run.shared, "shared parameters")
         heads = sorted(((count, layer, head) for layer, row in enumerate(shared["heads"])
