@@ -57,13 +57,15 @@ def settings_options(name: str):
     defaults = getattr(DEFAULT, name)
     hints = typing.get_type_hints(type(defaults))
 
+    def flag(field) -> str:
+        return f"--{field.metadata.get('option', field.name).replace('_', '-')}"
+
     def option(field) -> inspect.Parameter:
-        flag = f"--{field.metadata.get('option', field.name).replace('_', '-')}"
         listed = typing.get_origin(hints[field.name]) is tuple
         kind = str if listed else hints[field.name]
         help = field.metadata["help"] + (" Comma-separated." if listed else "")
         return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[
-            kind, typer.Option(flag, help=help)], default=_option_text(getattr(defaults, field.name)))
+            kind, typer.Option(flag(field), help=help)], default=_option_text(getattr(defaults, field.name)))
 
     def parse(field, text: str):
         if typing.get_origin(hints[field.name]) is not tuple:
@@ -71,8 +73,7 @@ def settings_options(name: str):
         try:
             return tuple(float(x) for x in text.split(",") if x.strip())
         except ValueError:
-            flag = field.metadata.get("option", field.name).replace("_", "-")
-            raise UserError(f"--{flag} {text!r} must be comma-separated numbers, e.g. 0.1,0.5") from None
+            raise UserError(f"{flag(field)} {text!r} must be comma-separated numbers, e.g. 0.1,0.5") from None
 
     def wrap(command):
         from factrecall.checks import checker

@@ -36,9 +36,11 @@ def _fractions(value, low_open: bool = True, high_open: bool = False) -> bool:
 
 
 def _count(must, settings, key: str, least: int) -> None:
+    """An integer setting of at least `least` (a count of people: 0 = all of them)."""
+    every = " (0 = all people)" if least == 0 and key.endswith("people") else ""
     must(is_int(getattr(settings, key)) and getattr(settings, key) >= least, key,
          "not be negative" if least == 0 else f"be at least {least}",
-         "give an integer ≥ 0 (0 = all people)" if least == 0 else "give an integer")
+         f"give an integer ≥ 0{every}" if least == 0 else "give an integer")
 
 
 @dataclass(frozen=True)
